@@ -1,0 +1,72 @@
+"""Robust scale/shift alignment of a depth estimate to reference depth.
+
+A new frame's depth estimate (relative, or metric with its own bias) is put in the memory's
+metric frame by fitting ``target ~ s * pred + t`` on the pixels memory already sees. Outliers
+(occlusion boundaries, wrong estimates) are many, so the fit is trimmed: solve, drop the worst
+residuals, solve again. Residuals are relative (divided by the target) so near and far pixels
+count alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Alignment:
+    scale: float
+    shift: float
+    inliers: int
+    method: str
+
+    def apply(self, depth: torch.Tensor) -> torch.Tensor:
+        return depth * self.scale + self.shift
+
+
+def _weighted_ls(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
+    A = torch.stack([p * w, w], -1).double()
+    b = (t * w).double()
+    sol = torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
+    return float(sol[0]), float(sol[1])
+
+
+def align_scale_shift(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    keep: float = 0.8,
+    iters: int = 4,
+    max_samples: int = 20000,
+    min_pixels: int = 64,
+) -> Alignment:
+    """Fit ``target ~ scale * pred + shift`` over ``mask``; all (H, W).
+
+    Falls back to a median scale (shift 0) when the affine fit is degenerate (too few pixels, a
+    non-positive scale, or a shift that would make aligned depth non-positive).
+    """
+    m = mask & (target > 0) & (pred > 0) & torch.isfinite(pred) & torch.isfinite(target)
+    p, t = pred[m].float(), target[m].float()
+    if p.numel() == 0:
+        return Alignment(1.0, 0.0, 0, "identity")
+    if p.numel() > max_samples:  # deterministic subsample: every k-th pixel
+        step = p.numel() // max_samples + 1
+        p, t = p[::step], t[::step]
+    median = Alignment(float(t.median() / p.median()), 0.0, int(p.numel()), "median")
+    if p.numel() < min_pixels:
+        return median
+    w = 1.0 / t
+    sel = torch.ones_like(p, dtype=torch.bool)
+    s, b = 1.0, 0.0
+    for _ in range(iters):
+        s, b = _weighted_ls(p[sel], t[sel], w[sel])
+        if not s > 0:
+            return median
+        r = ((s * p + b - t) * w).abs()
+        thresh = torch.quantile(r, keep) if r.numel() < 16_000_000 else r.median()
+        sel = r <= thresh
+    pmin = float(pred[pred > 0].min()) if bool((pred > 0).any()) else 0.0
+    if s * pmin + b <= 0:
+        return median
+    return Alignment(s, b, int(sel.sum()), "trimmed-affine")

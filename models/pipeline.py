@@ -1,0 +1,381 @@
+"""The exploration pipeline: photo -> spatial memory -> streamed walkthrough.
+
+Reads like a diffusers pipeline: a plain object composed of swappable components (a depth
+backend for the seed, a depth backend for lifting new frames, a synthesis backend, the spatial
+memory settings) and one explicit loop::
+
+    for each chunk of target cameras:
+        retrieve    memory frames that see each target          (SpatialMemory.retrieve)
+        correspond  warp them into the target, per-pixel source (SpatialMemory.correspond)
+        synthesise  route covered pixels, paint the never-seen  (SynthesisBackend)
+        lift        depth for the new frame, aligned to memory  (_lift_depth)
+        insert      the frame joins memory (every k-th)         (SpatialMemory.insert)
+        yield       a FrameEvent, so callers can stream
+
+Nothing here touches files: the CLI and the studio persist what the events carry.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .align import align_scale_shift
+from .cameras import Camera, intrinsics_from_exif, intrinsics_from_fov, scale_intrinsics
+from .depth import DepthBackend, DepthResult, create_depth_backend
+from .fill import push_pull
+from .memory import ROUTE_DECAY, Correspondence, SpatialMemory
+from .synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
+
+PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
+MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
+
+
+class PipelineError(ValueError):
+    """Bad input to the pipeline, with a message a non-expert understands."""
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of a :class:`WorldPipeline`.
+
+    width: working width in pixels (height follows the photo's aspect, a multiple of 8).
+    hfov_deg: field of view assumed when neither K nor EXIF gives the focal length.
+    memory_stride: every k-th generated frame joins memory (the seed always does).
+    max_retrieved: memory frames routed into each target (latest included).
+    use_memory: False is the ablation: each frame sees only the previous frame.
+    align_depth: align each new frame's depth estimate to memory (scale/shift) before use.
+    lift_width: width at which new frames' depth is estimated (cost grows with pixels).
+    """
+
+    width: int = 512
+    hfov_deg: float = 60.0
+    memory_stride: int = 1
+    max_retrieved: int = 4
+    use_memory: bool = True
+    align_depth: bool = True
+    lift_width: int = 256
+    seed: int = 0
+
+
+@dataclass
+class FrameEvent:
+    """One finished frame.
+
+    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; source_mask: (H, W) bool (True = routed
+    from memory, False = painted); retrieved: memory frame ids used; memory_coverage: fraction of
+    pixels routed from memory; timings: seconds per step.
+    """
+
+    index: int
+    camera: Camera
+    rgb: np.ndarray
+    depth: np.ndarray
+    source_mask: np.ndarray
+    retrieved: list[int]
+    memory_coverage: float
+    timings: dict[str, float]
+    in_memory: bool
+    total: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready metadata (the world bundle's frame entry, minus file names)."""
+        return {
+            "index": self.index,
+            "K": self.camera.K.tolist(),
+            "c2w": self.camera.c2w.tolist(),
+            "memory_coverage": round(self.memory_coverage, 6),
+            "retrieved": list(self.retrieved),
+            "in_memory": self.in_memory,
+        }
+
+
+@dataclass
+class World:
+    """A world being explored: its spatial memory and what is known about it.
+
+    up: (3,) unit world up vector. cameras: every frame's camera so far, in order.
+    """
+
+    width: int
+    height: int
+    up: np.ndarray
+    memory: SpatialMemory
+    cameras: list[Camera]
+    seed_event: FrameEvent
+    backends: dict[str, str]
+    seed: int
+    scale_policy: str
+    depth_meta: dict[str, Any] = field(default_factory=dict)
+    last: FrameEvent | None = None
+
+    @property
+    def scene_depth(self) -> float:
+        """Median depth of the seed frame (metres): the scale presets move at."""
+        d = self.seed_event.depth
+        return float(np.median(d[d > 0])) if (d > 0).any() else 3.0
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.cameras)
+
+    def meta(self) -> dict[str, Any]:
+        """world.json fields other than frames."""
+        return {
+            "up": [float(x) for x in self.up],
+            "width": self.width,
+            "height": self.height,
+            "backends": dict(self.backends),
+            "seed": self.seed,
+            "scale_policy": self.scale_policy,
+        }
+
+
+def working_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """(width, height) at ``target_width``, height a multiple of 8, aspect kept."""
+    if target_width < 64 or target_width % 8:
+        raise PipelineError(f"width must be a multiple of 8 and at least 64, got {target_width}")
+    h = max(8, int(round(height * target_width / width / 8)) * 8)
+    return target_width, h
+
+
+class WorldPipeline:
+    """Photo + camera path -> a persistent world, frame by frame.
+
+    Args:
+        depth: backend estimating the seed photo's depth.
+        synthesis: backend painting never-seen pixels.
+        lift_depth: backend estimating new frames' depth (default: ``depth``, or ``layout``
+            when ``depth`` is a file, which only knows the seed photo).
+        config: :class:`PipelineConfig`.
+    """
+
+    def __init__(
+        self,
+        depth: DepthBackend | None = None,
+        synthesis: SynthesisBackend | None = None,
+        lift_depth: DepthBackend | None = None,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.depth = depth if depth is not None else create_depth_backend("layout")
+        self.synthesis = (
+            synthesis if synthesis is not None else create_synthesis_backend("reproject")
+        )
+        if lift_depth is None:
+            lift_depth = self.depth if self.depth.name != "file" else create_depth_backend("layout")
+        self.lift_depth = lift_depth
+        self.config = config or PipelineConfig()
+
+    # -----------------------------------------------------------------------------------------
+    def seed(
+        self,
+        photo: np.ndarray,
+        K: np.ndarray | None = None,
+        *,
+        c2w: np.ndarray | None = None,
+        focal_35mm: float | None = None,
+        focal_mm: float | None = None,
+    ) -> World:
+        """Make frame 0 of a new world from a photo (H, W, 3) uint8.
+
+        ``K`` refers to the photo's own size; without it EXIF focal lengths, then the default
+        field of view, give the intrinsics. ``c2w`` places the photo's camera (default identity:
+        the world frame is the first camera's).
+        """
+        t0 = time.perf_counter()
+        if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+            raise PipelineError("the photo must be an RGB image (height x width x 3, 8-bit)")
+        ph, pw = photo.shape[:2]
+        W, H = working_size(pw, ph, self.config.width)
+        if K is None:
+            K = intrinsics_from_exif(pw, ph, focal_35mm, focal_mm)
+        if K is None:
+            K = intrinsics_from_fov(pw, ph, self.config.hfov_deg)
+        K_work = scale_intrinsics(K, (pw, ph), (W, H))
+        interp = cv2.INTER_AREA if W < pw else cv2.INTER_LINEAR
+        rgb = cv2.resize(photo, (W, H), interpolation=interp)
+        camera = Camera(K_work, np.eye(4) if c2w is None else c2w, W, H)
+
+        result: DepthResult = self.depth.estimate(rgb, K_work)
+        depth = np.asarray(result.depth, np.float32)
+        if depth.shape != (H, W):
+            raise PipelineError(f"depth backend returned {depth.shape}, expected {(H, W)}")
+        known = result.confidence >= MIN_DEPTH_CONFIDENCE
+        up_cam = result.up_cam if result.up_cam is not None else np.array([0.0, -1.0, 0.0])
+        up = camera.c2w[:3, :3] @ (np.asarray(up_cam, float) / np.linalg.norm(up_cam))
+
+        memory = self._new_memory()
+        t_depth = time.perf_counter()
+        memory.insert(
+            0,
+            camera,
+            torch.from_numpy(rgb),
+            torch.from_numpy(np.where(known, depth, 0.0)),
+            torch.from_numpy(known.astype(np.float32)),
+        )
+        t1 = time.perf_counter()
+        event = FrameEvent(
+            0,
+            camera,
+            rgb,
+            depth,
+            np.ones((H, W), bool),
+            [],
+            1.0,
+            {"depth": t_depth - t0, "insert": t1 - t_depth, "total": t1 - t0},
+            True,
+            1,
+        )
+        backends = {"depth": self.depth.name, "synthesis": self.synthesis.name}
+        if self.lift_depth is not self.depth:
+            backends["lift_depth"] = self.lift_depth.name
+        return World(
+            W,
+            H,
+            up,
+            memory,
+            [camera],
+            event,
+            backends,
+            self.config.seed,
+            result.scale_policy,
+            dict(result.meta),
+            last=event,
+        )
+
+    def _new_memory(self) -> SpatialMemory:
+        return SpatialMemory(max_frames=self.config.max_retrieved)
+
+    # -----------------------------------------------------------------------------------------
+    def explore(self, world: World, cameras: Sequence[Camera]) -> Iterator[FrameEvent]:
+        """Generate a frame at each camera (in order), yielding each as soon as it is done.
+
+        Cameras are resized to the world's working size if needed. The world is updated in
+        place (memory, cameras), so a later call continues where this one stopped.
+        """
+        cams = [self._fit(c, world) for c in cameras]
+        total = world.n_frames + len(cams)
+        step = self.synthesis.chunk_size
+        for start in range(0, len(cams), step):
+            chunk = cams[start : start + step]
+            requests, metas = [], []
+            for cam in chunk:
+                index = world.n_frames + len(requests)
+                t0 = time.perf_counter()
+                memory = world.memory if self.config.use_memory else self._previous_only(world)
+                retrieved = memory.retrieve(cam).frame_ids
+                t1 = time.perf_counter()
+                corr = memory.correspond(cam, retrieved)
+                t2 = time.perf_counter()
+                seed = self.config.seed * 1_000_003 + index
+                requests.append(
+                    SynthesisRequest(index, cam, corr.rgb, corr.depth, corr.valid, seed)
+                )
+                metas.append((corr, retrieved, {"retrieve": t1 - t0, "correspond": t2 - t1}))
+            t3 = time.perf_counter()
+            results = self.synthesis.synthesize(requests)
+            synth_each = (time.perf_counter() - t3) / max(1, len(chunk))
+            for req, res, (corr, retrieved, timings) in zip(requests, results, metas, strict=True):
+                t4 = time.perf_counter()
+                rgb = torch.where(res.source_mask[..., None], corr.rgb, res.rgb.clamp(0, 1))
+                depth = self._lift_depth(rgb, req.camera, corr, res.depth_hint, res.source_mask)
+                rgb8 = (rgb * 255).round().to(torch.uint8)
+                t5 = time.perf_counter()
+                index = req.index
+                in_memory = self.config.use_memory and index % self.config.memory_stride == 0
+                if in_memory:
+                    conf = torch.where(
+                        res.source_mask,
+                        corr.confidence * ROUTE_DECAY,
+                        torch.full_like(depth, PAINTED_CONFIDENCE),
+                    )
+                    world.memory.insert(index, req.camera, rgb8, depth, conf)
+                t6 = time.perf_counter()
+                timings.update(synthesize=synth_each, lift=t5 - t4, insert=t6 - t5)
+                timings["total"] = sum(timings.values())
+                event = FrameEvent(
+                    index,
+                    req.camera,
+                    rgb8.numpy(),
+                    depth.numpy(),
+                    res.source_mask.numpy(),
+                    retrieved,
+                    float(res.source_mask.float().mean()),
+                    timings,
+                    in_memory,
+                    total,
+                )
+                world.cameras.append(req.camera)
+                world.last = event
+                yield event
+
+    @staticmethod
+    def _fit(camera: Camera, world: World) -> Camera:
+        if (camera.width, camera.height) == (world.width, world.height):
+            return camera
+        if abs(camera.width / camera.height - world.width / world.height) > 0.02:
+            raise PipelineError(
+                f"camera aspect {camera.width}x{camera.height} does not match the world's "
+                f"{world.width}x{world.height}"
+            )
+        return camera.resized(world.width, world.height)
+
+    def _previous_only(self, world: World) -> SpatialMemory:
+        """The ablation's memory: nothing but the previous frame."""
+        last = world.last
+        mem = self._new_memory()
+        conf = torch.from_numpy((last.depth > 0).astype(np.float32))
+        mem.insert(
+            last.index, last.camera, torch.from_numpy(last.rgb), torch.from_numpy(last.depth), conf
+        )
+        return mem
+
+    # -----------------------------------------------------------------------------------------
+    def _lift_depth(
+        self,
+        rgb: torch.Tensor,
+        camera: Camera,
+        corr: Correspondence,
+        hint: torch.Tensor | None,
+        routed: torch.Tensor,
+    ) -> torch.Tensor:
+        """Depth (H, W) of a new frame: memory depth where routed; elsewhere the lift backend's
+        estimate, aligned to memory (robust scale/shift) and bent to meet it at hole borders."""
+        known = routed & (corr.depth > 0)
+        if bool(known.all()):
+            return corr.depth.clone()
+        H, W = known.shape
+        painted_frac = 1.0 - float(known.float().mean())
+        if painted_frac < 0.002 and hint is not None:
+            return torch.where(known, corr.depth, hint)
+        est = self._estimate_small(rgb, camera)
+        if self.config.align_depth and bool(known.any()):
+            est = align_scale_shift(est, corr.depth, known).apply(est).clamp(min=1e-3)
+            # Residual push-pull: the aligned estimate gets the offset memory has at the hole's
+            # border, so the filled surface meets the seen one without a step.
+            resid = torch.where(known, corr.depth - est, torch.zeros_like(est))
+            est = est + push_pull(resid[..., None], known)[..., 0]
+        est = est.clamp(min=1e-3)
+        return torch.where(known, corr.depth, est)
+
+    def _estimate_small(self, rgb: torch.Tensor, camera: Camera) -> torch.Tensor:
+        H, W = rgb.shape[:2]
+        lw = min(W, self.config.lift_width)
+        lh = max(8, int(round(H * lw / W)))
+        small = F.interpolate(rgb.permute(2, 0, 1)[None], size=(lh, lw), mode="area")[0]
+        small8 = (small.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        K_small = scale_intrinsics(camera.K, (W, H), (lw, lh))
+        d = torch.from_numpy(
+            np.asarray(self.lift_depth.estimate(small8, K_small).depth, np.float32)
+        )
+        if math.isclose(lw, W) and lh == H:
+            return d
+        return F.interpolate(d[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]

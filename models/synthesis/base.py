@@ -1,0 +1,81 @@
+"""What a synthesis backend receives and returns, and the registry of backends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ..cameras import Camera
+
+
+class SynthesisError(ValueError):
+    """A synthesis backend that cannot be created or run (message names the fix)."""
+
+
+@dataclass
+class SynthesisRequest:
+    """Conditions for one target frame.
+
+    warped_rgb: (H, W, 3) float32 [0, 1] memory routed into the target (0 where unseen);
+    warped_depth: (H, W) float32 metres (0 where unseen); valid: (H, W) bool memory coverage.
+    """
+
+    index: int
+    camera: Camera
+    warped_rgb: torch.Tensor
+    warped_depth: torch.Tensor
+    valid: torch.Tensor
+    seed: int = 0
+    prompt: str | None = None
+
+
+@dataclass
+class SynthesisResult:
+    """rgb: (H, W, 3) float32 [0, 1]; source_mask: (H, W) bool, True where the pixel was routed
+    from memory unchanged; depth_hint: (H, W) float32 for painted pixels when the backend has
+    one (else None, and the pipeline lifts depth itself)."""
+
+    rgb: torch.Tensor
+    source_mask: torch.Tensor
+    depth_hint: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class SynthesisBackend(Protocol):
+    """Paints the never-seen pixels of target frames; routes the seen ones unchanged.
+
+    ``chunk_size`` frames are synthesised together (1 for per-frame backends; video models
+    take a chunk so they can keep it temporally coherent).
+    """
+
+    name: str
+    chunk_size: int
+
+    def synthesize(self, requests: list[SynthesisRequest]) -> list[SynthesisResult]: ...
+
+
+_REGISTRY: dict[str, Callable[..., SynthesisBackend]] = {}
+
+
+def register_synthesis_backend(name: str):
+    def deco(factory: Callable[..., SynthesisBackend]) -> Callable[..., SynthesisBackend]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def synthesis_backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_synthesis_backend(name: str, **options: Any) -> SynthesisBackend:
+    """Instantiate a registered backend by name; unknown names list the known ones."""
+    if name not in _REGISTRY:
+        known = ", ".join(synthesis_backend_names())
+        raise SynthesisError(f"unknown synthesis backend {name!r}; available: {known}")
+    return _REGISTRY[name](**options)
