@@ -1,0 +1,210 @@
+"""The ``loci`` command line: ``loci generate`` and ``loci bench``.
+
+``loci generate PHOTO --out DIR`` writes a world bundle (DESIGN.md). The bundle is built in a
+hidden sibling folder and renamed into place at the end, so DIR is never left half-written;
+bad input exits with status 2 and a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from models.cameras import CameraError, scale_intrinsics
+from models.depth import DepthError, create_depth_backend, depth_backend_names
+from models.pipeline import PipelineConfig, PipelineError, WorldPipeline
+from models.pointcloud import VoxelCloud, frame_points
+from models.synthesis import SynthesisError, create_synthesis_backend, synthesis_backend_names
+from models.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
+from storage.bundle import BundleWriter
+from storage.errors import StorageError
+from storage.images import load_photo
+from storage.ply import write_pointcloud_ply
+from storage.video import VideoStream
+
+# Errors that mean "the input is bad": reported as one line, exit status 2.
+USER_ERRORS = (
+    StorageError, DepthError, SynthesisError, TrajectoryError, PipelineError, CameraError,
+)
+DEFAULT_FRAMES = 24
+
+
+class UsageError(ValueError):
+    """A command line that cannot work (contradicting or missing options)."""
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, file=sys.stderr)
+
+
+def _build_pipeline(args: argparse.Namespace) -> WorldPipeline:
+    depth_name = args.depth or ("file" if args.depth_file else "layout")
+    if depth_name == "file":
+        if not args.depth_file:
+            raise UsageError("--depth file needs --depth-file PATH")
+        depth = create_depth_backend("file", path=args.depth_file, scale=args.depth_scale)
+    elif args.depth_file:
+        raise UsageError(f"--depth-file only works with --depth file, not --depth {depth_name}")
+    elif depth_name == "depth-anything-v2" and args.model:
+        depth = create_depth_backend(depth_name, model=args.model)
+    else:
+        depth = create_depth_backend(depth_name)
+    synthesis = create_synthesis_backend(args.synthesis)
+    config = PipelineConfig(
+        width=args.width, hfov_deg=args.fov, memory_stride=args.memory_stride,
+        max_retrieved=args.max_retrieved, use_memory=not args.no_memory, seed=args.seed,
+    )
+    return WorldPipeline(depth=depth, synthesis=synthesis, config=config)
+
+
+def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
+    traj = Trajectory.load(path)
+    if abs(traj.width / traj.height - photo_w / photo_h) > 0.01 * photo_w / photo_h:
+        raise TrajectoryError(
+            f"the first camera of {path} is not the photo's camera: it is for {traj.width}x"
+            f"{traj.height} images, but the photo is {photo_w}x{photo_h} (another aspect ratio)"
+        )
+    return traj
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    if args.frames is not None and args.frames < 1:
+        raise UsageError("--frames must be at least 1")
+    photo = load_photo(args.photo)
+    ph, pw = photo.rgb.shape[:2]
+    traj_file = args.path if args.path.endswith(".json") else None
+    if traj_file is None and args.path not in PRESET_NAMES:
+        raise UsageError(f"--path must be one of {', '.join(PRESET_NAMES)} or a .json file")
+    traj = _load_path_file(traj_file, pw, ph) if traj_file else None
+    pipe = _build_pipeline(args)
+    # Refuse an occupied --out before any work is done.
+    writer = BundleWriter(args.out, overwrite=args.overwrite)
+
+    if traj is not None:
+        K_photo = scale_intrinsics(traj[0].K, (traj.width, traj.height), (pw, ph))
+        world = pipe.seed(photo.rgb, K_photo, c2w=traj[0].c2w)
+        cameras = [c.resized(world.width, world.height) for c in traj.cameras[1:]]
+        if args.frames is not None and args.frames != len(traj):
+            print(f"note: --frames ignored, {traj_file} has {len(traj)} frames", file=sys.stderr)
+    else:
+        world = pipe.seed(photo.rgb, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
+        n = args.frames or DEFAULT_FRAMES
+        cameras = make_preset(
+            args.path, world.cameras[0], n, up=world.up, scene_depth=world.scene_depth
+        ).cameras[1:]
+    for note in photo.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+    # Sky backdrops sit at a far constant depth: keep them out of the preview cloud.
+    max_depth = 10.0 * world.scene_depth
+    cloud = VoxelCloud(voxel_size=max(world.scene_depth / 150.0, 1e-3))
+    timings: list[dict[str, float]] = []
+    with writer as bundle, VideoStream(bundle.path("video.mp4"), world.width, world.height,
+                                       fps=args.fps) as video:
+        seed_event = world.seed_event
+        bar = _progress(1 + len(cameras), "generating", not args.quiet)
+        for event in _chain([seed_event], pipe.explore(world, cameras)):
+            bundle.write_frame(
+                event.index, event.rgb, event.depth, event.source_mask, _frame_meta(event)
+            )
+            video.write(event.rgb)
+            cloud.add(*frame_points(event.rgb, event.depth, event.camera, 2, max_depth))
+            if event.index:
+                timings.append(event.timings)
+            bar.update(1)
+        bar.close()
+        xyz, rgb = cloud.points()
+        write_pointcloud_ply(bundle.path("pointcloud.ply"), xyz, rgb)
+        used = Trajectory(list(world.cameras))
+        bundle.write_json("trajectory.json", used.to_dict())
+        meta = world.meta()
+        meta.update(
+            source_photo=Path(args.photo).name,
+            path=args.path if traj_file is None else Path(traj_file).name,
+            memory=not args.no_memory,
+            depth_meta=world.depth_meta,
+        )
+        bundle.finish(meta)
+    elapsed = time.perf_counter() - t_start
+    fps = len(timings) / max(1e-9, sum(t["total"] for t in timings)) if timings else 0.0
+    print(
+        f"wrote {args.out}: {len(world.cameras)} frames at {world.width}x{world.height}, "
+        f"{len(xyz)} points, {elapsed:.1f} s ({fps:.1f} frames/s exploring)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _chain(*iterables):
+    for it in iterables:
+        yield from it
+
+
+def _frame_meta(event) -> dict:
+    rec = event.record()
+    rec.pop("index")
+    return rec
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from studio.bench import run_bench
+
+    run_bench(out=args.out, quick=args.quick, repeats=args.repeats)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loci", description="One photo -> an explorable 3D world.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="photo + camera path -> world bundle")
+    g.add_argument("photo", help="input photo (jpg, png, ...)")
+    g.add_argument("--out", required=True, help="output folder (the world bundle)")
+    g.add_argument(
+        "--path", default="forward", help=f"{' | '.join(PRESET_NAMES)} | TRAJ.json (default forward)"
+    )
+    g.add_argument("--frames", type=int, default=None, help=f"frames incl. the photo ({DEFAULT_FRAMES})")
+    g.add_argument("--width", type=int, default=512, help="working width, multiple of 8 (512)")
+    g.add_argument("--fov", type=float, default=60.0, help="horizontal fov when EXIF has none")
+    g.add_argument("--depth", choices=depth_backend_names(), default=None, help="depth backend")
+    g.add_argument("--depth-file", default=None, help="depth for the photo (.npy or 16-bit .png)")
+    g.add_argument("--depth-scale", type=float, default=None, help="PNG units per metre")
+    g.add_argument("--synthesis", choices=synthesis_backend_names(), default="reproject")
+    g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")
+    g.add_argument("--memory-stride", type=int, default=1, help="every k-th frame joins memory")
+    g.add_argument("--max-retrieved", type=int, default=4, help="memory frames per target")
+    g.add_argument("--fps", type=float, default=12.0, help="video frame rate")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("bench", help="speed suite (medians, ratios to baselines)")
+    b.add_argument("--out", default=None, help="write the JSON report here")
+    b.add_argument("--quick", action="store_true", help="fewer frames and repeats")
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, *USER_ERRORS) as e:
+        print(f"loci: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loci: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
