@@ -35,7 +35,8 @@ class MemoryFrame:
     """One frame of spatial memory.
 
     rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; confidence: (H, W) float32 [0, 1]
-    (1 = photographed, lower = routed several times or painted); edges: (H, W) bool depth edges.
+    (1 = photographed, lower = routed several times or painted); observed: (H, W) bool, True
+    where the pixel traces back to a real observation (not painted); edges: (H, W) bool.
     points_world: (P, 3) float32 downsampled points used for retrieval; points_conf: (P,).
     """
 
@@ -44,6 +45,7 @@ class MemoryFrame:
     rgb: torch.Tensor
     depth: torch.Tensor
     confidence: torch.Tensor
+    observed: torch.Tensor
     edges: torch.Tensor
     points_world: torch.Tensor
     points_conf: torch.Tensor
@@ -68,7 +70,8 @@ class Correspondence:
 
     rgb: (H, W, 3) float32 [0, 1]; depth: (H, W) float32 (0 = not seen); valid: (H, W) bool;
     source_frame: (H, W) int64 memory frame id (-1 = not seen); source_uv: (H, W, 2) float32
-    pixel in that frame; confidence: (H, W) float32 of the routed pixel.
+    pixel in that frame; confidence: (H, W) float32 of the routed pixel; observed: (H, W) bool,
+    True where the routed pixel traces back to a real observation (False: earlier paint).
     """
 
     rgb: torch.Tensor
@@ -77,6 +80,7 @@ class Correspondence:
     source_frame: torch.Tensor
     source_uv: torch.Tensor
     confidence: torch.Tensor
+    observed: torch.Tensor
 
     @property
     def coverage(self) -> float:
@@ -155,8 +159,10 @@ class SpatialMemory:
         rgb: torch.Tensor,
         depth: torch.Tensor,
         confidence: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> MemoryFrame:
-        """Add a frame. rgb (H, W, 3) uint8 or float [0, 1]; depth (H, W) metres."""
+        """Add a frame. rgb (H, W, 3) uint8 or float [0, 1]; depth (H, W) metres;
+        confidence (H, W) (default 1 where depth is known); observed (H, W) bool (default all)."""
         if frame_id in self.frames:
             raise ValueError(f"frame {frame_id} is already in memory")
         if rgb.dtype != torch.uint8:
@@ -168,12 +174,15 @@ class SpatialMemory:
         pts_cam, pts_conf = _grid_points(depth, confidence, camera.K, self.point_stride)
         c2w = torch.from_numpy(camera.c2w.astype(np.float32))
         pts = transform_points(c2w, pts_cam)
+        if observed is None:
+            observed = torch.ones_like(depth, dtype=torch.bool)
         frame = MemoryFrame(
             frame_id,
             camera,
             rgb.contiguous(),
             depth,
             confidence,
+            observed.bool(),
             depth_edges(depth),
             pts,
             pts_conf,
@@ -304,6 +313,7 @@ class SpatialMemory:
         uv = torch.full((H, W, 2), -1.0)
         quality = torch.full((H, W), -1.0)
         conf = torch.zeros(H, W)
+        observed = torch.zeros(H, W, dtype=torch.bool)
         for fid in frame_ids:
             f = self.frames[fid]
             w = forward_warp(
@@ -341,7 +351,8 @@ class SpatialMemory:
             uv[take] = w.src_uv[take]
             quality[take] = q[take]
             conf[take] = c[take]
-        return Correspondence(rgb, depth, depth > 0, src, uv, conf)
+            observed[take] = f.observed[vi, ui][take]
+        return Correspondence(rgb, depth, depth > 0, src, uv, conf, observed)
 
 
 def retrieve_reference(

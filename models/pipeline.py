@@ -70,9 +70,11 @@ class PipelineConfig:
 class FrameEvent:
     """One finished frame.
 
-    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; source_mask: (H, W) bool (True = routed
-    from memory, False = painted); retrieved: memory frame ids used; memory_coverage: fraction of
-    pixels routed from memory; timings: seconds per step.
+    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; source_mask: (H, W) bool, True where the
+    pixel was routed from memory and traces back to a real observation, False where it was
+    painted (now, or by an earlier frame and routed since); memory_coverage: its mean;
+    routed_coverage: fraction routed from memory whatever its origin (earlier paint included:
+    what keeps revisits identical); retrieved: memory frame ids used; timings: seconds per step.
     """
 
     index: int
@@ -85,6 +87,7 @@ class FrameEvent:
     timings: dict[str, float]
     in_memory: bool
     total: int = 0
+    routed_coverage: float = 1.0
 
     def record(self) -> dict[str, Any]:
         """JSON-ready metadata (the world bundle's frame entry, minus file names)."""
@@ -93,6 +96,7 @@ class FrameEvent:
             "K": self.camera.K.tolist(),
             "c2w": self.camera.c2w.tolist(),
             "memory_coverage": round(self.memory_coverage, 6),
+            "routed_coverage": round(self.routed_coverage, 6),
             "retrieved": list(self.retrieved),
             "in_memory": self.in_memory,
         }
@@ -291,27 +295,29 @@ class WorldPipeline:
                 t5 = time.perf_counter()
                 index = req.index
                 in_memory = self.config.use_memory and index % self.config.memory_stride == 0
+                observed = res.source_mask & corr.observed
                 if in_memory:
                     conf = torch.where(
                         res.source_mask,
                         corr.confidence * ROUTE_DECAY,
                         torch.full_like(depth, PAINTED_CONFIDENCE),
                     )
-                    world.memory.insert(index, req.camera, rgb8, depth, conf)
+                    world.memory.insert(index, req.camera, rgb8, depth, conf, observed)
                 t6 = time.perf_counter()
                 timings.update(synthesize=synth_each, lift=t5 - t4, insert=t6 - t5)
                 timings["total"] = sum(timings.values())
                 event = FrameEvent(
-                    index,
-                    req.camera,
-                    rgb8.numpy(),
-                    depth.numpy(),
-                    res.source_mask.numpy(),
-                    retrieved,
-                    float(res.source_mask.float().mean()),
-                    timings,
-                    in_memory,
-                    total,
+                    index=index,
+                    camera=req.camera,
+                    rgb=rgb8.numpy(),
+                    depth=depth.numpy(),
+                    source_mask=observed.numpy(),
+                    retrieved=retrieved,
+                    memory_coverage=float(observed.float().mean()),
+                    timings=timings,
+                    in_memory=in_memory,
+                    total=total,
+                    routed_coverage=float(res.source_mask.float().mean()),
                 )
                 world.cameras.append(req.camera)
                 world.last = event
@@ -334,7 +340,12 @@ class WorldPipeline:
         mem = self._new_memory()
         conf = torch.from_numpy((last.depth > 0).astype(np.float32))
         mem.insert(
-            last.index, last.camera, torch.from_numpy(last.rgb), torch.from_numpy(last.depth), conf
+            last.index,
+            last.camera,
+            torch.from_numpy(last.rgb),
+            torch.from_numpy(last.depth),
+            conf,
+            torch.from_numpy(last.source_mask),
         )
         return mem
 
@@ -354,7 +365,9 @@ class WorldPipeline:
             return corr.depth.clone()
         H, W = known.shape
         painted_frac = 1.0 - float(known.float().mean())
-        if painted_frac < 0.002 and hint is not None:
+        # Slivers (cracks, thin disocclusions) are continued from their borders; running the
+        # depth estimator for them would cost more than the whole rest of the frame.
+        if painted_frac < 0.02 and hint is not None:
             return torch.where(known, corr.depth, hint)
         est = self._estimate_small(rgb, camera)
         if self.config.align_depth and bool(known.any()):

@@ -85,43 +85,41 @@ def splat_depth(
 ) -> torch.Tensor:
     """Z-buffer (H, W) of points at pixel positions ``uv`` (N, 2) with depth ``z`` (N,).
 
-    Each point covers the target pixels whose centres lie within half its footprint ``scale``
-    (N,) of it (at least the nearest pixel). Empty pixels hold +inf.
+    Each point covers the target pixels whose centres lie within ``max(scale, 1) / 2 + margin``
+    of it along both axes (always its nearest pixel). Empty pixels hold +inf. ``uv`` must lie in
+    (-1, width) x (-1, height).
     """
-    zbuf = torch.full((height * width,), math.inf)
-    half = scale.clamp(min=1.0, max=2 * max_radius) * 0.5 + margin
+    R = max_radius
+    Wp = width + 2 * R  # padded buffer: offsets never need a bounds test
+    zbuf = torch.full(((height + 2 * R) * Wp,), math.inf)
+    half = scale.clamp(min=1.0, max=2 * R) * 0.5 + margin
     base = torch.round(uv)
-    radius = int(min(max_radius, math.floor(float(half.max()) + 0.5))) if len(half) else 0
+    frac = base - uv  # (N, 2) in [-0.5, 0.5]
+    flat = (base[:, 1].long() + R) * Wp + base[:, 0].long() + R
+    radius = int(min(R, math.floor(float(half.max()) + 0.5))) if len(half) else 0
+    # Points whose footprint reaches offset d along an axis: |d + frac| <= half.
+    reach_x = {d: (frac[:, 0] + d).abs() <= half for d in range(-radius, radius + 1) if d}
+    reach_y = {d: (frac[:, 1] + d).abs() <= half for d in range(-radius, radius + 1) if d}
+    zbuf.scatter_reduce_(0, flat, z, reduce="amin")
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             if dx == 0 and dy == 0:
-                sel = slice(None)
-                px, py, zz = base[:, 0], base[:, 1], z
+                continue
+            if dx and dy:
+                m = reach_x[dx] & reach_y[dy]
             else:
-                # Only points whose footprint reaches this offset take part.
-                sel = torch.nonzero(
-                    ((base[:, 0] + dx - uv[:, 0]).abs() <= half)
-                    & ((base[:, 1] + dy - uv[:, 1]).abs() <= half)
-                ).squeeze(1)
-                if sel.numel() == 0:
-                    continue
-                px, py, zz = base[sel, 0] + dx, base[sel, 1] + dy, z[sel]
-            inb = (px >= 0) & (px < width) & (py >= 0) & (py < height)
-            idx = (py[inb] * width + px[inb]).long()
-            zbuf.scatter_reduce_(0, idx, zz[inb], reduce="amin")
-    return zbuf.view(height, width)
+                m = reach_x[dx] if dx else reach_y[dy]
+            sel = torch.nonzero(m).squeeze(1)
+            if sel.numel():
+                zbuf.scatter_reduce_(0, flat[sel] + (dy * Wp + dx), z[sel], reduce="amin")
+    return zbuf.view(height + 2 * R, Wp)[R : R + height, R : R + width]
 
 
-def _sample(image: torch.Tensor, uv: torch.Tensor, mode: str) -> torch.Tensor:
-    """Sample image (H, W, C) at pixel coordinates uv (N, 2) -> (N, C)."""
-    H, W = image.shape[:2]
-    grid = torch.empty(1, 1, uv.shape[0], 2)
-    grid[0, 0, :, 0] = uv[:, 0] * (2.0 / (W - 1)) - 1.0
-    grid[0, 0, :, 1] = uv[:, 1] * (2.0 / (H - 1)) - 1.0
-    out = torch.nn.functional.grid_sample(
-        image.permute(2, 0, 1)[None], grid, mode=mode, padding_mode="border", align_corners=True
+def _normalised_grid(uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(..., 2) pixel coordinates -> grid_sample's [-1, 1] coordinates (align_corners=True)."""
+    return torch.stack(
+        [uv[..., 0] * (2.0 / (width - 1)) - 1.0, uv[..., 1] * (2.0 / (height - 1)) - 1.0], -1
     )
-    return out[0, :, 0].T
 
 
 def forward_warp(
@@ -136,7 +134,6 @@ def forward_warp(
     *,
     depth_tol: float = 0.03,
     edges: torch.Tensor | None = None,
-    xyz_src: torch.Tensor | None = None,
 ) -> WarpResult:
     """Warp a source frame into a target camera.
 
@@ -146,77 +143,63 @@ def forward_warp(
         width, height: target image size.
         depth_tol: relative depth disagreement above which a back-projected pixel is dropped.
         edges: (Hs, Ws) bool depth-edge mask of the source (computed when None). Pixels on a
-            depth edge still occlude, but are never routed: their colour is a mix of foreground
-            and background, and sensor depth there is unreliable (measured on TUM: +1 dB).
-        xyz_src: (Hs, Ws, 3) camera-frame points of the source, when the caller caches them.
+            depth edge still occlude, but are not routed where parallax could have moved them:
+            their colour mixes foreground and background, and sensor depth there is unreliable
+            (measured on TUM: +1 dB).
     """
     Hs, Ws = depth.shape
     T = relative_transform(c2w_src, c2w_tgt)
-    if xyz_src is None:
-        xyz_src = unproject_depth(depth, K_src)
-    xyz_tgt = transform_points(T, xyz_src.reshape(-1, 3))
+    xyz_tgt = transform_points(T, unproject_depth(depth, K_src).reshape(-1, 3))
     uv, z = project_points(xyz_tgt, K_tgt)
     zs = depth.reshape(-1)
     ok = (zs > 0) & (z > NEAR)
     ok &= (uv[:, 0] > -1) & (uv[:, 0] < width) & (uv[:, 1] > -1) & (uv[:, 1] < height)
     ok_idx = torch.nonzero(ok).squeeze(1)
-    f_ratio = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]) / float(K_src[0, 0] * K_src[1, 1]))
-    scale = f_ratio * zs[ok_idx] / z[ok_idx]
+    f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
+    f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
+    scale = (f_t / f_s) * zs[ok_idx] / z[ok_idx]
     zbuf = splat_depth(uv[ok_idx], z[ok_idx], scale, width, height)
 
-    # Backward: unproject covered target pixels with their z-buffer depth, look them up in the source.
+    # Backward, densely over the target: unproject with the z-buffer depth, look up the source.
     has = torch.isfinite(zbuf)
-    tgt_idx = torch.nonzero(has.reshape(-1)).squeeze(1)
-    zt = zbuf.reshape(-1)[tgt_idx]
-    u_t = (tgt_idx % width).float()
-    v_t = (tgt_idx // width).float()
-    xyz_t = torch.stack(
-        [
-            (u_t - float(K_tgt[0, 2])) / float(K_tgt[0, 0]) * zt,
-            (v_t - float(K_tgt[1, 2])) / float(K_tgt[1, 1]) * zt,
-            zt,
-        ],
-        -1,
-    )
+    zt = torch.where(has, zbuf, torch.ones_like(zbuf))
+    xyz_t = unproject_depth(zt, K_tgt)
     T_inv = torch.linalg.inv(T.double()).float()
     uv_s, z_s = project_points(transform_points(T_inv, xyz_t), K_src)
-    inside = (uv_s[:, 0] >= -0.5) & (uv_s[:, 0] <= Ws - 0.5) & (uv_s[:, 1] >= -0.5)
-    inside &= (uv_s[:, 1] <= Hs - 0.5) & (z_s > NEAR)
-    uv_s = torch.stack([uv_s[:, 0].clamp(0, Ws - 1), uv_s[:, 1].clamp(0, Hs - 1)], -1)
+    inside = (uv_s[..., 0] >= -0.5) & (uv_s[..., 0] <= Ws - 0.5) & (uv_s[..., 1] >= -0.5)
+    inside &= (uv_s[..., 1] <= Hs - 0.5) & (z_s > NEAR) & has
+    uv_s = torch.stack([uv_s[..., 0].clamp(0, Ws - 1), uv_s[..., 1].clamp(0, Hs - 1)], -1)
 
     if edges is None:
         edges = depth_edges(depth)
-    near_idx = (uv_s[:, 1].round() * Ws + uv_s[:, 0].round()).long()
+    near_idx = (uv_s[..., 1].round() * Ws + uv_s[..., 0].round()).long()
     d_near = depth.reshape(-1)[near_idx]
-    consistent = inside & (d_near > 0) & ((d_near - z_s).abs() <= depth_tol * z_s)
+    valid = inside & (d_near > 0) & ((d_near - z_s).abs() <= depth_tol * z_s)
     # Edge pixels are dropped only where parallax could have moved them: seen from (nearly) the
     # same centre (a revisit, a pure rotation) their depth errors cannot shift them.
     baseline = float(T[:3, 3].double().norm())
-    parallax = baseline * math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1])) / zt
-    consistent &= ~(edges.reshape(-1)[near_idx] & (parallax > 0.5))
-    on_edge = _sample(edges[..., None].float(), uv_s, "bilinear")[:, 0] > 0
-    col = torch.where(
-        on_edge[:, None], _sample(rgb, uv_s, "nearest"), _sample(rgb, uv_s, "bilinear")
-    )
+    valid &= ~(edges.reshape(-1)[near_idx] & (baseline * f_t / zt > 0.5))
 
-    out_rgb = torch.zeros(height * width, 3)
-    out_depth = torch.zeros(height * width)
-    out_uv = torch.full((height * width, 2), -1.0)
-    out_scale = torch.zeros(height * width)
-    keep = tgt_idx[consistent]
-    out_rgb[keep] = col[consistent]
-    out_depth[keep] = zt[consistent]
-    out_uv[keep] = uv_s[consistent]
-    f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
-    f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
-    out_scale[keep] = (f_t * z_s[consistent]) / (f_s * zt[consistent])
-    valid = out_depth > 0
+    # Bilinear where the 2x2 source neighbourhood is one surface, nearest where it straddles an
+    # edge (so foreground and background colours never mix).
+    src = torch.cat([rgb, edges[..., None].float()], -1).permute(2, 0, 1)[None]
+    grid = _normalised_grid(uv_s, Ws, Hs)[None]
+    bil = torch.nn.functional.grid_sample(src, grid, mode="bilinear", align_corners=True)[0]
+    col = bil[:3].permute(1, 2, 0)
+    on_edge = bil[3] > 0
+    edge_idx = torch.nonzero((on_edge & valid).reshape(-1)).squeeze(1)
+    if edge_idx.numel():
+        col = col.reshape(-1, 3).clone()
+        col[edge_idx] = rgb.reshape(-1, 3)[near_idx.reshape(-1)[edge_idx]]
+        col = col.view(height, width, 3)
+
+    vf = valid[..., None].float()
     return WarpResult(
-        out_rgb.view(height, width, 3),
-        out_depth.view(height, width),
-        valid.view(height, width),
-        out_uv.view(height, width, 2),
-        out_scale.view(height, width),
+        col * vf,
+        zt * valid,
+        valid,
+        torch.where(valid[..., None], uv_s, torch.full_like(uv_s, -1.0)),
+        (f_t * z_s) / (f_s * zt) * valid,
     )
 
 

@@ -26,7 +26,12 @@ from storage.video import VideoStream
 
 # Errors that mean "the input is bad": reported as one line, exit status 2.
 USER_ERRORS = (
-    StorageError, DepthError, SynthesisError, TrajectoryError, PipelineError, CameraError,
+    StorageError,
+    DepthError,
+    SynthesisError,
+    TrajectoryError,
+    PipelineError,
+    CameraError,
 )
 DEFAULT_FRAMES = 24
 
@@ -55,8 +60,12 @@ def _build_pipeline(args: argparse.Namespace) -> WorldPipeline:
         depth = create_depth_backend(depth_name)
     synthesis = create_synthesis_backend(args.synthesis)
     config = PipelineConfig(
-        width=args.width, hfov_deg=args.fov, memory_stride=args.memory_stride,
-        max_retrieved=args.max_retrieved, use_memory=not args.no_memory, seed=args.seed,
+        width=args.width,
+        hfov_deg=args.fov,
+        memory_stride=args.memory_stride,
+        max_retrieved=args.max_retrieved,
+        use_memory=not args.no_memory,
+        seed=args.seed,
     )
     return WorldPipeline(depth=depth, synthesis=synthesis, config=config)
 
@@ -104,8 +113,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     max_depth = 10.0 * world.scene_depth
     cloud = VoxelCloud(voxel_size=max(world.scene_depth / 150.0, 1e-3))
     timings: list[dict[str, float]] = []
-    with writer as bundle, VideoStream(bundle.path("video.mp4"), world.width, world.height,
-                                       fps=args.fps) as video:
+    with (
+        writer as bundle,
+        VideoStream(bundle.path("video.mp4"), world.width, world.height, fps=args.fps) as video,
+    ):
         seed_event = world.seed_event
         bar = _progress(1 + len(cameras), "generating", not args.quiet)
         for event in _chain([seed_event], pipe.explore(world, cameras)):
@@ -166,9 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("photo", help="input photo (jpg, png, ...)")
     g.add_argument("--out", required=True, help="output folder (the world bundle)")
     g.add_argument(
-        "--path", default="forward", help=f"{' | '.join(PRESET_NAMES)} | TRAJ.json (default forward)"
+        "--path",
+        default="forward",
+        help=f"{' | '.join(PRESET_NAMES)} | TRAJ.json (default forward)",
     )
-    g.add_argument("--frames", type=int, default=None, help=f"frames incl. the photo ({DEFAULT_FRAMES})")
+    g.add_argument(
+        "--frames", type=int, default=None, help=f"frames incl. the photo ({DEFAULT_FRAMES})"
+    )
     g.add_argument("--width", type=int, default=512, help="working width, multiple of 8 (512)")
     g.add_argument("--fov", type=float, default=60.0, help="horizontal fov when EXIF has none")
     g.add_argument("--depth", choices=depth_backend_names(), default=None, help="depth backend")
@@ -207,4 +222,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,0 +1,45 @@
+"""Shared test helpers: where the real data lives, and image metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+PHOTOS = DATA / "photos"
+TUM = DATA / "posed" / "tum_fr3_long_office_household"
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR (dB) of uint8 images a, b over ``mask`` (all pixels when None)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    if mask is not None:
+        a, b = a[mask], b[mask]
+    mse = float(((a - b) ** 2).mean()) if a.size else float("nan")
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def tum_trajectory(indices: list[int]) -> dict:
+    """trajectory.json dict for TUM frames ``indices`` (640x480, real poses)."""
+    cams = json.loads((TUM / "cameras_opencv.json").read_text())
+    frames = [{"K": cams["frames"][i]["K"], "c2w": cams["frames"][i]["c2w"]} for i in indices]
+    return {
+        "convention": "opencv_c2w",
+        "width": cams["width"],
+        "height": cams["height"],
+        "frames": frames,
+    }
+
+
+def tum_frame_path(i: int) -> Path:
+    cams = json.loads((TUM / "cameras_opencv.json").read_text())
+    return TUM / cams["frames"][i]["file"]
+
+
+def tum_depth_path() -> Path:
+    cams = json.loads((TUM / "cameras_opencv.json").read_text())
+    return TUM / cams["frames"][0]["depth"]

@@ -1,0 +1,286 @@
+"""models.warp: forward warping (identity, known shifts), the z-buffer splat against its slow
+twin, no background bleed when moving closer, occlusion, and depth edges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.cameras import (
+    axis_angle,
+    intrinsics_from_fov,
+    look_at,
+    project_points,
+    transform_points,
+    unproject_depth,
+)
+from models.warp import (
+    NEAR,
+    depth_edges,
+    forward_warp,
+    forward_warp_reference,
+    relative_transform,
+    splat_depth,
+)
+
+W, H = 64, 48
+K = intrinsics_from_fov(W, H, 60.0)
+
+
+def _translated(t: list[float]) -> np.ndarray:
+    c2w = np.eye(4)
+    c2w[:3, 3] = t
+    return c2w
+
+
+def _project_all(depth: np.ndarray, K_src, c2w_src, K_tgt, c2w_tgt):
+    """float64 uv (N, 2), target z (N,), magnification (N,) of every source pixel with depth > 0
+    that lands in front of the target inside (-1, w) x (-1, h) (what splat_depth receives), and
+    the (h, w) mask of those source pixels."""
+    h, w = depth.shape
+    T = np.linalg.inv(c2w_tgt) @ c2w_src
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    d = depth.astype(np.float64)
+    p = np.stack([(u - K_src[0, 2]) / K_src[0, 0] * d, (v - K_src[1, 2]) / K_src[1, 1] * d, d], -1)
+    q = p.reshape(-1, 3) @ T[:3, :3].T + T[:3, 3]
+    zq = np.maximum(q[:, 2], 1e-9)
+    uv = np.stack(
+        [q[:, 0] / zq * K_tgt[0, 0] + K_tgt[0, 2], q[:, 1] / zq * K_tgt[1, 1] + K_tgt[1, 2]], -1
+    )
+    ok = (d.reshape(-1) > 0) & (q[:, 2] > NEAR)
+    ok &= (uv[:, 0] > -1) & (uv[:, 0] < w) & (uv[:, 1] > -1) & (uv[:, 1] < h)
+    f_ratio = math.sqrt(K_tgt[0, 0] * K_tgt[1, 1] / (K_src[0, 0] * K_src[1, 1]))
+    return uv[ok], q[ok, 2], f_ratio * d.reshape(-1)[ok] / q[ok, 2], ok.reshape(h, w)
+
+
+def _near_box_scene(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    depth = rng.uniform(1.0, 3.0, (h, w))
+    y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+    depth[y0 : y0 + h // 2, x0 : x0 + w // 2] = rng.uniform(0.6, 0.9)  # near box
+    depth[rng.uniform(size=(h, w)) < 0.05] = 0.0  # a few unknown pixels
+    return depth
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity and known motions
+
+
+@pytest.mark.parametrize("scene", ["random", "plane"])
+def test_identity_pose_reproduces_frame(scene):
+    rng = np.random.default_rng(0)
+    rgb8 = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    rgb = torch.from_numpy(rgb8).float() / 255.0
+    if scene == "random":
+        depth_np = rng.uniform(1.0, 3.0, (H, W)).astype(np.float32)
+    else:  # a slanted plane: no depth edges, so colours are sampled bilinearly
+        v, u = np.mgrid[0:H, 0:W]
+        depth_np = (1.0 / (0.4 + 0.003 * u + 0.002 * v)).astype(np.float32)
+    depth_np[5:9, 10:20] = 0.0  # a hole
+    depth = torch.from_numpy(depth_np)
+    c2w = look_at([0.3, -0.2, 1.0], [1.0, 0.5, 4.0], [0.0, -1.0, 0.0])
+    np.testing.assert_allclose(relative_transform(c2w, c2w).numpy(), np.eye(4), atol=1e-12)
+    w = forward_warp(rgb, depth, K, c2w, K, c2w, W, H)
+    has = depth > 0
+    assert torch.equal(w.valid, has)
+    assert torch.equal(w.depth, torch.where(has, depth, torch.zeros_like(depth)))
+    # bilinear sampling at u +- 1e-6 may move float colours by a few 1e-6; uint8 is exact
+    np.testing.assert_allclose(w.rgb[has].numpy(), rgb[has].numpy(), atol=2e-5, rtol=0)
+    assert torch.equal((w.rgb * 255).round().to(torch.uint8)[has], torch.from_numpy(rgb8)[has])
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    np.testing.assert_allclose(w.src_uv[..., 0].numpy()[has.numpy()], u[has.numpy()], atol=1e-4)
+    np.testing.assert_allclose(w.src_uv[..., 1].numpy()[has.numpy()], v[has.numpy()], atol=1e-4)
+    np.testing.assert_allclose(w.scale.numpy()[has.numpy()], 1.0, atol=1e-6)
+    assert (w.src_uv[~has] == -1).all() and (w.rgb[~has] == 0).all()
+
+
+def test_translation_of_plane_shifts_image_subpixel():
+    z0, t = 2.0, 0.1
+    shift = K[0, 0] * t / z0  # 2.77 px: the image moves left when the camera moves right
+    assert abs(shift - round(shift)) > 0.1  # a sub-pixel part to get right
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)
+    # a texture linear in (u, v): bilinear sampling reproduces it exactly, so any error is geometry
+    rgb = torch.from_numpy(np.stack([u / W, v / H, 0.5 + 0.3 * u / W - 0.2 * v / H], -1))
+    depth = torch.full((H, W), z0)
+    w = forward_warp(rgb, depth, K, np.eye(4), K, _translated([t, 0, 0]), W, H)
+    valid = w.valid.numpy()
+    last = W - 1 - math.ceil(shift)  # last target column whose source is inside the image
+    assert valid[:, : last + 1].all()
+    assert not valid[:, last + 2 :].any()
+    np.testing.assert_allclose(w.src_uv[..., 0].numpy()[valid], (u + shift)[valid], atol=2e-4)
+    np.testing.assert_allclose(w.src_uv[..., 1].numpy()[valid], v[valid], atol=2e-4)
+    np.testing.assert_allclose(w.depth.numpy()[valid], z0, rtol=1e-6)
+    expected = np.stack([(u + shift) / W, v / H, 0.5 + 0.3 * (u + shift) / W - 0.2 * v / H], -1)
+    np.testing.assert_allclose(w.rgb.numpy()[valid], expected[valid], atol=1e-5)
+
+
+def test_forward_motion_of_plane_magnifies():
+    # moving 0.5 m towards a plane at 2 m magnifies by 2 / 1.5 about the principal point
+    depth = torch.full((H, W), 2.0)
+    rgb = torch.rand(H, W, 3, generator=torch.Generator().manual_seed(0))
+    w = forward_warp(rgb, depth, K, np.eye(4), K, _translated([0, 0, 0.5]), W, H)
+    assert bool(w.valid.all())
+    np.testing.assert_allclose(w.depth.numpy(), 1.5, rtol=1e-6)
+    np.testing.assert_allclose(w.scale.numpy(), 2.0 / 1.5, rtol=1e-5)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    np.testing.assert_allclose(w.src_uv[..., 0].numpy(), K[0, 2] + (u - K[0, 2]) * 0.75, atol=1e-4)
+    np.testing.assert_allclose(w.src_uv[..., 1].numpy(), K[1, 2] + (v - K[1, 2]) * 0.75, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splat against the slow reference
+
+
+def test_splat_depth_matches_reference_on_tiny_scenes():
+    w, h = 12, 9
+    Kt = intrinsics_from_fov(w, h, 60.0)
+    for seed in range(25):
+        rng = np.random.default_rng(seed)
+        depth = _near_box_scene(rng, w, h)
+        c2w_t = np.eye(4)
+        c2w_t[:3, :3] = axis_angle(rng.normal(size=3), rng.uniform(-0.1, 0.1))
+        c2w_t[:3, 3] = rng.uniform(-0.2, 0.2, 3)
+        c2w_t[2, 3] = rng.uniform(-0.1, 0.4)  # mostly moving closer
+        rgb = rng.uniform(0, 1, (h, w, 3))
+        uv, z, scale, kept = _project_all(depth, Kt, np.eye(4), Kt, c2w_t)
+        # the reference gets exactly the points splat_depth gets (others: depth 0 = skipped)
+        depth_ref = np.where(kept, depth, 0.0)
+        z_ref, _ = forward_warp_reference(rgb, depth_ref, Kt, np.eye(4), Kt, c2w_t, w, h)
+        assert scale.max() < 6.0  # below both clamps
+        # the reference writes the footprint rule with a 1e-3 margin
+        zbuf = splat_depth(
+            torch.tensor(uv, dtype=torch.float32),
+            torch.tensor(z, dtype=torch.float32),
+            torch.tensor(scale, dtype=torch.float32),
+            w,
+            h,
+            margin=1e-3,
+        ).numpy()
+        same_pattern = np.isfinite(zbuf) == np.isfinite(z_ref)
+        both = np.isfinite(zbuf) & np.isfinite(z_ref)
+        close = np.ones_like(same_pattern)
+        close[both] = np.abs(zbuf[both] - z_ref[both]) <= 1e-5 * z_ref[both]
+        bad = ~(same_pattern & close)
+        # disagreement is only allowed where two points tie in depth within 1e-5
+        for y, x in zip(*np.nonzero(bad), strict=True):
+            zs = np.sort(z[(np.abs(uv[:, 0] - x) < 4) & (np.abs(uv[:, 1] - y) < 4)])
+            assert (np.diff(zs) < 1e-5).any(), f"seed {seed}: pixel ({x}, {y}) differs"
+        assert bad.sum() <= 1, f"seed {seed}"
+        assert np.isfinite(z_ref).sum() > 0.5 * w * h
+
+
+# ---------------------------------------------------------------------------------------------
+# Moving closer: no background bleed through the magnified foreground
+
+
+def _near_square_scene():
+    depth = np.full((H, W), 5.0, np.float32)
+    depth[16:32, 24:40] = 1.0
+    c2w_t = _translated([0, 0, 0.3])
+
+    # projected near square in the target: source pixel borders (x +- 0.5) at z = 1 -> z = 0.7
+    def proj(u, v):
+        x = (u - K[0, 2]) / K[0, 0]
+        y = (v - K[1, 2]) / K[1, 1]
+        return x / 0.7 * K[0, 0] + K[0, 2], y / 0.7 * K[1, 1] + K[1, 2]
+
+    u0, v0 = proj(23.5, 15.5)
+    u1, v1 = proj(39.5, 31.5)
+    inside = np.zeros((H, W), bool)
+    inside[math.ceil(v0) : math.floor(v1) + 1, math.ceil(u0) : math.floor(u1) + 1] = True
+    return depth, c2w_t, inside
+
+
+def test_no_background_bleed_when_moving_closer():
+    depth, c2w_t, inside = _near_square_scene()
+    assert inside.sum() > 400
+    xyz = transform_points(
+        torch.from_numpy(np.linalg.inv(c2w_t).astype(np.float32)),
+        unproject_depth(torch.from_numpy(depth), K).reshape(-1, 3),
+    )
+    uv, z = project_points(xyz, K)
+    scale = torch.from_numpy(depth).reshape(-1) / z
+    zbuf = splat_depth(uv, z, scale, W, H).numpy()
+    np.testing.assert_allclose(zbuf[inside], 0.7, rtol=1e-5)
+    # the naive 1-pixel splat leaves cracks in the magnified square: far depth shows through
+    naive = splat_depth(uv, z, scale * 0.0, W, H, margin=0.0).numpy()
+    assert (naive[inside] > 4.0).sum() > 5
+
+    # and the full warp: inside the square only near depth; inner part all valid
+    rgb = torch.from_numpy(np.stack([depth / 5.0] * 3, -1))
+    w = forward_warp(rgb, torch.from_numpy(depth), K, np.eye(4), K, c2w_t, W, H)
+    d = w.depth.numpy()
+    valid = w.valid.numpy()
+    np.testing.assert_allclose(d[inside & valid], 0.7, rtol=1e-5)
+    np.testing.assert_allclose(w.rgb.numpy()[inside & valid], 0.2, atol=1e-6)
+    inner = np.zeros_like(inside)
+    inner[1:-1, 1:-1] = inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    assert valid[inner].all()
+    # and the far plane around it is far
+    far = ~inside & valid
+    far[:, 15:50] = False
+    assert far.sum() > 100
+    np.testing.assert_allclose(d[far], 4.7, rtol=1e-5)
+
+
+def test_occluded_in_target_is_not_routed_from_far_surface():
+    # source at the origin sees a far wall (z = 4) and a near box (z = 1); the target moves left
+    # 0.4 m, so the box slides right over wall pixels that the source saw.
+    depth = np.full((H, W), 4.0, np.float32)
+    depth[14:34, 20:36] = 1.0
+    rgb = torch.from_numpy(np.stack([depth / 4.0, 1 - depth / 4.0, np.zeros_like(depth)], -1))
+    tx = -0.4
+    w = forward_warp(rgb, torch.from_numpy(depth), K, np.eye(4), K, _translated([tx, 0, 0]), W, H)
+    # analytic target depth: the box covers source x in [19.5, 35.5] -> shifted by f * 0.4 / 1
+    shift_box = -K[0, 0] * tx / 1.0
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    box = (u >= 19.5 + shift_box) & (u <= 35.5 + shift_box) & (v >= 13.5) & (v <= 33.5)
+    gt = np.where(box, 1.0, 4.0)
+    valid = w.valid.numpy()
+    d = w.depth.numpy()
+    # pixels in the box that the source saw as wall must not show the wall
+    newly_hidden = box & (u > 35.5 + 1)
+    assert newly_hidden.sum() > 50
+    assert (d[newly_hidden & valid] < 1.01).all()
+    assert valid[newly_hidden & (u < 35.5 + shift_box - 1.5) & (v > 14.5) & (v < 32.5)].all()
+    # everywhere the warp is valid it agrees with the analytic depth
+    np.testing.assert_allclose(d[valid], gt[valid], rtol=1e-4)
+    # and the routed source pixel has the same surface
+    su = w.src_uv[..., 0].numpy()[valid].round().astype(int)
+    sv = w.src_uv[..., 1].numpy()[valid].round().astype(int)
+    np.testing.assert_array_equal(depth[sv, su], gt[valid].astype(np.float32))
+    # the disocclusion left of the box (wall the source never saw) stays empty
+    disoccluded = (u > 19.5 + 2) & (u < 19.5 + shift_box - 2) & (v > 15) & (v < 32)
+    shift_wall = -K[0, 0] * tx / 4.0
+    disoccluded &= u > 19.5 + shift_wall + 1
+    assert disoccluded.sum() > 20
+    assert not valid[disoccluded].any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth edges
+
+
+def test_depth_edges_step_and_slanted_floor():
+    depth = torch.full((H, W), 2.0)
+    depth[:, 30:] = 4.0
+    e = depth_edges(depth)
+    assert e[:, 29].all() and e[:, 30].all()
+    assert not e[:, :28].any() and not e[:, 32:].any()
+    # a hole (depth 0) is an edge
+    depth[10, 10] = 0.0
+    assert bool(depth_edges(depth)[10, 10])
+
+    # a floor 1.6 m below a camera pitched 30 degrees down: depth grows steeply up the image
+    # (from ~2.3 m to ~12 m), yet 1 / z is affine in (u, v), so no pixel is an edge
+    c2w = np.eye(4)
+    c2w[:3, :3] = axis_angle([1.0, 0, 0], -math.radians(30))
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    rays_world = rays @ c2w[:3, :3].T
+    assert (rays_world[..., 1] > 0).all()  # every pixel sees the floor (y down)
+    floor = 1.6 / rays_world[..., 1]  # ray parameter = z-depth since rays have z_cam = 1
+    assert floor.max() / floor.min() > 4
+    assert not depth_edges(torch.from_numpy(floor.astype(np.float32))).any()
