@@ -36,8 +36,7 @@ def align_scale_shift(
     pred: torch.Tensor,
     target: torch.Tensor,
     mask: torch.Tensor,
-    keep: float = 0.8,
-    iters: int = 4,
+    iters: int = 6,
     max_samples: int = 20000,
     min_pixels: int = 64,
 ) -> Alignment:
@@ -57,16 +56,22 @@ def align_scale_shift(
     if p.numel() < min_pixels:
         return median
     w = 1.0 / t
-    sel = torch.ones_like(p, dtype=torch.bool)
-    s, b = 1.0, 0.0
+    # Robust start (median ratio, median offset), then trimmed refits that keep residuals
+    # within 3 robust sigmas (MAD): holds up with a third of the pixels being outliers.
+    s = float((t / p).median())
+    b = float((t - s * p).median())
     for _ in range(iters):
+        r = (s * p + b - t) * w
+        sigma = 1.4826 * float(r.abs().median())
+        sel = r.abs() <= max(3.0 * sigma, 1e-6)
+        if int(sel.sum()) < min_pixels:
+            break
         s, b = _weighted_ls(p[sel], t[sel], w[sel])
         if not s > 0:
             return median
-        r = ((s * p + b - t) * w).abs()
-        thresh = torch.quantile(r, keep) if r.numel() < 16_000_000 else r.median()
-        sel = r <= thresh
     pmin = float(pred[pred > 0].min()) if bool((pred > 0).any()) else 0.0
     if s * pmin + b <= 0:
         return median
-    return Alignment(s, b, int(sel.sum()), "trimmed-affine")
+    r = ((s * p + b - t) * w).abs()
+    inliers = int((r <= max(3.0 * 1.4826 * float(r.median()), 1e-6)).sum())
+    return Alignment(s, b, inliers, "trimmed-affine")

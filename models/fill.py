@@ -13,46 +13,82 @@ import torch
 import torch.nn.functional as F
 
 
-def push_pull(values: torch.Tensor, known: torch.Tensor, levels: int = 12) -> torch.Tensor:
+def push_pull(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Fill unknown pixels by pyramid push-pull (smooth membrane interpolation).
 
     Args:
-        values: (H, W, C) float; known: (H, W) bool.
+        values: (H, W, C) float; known: (H, W) bool, at least one True.
+        Unknown pixels with no known pixel anywhere get the global mean of the known ones.
     Returns:
         (H, W, C): known pixels unchanged, unknown ones interpolated from their surroundings.
     """
     x = values.permute(2, 0, 1)[None] * known[None, None].float()
     w = known[None, None].float()
-    pyramid = [(x, w)]
-    for _ in range(levels):
-        if min(x.shape[-2:]) <= 1:
-            break
-        x = F.avg_pool2d(x, 2, ceil_mode=True)
-        w = F.avg_pool2d(w, 2, ceil_mode=True)
-        pyramid.append((x, w))
-    filled = pyramid[-1][0] / pyramid[-1][1].clamp(min=1e-8)
-    for x, w in reversed(pyramid[:-1]):
-        up = F.interpolate(filled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    pyramid = []
+    # Pool down to a single cell (odd sizes are zero-padded: padding carries no weight), so
+    # every unknown pixel, however far from the known ones, ends up with an estimate.
+    while max(x.shape[-2:]) > 1:
+        ph, pw = x.shape[-2] % 2, x.shape[-1] % 2
+        pyramid.append((x, w, (ph, pw)))
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+            w = F.pad(w, (0, pw, 0, ph))
+        x = F.avg_pool2d(x, 2)
+        w = F.avg_pool2d(w, 2)
+    filled = x / w.clamp(min=1e-12)
+    for x, w, (ph, pw) in reversed(pyramid):
+        H, W = x.shape[-2:]
+        up = F.interpolate(filled, size=(H + ph, W + pw), mode="bilinear", align_corners=False)
+        up = up[..., :H, :W]
         # A pixel's own (pooled) evidence weighs by its coverage; the rest comes from above.
         a = w.clamp(max=1.0)
-        filled = x / w.clamp(min=1e-8) * a + up * (1 - a)
+        filled = x / w.clamp(min=1e-12) * a + up * (1 - a)
     out = filled[0].permute(1, 2, 0)
     return torch.where(known[..., None], values, out)
 
 
-def background_known(depth: torch.Tensor, known: torch.Tensor, step: float = 0.08) -> torch.Tensor:
-    """Known pixels minus near-side pixels of depth steps that border a hole.
+def _far_field(
+    depth: torch.Tensor, known: torch.Tensor, reach: int, work: int = 4, iters: int = 48
+) -> torch.Tensor:
+    """(H, W) the farthest known depth reachable across unknown regions (at 1/work size).
 
-    A known pixel within 3 px of a hole whose depth is ``step`` (relative) nearer than the
-    farthest depth around it is foreground: it must not bleed into the disocclusion.
+    Max-pooled to a coarse grid, then repeatedly dilated through unknown cells only, so a hole
+    of any width carries the depth of its far border over to its near border, and then on for
+    ``reach`` more pixels into the known side.
+    """
+    H, W = depth.shape
+    d = torch.where(known, depth, torch.zeros_like(depth))[None, None]
+    coarse = F.max_pool2d(d, work, ceil_mode=True)
+    hole = F.max_pool2d((~known).float()[None, None], work, ceil_mode=True) > 0
+    for _ in range(iters):
+        grown = F.max_pool2d(coarse, 3, stride=1, padding=1)
+        nxt = torch.where(hole, torch.maximum(coarse, grown), coarse)
+        if torch.equal(nxt, coarse):
+            break
+        coarse = nxt
+    r = -(-reach // work) + 1  # coarse cells covering ``reach`` pixels from any offset
+    coarse = F.max_pool2d(coarse, 2 * r + 1, stride=1, padding=r)
+    return F.interpolate(coarse, size=(H, W), mode="nearest")[0, 0]
+
+
+def background_known(
+    depth: torch.Tensor, known: torch.Tensor, step: float = 0.08, band: int = 8
+) -> torch.Tensor:
+    """The known pixels a hole may be filled from: those within ``band`` px of a hole, minus
+    foreground (``step`` relative nearer than the farthest depth across the hole).
+
+    Disocclusions open behind foreground objects, so only the background side of their border
+    may continue into them; pixels farther than ``band`` from any hole are not sources at all
+    (push-pull would otherwise carry the foreground in through its coarse levels).
     """
     if bool(known.all()) or not bool(known.any()):
         return known
-    far = torch.where(known, depth, torch.zeros_like(depth))
-    far = F.max_pool2d(far[None, None], 7, stride=1, padding=3)[0, 0]
-    hole_near = F.max_pool2d((~known).float()[None, None], 7, stride=1, padding=3)[0, 0] > 0
-    foreground = known & hole_near & (depth < far * (1 - step))
-    return known & ~foreground
+    far = _far_field(depth, known, band)
+    k = 2 * band + 1
+    near_hole = F.max_pool2d((~known).float()[None, None], k, stride=1, padding=band)[0, 0] > 0
+    ring = known & near_hole
+    sources = ring & ~(depth < far * (1 - step))
+    return sources if bool(sources.any()) else ring
 
 
 def fill_depth(depth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -62,10 +98,11 @@ def fill_depth(depth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     if not bool(known.any()):
         raise ValueError("cannot fill depth: no known pixel")
     bg = background_known(depth, known)
-    # Interpolate inverse depth: far regions then do not dominate the average.
-    inv = torch.where(bg, 1.0 / depth.clamp(min=1e-6), torch.zeros_like(depth))
-    filled = push_pull(inv[..., None], bg)[..., 0]
-    out = 1.0 / filled.clamp(min=1e-6)
+    if not bool(bg.any()):
+        bg = known
+    # Log depth: a membrane between near and far borders should not favour either end.
+    logd = torch.where(bg, depth.clamp(min=1e-6).log(), torch.zeros_like(depth))
+    out = push_pull(logd[..., None], bg)[..., 0].exp()
     return torch.where(known, depth, out)
 
 

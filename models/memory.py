@@ -94,7 +94,7 @@ def _grid_points(
     positive depth."""
     off = stride // 2
     sub = depth[off::stride, off::stride]
-    sub_conf = conf[off::stride, off::stride].reshape(-1)
+    sub_conf = conf[off::stride, off::stride].reshape(-1).float()
     v, u = torch.meshgrid(
         torch.arange(off, depth.shape[0], stride, dtype=torch.float32),
         torch.arange(off, depth.shape[1], stride, dtype=torch.float32),
@@ -170,7 +170,8 @@ class SpatialMemory:
         depth = depth.float().contiguous()
         if confidence is None:
             confidence = (depth > 0).float()
-        confidence = confidence.float() * (depth > 0)
+        # float16 is plenty for a [0, 1] weight, and halves the biggest per-frame array after depth.
+        confidence = (confidence.float() * (depth > 0)).half()
         pts_cam, pts_conf = _grid_points(depth, confidence, camera.K, self.point_stride)
         c2w = torch.from_numpy(camera.c2w.astype(np.float32))
         pts = transform_points(c2w, pts_cam)
@@ -220,9 +221,12 @@ class SpatialMemory:
             self._radii[n] = (pts - c).norm(dim=-1).max()
 
     # -----------------------------------------------------------------------------------------
-    def _cull(self, target: Camera) -> torch.Tensor:
-        """Indices (into insertion order) of frames whose bounding sphere meets the frustum."""
+    def _cull(self, target: Camera, cull: bool = True) -> torch.Tensor:
+        """Indices (into insertion order) of frames whose bounding sphere meets the frustum
+        (every frame with points when ``cull`` is False: the brute-force baseline)."""
         n = len(self._order)
+        if not cull:
+            return torch.nonzero(self._npts[:n] > 0).squeeze(1)
         w2c = torch.from_numpy(target.w2c.astype(np.float32))
         c = transform_points(w2c, self._centers[:n])
         r = self._radii[:n]
@@ -240,10 +244,12 @@ class SpatialMemory:
         inside = (c @ normals.T >= -r[:, None]).all(1) & (c[:, 2] > -r) & (self._npts[:n] > 0)
         return torch.nonzero(inside).squeeze(1)
 
-    def coverage_matrix(self, target: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+    def coverage_matrix(
+        self, target: Camera, cull: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Candidate indices (C,) and float (C, cells): for each candidate, the best confidence
         of its points that would be the visible surface in each target cell (0 = not seen)."""
-        cand = self._cull(target)
+        cand = self._cull(target, cull)
         gw = math.ceil(target.width / self.cell_size)
         gh = math.ceil(target.height / self.cell_size)
         if cand.numel() == 0:
@@ -271,7 +277,9 @@ class SpatialMemory:
         cover.scatter_reduce_(0, flat, conf, reduce="amax")
         return cand, cover.view(cand.numel(), gw * gh)
 
-    def retrieve(self, target: Camera, max_frames: int | None = None) -> RetrievalResult:
+    def retrieve(
+        self, target: Camera, max_frames: int | None = None, cull: bool = True
+    ) -> RetrievalResult:
         """Choose the memory frames that see ``target``: greedy weighted set cover.
 
         The latest frame always takes part. Each further pick maximises the gain
@@ -282,7 +290,7 @@ class SpatialMemory:
         if not self._order:
             return RetrievalResult([], [], 0.0, 0)
         k = self.max_frames if max_frames is None else max_frames
-        cand, cover = self.coverage_matrix(target)
+        cand, cover = self.coverage_matrix(target, cull)
         ncell = cover.shape[1]
         latest = len(self._order) - 1
         chosen, gains = [latest], []
@@ -331,7 +339,7 @@ class SpatialMemory:
                 continue
             ui = w.src_uv[..., 0].round().long().clamp(0, f.depth.shape[1] - 1)
             vi = w.src_uv[..., 1].round().long().clamp(0, f.depth.shape[0] - 1)
-            c = f.confidence[vi, ui]
+            c = f.confidence[vi, ui].float()
             # Routed pixels lose a little per resampling; magnified ones (seen from afar) more.
             q = c * torch.exp(-0.5 * w.scale.clamp(min=1e-6).log().abs())
             have = depth > 0

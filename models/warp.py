@@ -67,7 +67,14 @@ def depth_edges(depth: torch.Tensor, rel_jump: float = 0.04) -> torch.Tensor:
     sides of a discontinuity: ``|d[i-1] - 2 d[i] + d[i+1]| > rel_jump * d[i]``, along x or y.
     """
     inv = 1.0 / depth.clamp(min=1e-6)
+    # Pad by linear extrapolation: a plane stays a plane up to the border (replicate padding
+    # would turn the border's second difference into a first difference).
     pad = torch.nn.functional.pad(inv[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    if min(inv.shape) >= 2:
+        pad[0, 1:-1] = 2 * inv[0] - inv[1]
+        pad[-1, 1:-1] = 2 * inv[-1] - inv[-2]
+        pad[1:-1, 0] = 2 * inv[:, 0] - inv[:, 1]
+        pad[1:-1, -1] = 2 * inv[:, -1] - inv[:, -2]
     c = pad[1:-1, 1:-1]
     d2x = (pad[1:-1, :-2] - 2 * c + pad[1:-1, 2:]).abs()
     d2y = (pad[:-2, 1:-1] - 2 * c + pad[2:, 1:-1]).abs()
@@ -212,6 +219,8 @@ def forward_warp_reference(
     c2w_tgt: np.ndarray,
     width: int,
     height: int,
+    max_radius: int = 3,
+    margin: float = 0.25,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Slow twin of the z-buffer splat: (depth (H, W), nearest-splat rgb (H, W, 3)), float64.
 
@@ -234,7 +243,7 @@ def forward_warp_reference(
                 continue
             u = q[0] / q[2] * K_tgt[0, 0] + K_tgt[0, 2]
             v = q[1] / q[2] * K_tgt[1, 1] + K_tgt[1, 2]
-            half = min(max(f_ratio * d / q[2], 1.0), 7.0) * 0.5 + 1e-3
+            half = min(max(f_ratio * d / q[2], 1.0), 2.0 * max_radius) * 0.5 + margin
             for py in range(int(math.floor(v - half)), int(math.ceil(v + half)) + 1):
                 for px in range(int(math.floor(u - half)), int(math.ceil(u + half)) + 1):
                     if not (0 <= px < width and 0 <= py < height):
