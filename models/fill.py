@@ -115,9 +115,11 @@ def inpaint_rgb(
 ) -> torch.Tensor:
     """Paint unknown pixels of rgb (H, W, 3) float [0, 1] from the background side.
 
-    Structure comes from OpenCV's Telea inpainting at a coarse working size (holes can be a
-    third of the frame; Telea's cost grows with hole area), detail near the hole border from a
-    full-size push-pull; known pixels are returned untouched.
+    Two layers: a full-size push-pull near the border (sharp continuation) and OpenCV's Telea
+    inpainting at a coarse working size for structure deep inside (holes can be a third of the
+    frame; Telea's cost grows with hole area). Known pixels are returned untouched.
+    Deterministic. (Mirroring high frequencies in across the border was tried: it ghosts
+    building outlines into the sky, worse than a smooth fill.)
     """
     if bool(known.all()):
         return rgb
@@ -127,7 +129,10 @@ def inpaint_rgb(
     H, W = known.shape
     smooth = push_pull(rgb, src)
     img = (smooth.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    hole = (~src).numpy().astype(np.uint8) * 255
+    # Telea fills the holes and the foreground rim excluded from the sources; pixels far from
+    # any hole keep their colour (they are outside its reach anyway).
+    rim = known & ~src & (F.max_pool2d((~known).float()[None, None], 17, 1, 8)[0, 0] > 0)
+    hole = ((~known) | rim).numpy().astype(np.uint8) * 255
     scale = min(1.0, work_width / W)
     if scale < 1.0:
         size = (max(8, round(W * scale)), max(8, round(H * scale)))
