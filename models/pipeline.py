@@ -274,7 +274,7 @@ class WorldPipeline:
             for cam in chunk:
                 index = world.n_frames + len(requests)
                 t0 = time.perf_counter()
-                memory = world.memory if self.config.use_memory else self._previous_only(world)
+                memory = world.memory  # in the ablation it holds the previous frame only
                 retrieved = memory.retrieve(cam).frame_ids
                 t1 = time.perf_counter()
                 corr = memory.correspond(cam, retrieved)
@@ -296,12 +296,15 @@ class WorldPipeline:
                 index = req.index
                 in_memory = self.config.use_memory and index % self.config.memory_stride == 0
                 observed = res.source_mask & corr.observed
-                if in_memory:
+                if in_memory or not self.config.use_memory:
                     conf = torch.where(
                         res.source_mask,
                         corr.confidence * ROUTE_DECAY,
                         torch.full_like(depth, PAINTED_CONFIDENCE),
                     )
+                    if not self.config.use_memory:
+                        # The ablation forgets: the next frame sees this one and nothing else.
+                        world.memory = self._new_memory()
                     world.memory.insert(index, req.camera, rgb8, depth, conf, observed)
                 t6 = time.perf_counter()
                 timings.update(synthesize=synth_each, lift=t5 - t4, insert=t6 - t5)
@@ -333,21 +336,6 @@ class WorldPipeline:
                 f"{world.width}x{world.height}"
             )
         return camera.resized(world.width, world.height)
-
-    def _previous_only(self, world: World) -> SpatialMemory:
-        """The ablation's memory: nothing but the previous frame."""
-        last = world.last
-        mem = self._new_memory()
-        conf = torch.from_numpy((last.depth > 0).astype(np.float32))
-        mem.insert(
-            last.index,
-            last.camera,
-            torch.from_numpy(last.rgb),
-            torch.from_numpy(last.depth),
-            conf,
-            torch.from_numpy(last.source_mask),
-        )
-        return mem
 
     # -----------------------------------------------------------------------------------------
     def _lift_depth(

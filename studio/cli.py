@@ -162,6 +162,27 @@ def _frame_meta(event) -> dict:
     return rec
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from studio.evaluate import DEFAULT_SEQUENCE, EvalOptions, run_eval, summarise
+
+    opts = EvalOptions(width=args.width, frames=args.frames, lpips_model=args.lpips_model,
+                       fid_model=args.fid_model)
+    kwargs = {}
+    if args.sequence and args.protocol in ("posed", "ablations"):
+        kwargs["seq_dir"] = Path(args.sequence)
+    if args.photos and args.protocol == "revisit":
+        kwargs["photos"] = args.photos
+    if args.protocol == "all" and (args.sequence or args.photos):
+        raise UsageError("--sequence/--photos go with a single protocol, not 'all'")
+    seq = Path(args.sequence) if args.sequence else DEFAULT_SEQUENCE
+    if args.protocol in ("posed", "ablations", "all") and not seq.is_dir():
+        raise UsageError(f"posed sequence folder not found: {seq}")
+    reports = run_eval(args.protocol, args.out, opts, **kwargs)
+    print(summarise(reports))
+    print(f"reports and plots in {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from studio.bench import run_bench
 
@@ -199,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("eval", help="evaluation protocols on real data (JSON + plots)")
+    e.add_argument("protocol", choices=["posed", "revisit", "depth", "ablations", "all"])
+    e.add_argument("--out", required=True, help="folder for report_*.json and plots")
+    e.add_argument("--sequence", default=None, help="posed sequence folder (cameras_opencv.json)")
+    e.add_argument("--photos", nargs="*", default=None, help="photos for the revisit protocol")
+    e.add_argument("--frames", type=int, default=None, help="frames per sequence / path")
+    e.add_argument("--width", type=int, default=512)
+    e.add_argument("--lpips-model", default=None, help="TorchScript LPIPS module (optional)")
+    e.add_argument("--fid-model", default=None, help="TorchScript feature extractor for FID")
+    e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="speed suite (medians, ratios to baselines)")
     b.add_argument("--out", default=None, help="write the JSON report here")

@@ -21,6 +21,7 @@ from models.depth import (
 )
 from models.depth.layout import LayoutDepth, ground_plane_depth
 from models.depth.metrics import depth_metrics
+from storage.rgbd import load_rgbd_benchmark
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rgbd"
 
@@ -187,25 +188,7 @@ def test_layout_runtime_512x384():
 
 def _rgbd_frames() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """(name, rgb (H, W, 3) uint8, gt depth (H, W) metres with 0 invalid, K (3, 3))."""
-    frames = []
-    for folder in ("nyu_metric3d", "kitti_metric3d"):
-        ann = json.loads((DATA / folder / "test_annotations.json").read_text())
-        for f in sorted(ann["files"], key=lambda f: f["rgb"]):
-            rgb = cv2.imread(str(DATA / folder / "rgb" / Path(f["rgb"]).name))[..., ::-1]
-            raw = cv2.imread(str(DATA / folder / "depth" / Path(f["depth"]).name), -1)
-            fx, fy, cx, cy = f["cam_in"]
-            K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-            name = f"{folder.split('_')[0]}/{Path(f['rgb']).stem}"
-            frames.append((name, rgb, raw.astype(np.float32) / f["depth_scale"], K))
-    o3d = DATA / "open3d_testdata"
-    tum = cv2.imread(str(o3d / "TUM_depth.png"), -1).astype(np.float32) / 5000.0
-    K_tum = np.array([[535.4, 0, 320.1], [0, 539.2, 247.6], [0, 0, 1.0]])
-    frames.append(("tum", cv2.imread(str(o3d / "TUM_color.png"))[..., ::-1], tum, K_tum))
-    raw = cv2.imread(str(o3d / "SUN_depth.png"), -1).astype(np.uint16)
-    sun = ((raw >> 3) | (raw << 13)).astype(np.float32) / 1000.0  # SUN3D's bit rotation
-    K_sun = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1.0]])
-    frames.append(("sun", cv2.imread(str(o3d / "SUN_color.jpg"))[..., ::-1], sun, K_sun))
-    return [(n, np.ascontiguousarray(c), d, K) for n, c, d, K in frames]
+    return [(f.name, f.rgb, f.depth, f.K) for f in load_rgbd_benchmark(DATA)]
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared RGB-D data not present")
