@@ -165,8 +165,9 @@ def _frame_meta(event) -> dict:
 def cmd_eval(args: argparse.Namespace) -> int:
     from studio.evaluate import DEFAULT_SEQUENCE, EvalOptions, run_eval, summarise
 
-    opts = EvalOptions(width=args.width, frames=args.frames, lpips_model=args.lpips_model,
-                       fid_model=args.fid_model)
+    opts = EvalOptions(
+        width=args.width, frames=args.frames, lpips_model=args.lpips_model, fid_model=args.fid_model
+    )
     kwargs = {}
     if args.sequence and args.protocol in ("posed", "ablations"):
         kwargs["seq_dir"] = Path(args.sequence)

@@ -45,10 +45,15 @@ from studio.plots import PNG_NOTE, save_figure
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DEFAULT_SEQUENCE = DATA / "posed" / "tum_fr3_long_office_household"
-DEFAULT_PHOTOS = ("interior_living_room_geowizard.jpg", "interior_office_03_dsine.png",
-                  "street_london_dav2_demo01.jpg")
+DEFAULT_PHOTOS = (
+    "interior_living_room_geowizard.jpg",
+    "interior_office_03_dsine.png",
+    "street_london_dav2_demo01.jpg",
+)
 LYRA_ANCHORS = {
-    "lyra2_revisit_psnr": 14.05, "lyra2_revisit_ssim": 0.390, "lyra1_dl3dv_psnr": 20.09,
+    "lyra2_revisit_psnr": 14.05,
+    "lyra2_revisit_ssim": 0.390,
+    "lyra1_dl3dv_psnr": 20.09,
 }
 
 
@@ -79,12 +84,16 @@ class PerceptualMetrics:
         self.fid = torch.jit.load(fid_model).eval() if fid_model else None
         self.notes = []
         if self.lpips is None:
-            self.notes.append("LPIPS skipped: it needs network weights (VGG/AlexNet) that cannot "
-                              "be downloaded here; pass --lpips-model a TorchScript LPIPS module")
+            self.notes.append(
+                "LPIPS skipped: it needs network weights (VGG/AlexNet) that cannot "
+                "be downloaded here; pass --lpips-model a TorchScript LPIPS module"
+            )
         if self.fid is None:
-            self.notes.append("FID skipped: it needs Inception weights; pass --fid-model a "
-                              "TorchScript feature extractor (and many frames: FID on a few "
-                              "frames is not meaningful)")
+            self.notes.append(
+                "FID skipped: it needs Inception weights; pass --fid-model a "
+                "TorchScript feature extractor (and many frames: FID on a few "
+                "frames is not meaningful)"
+            )
 
     @staticmethod
     def _t(img: np.ndarray) -> torch.Tensor:
@@ -128,8 +137,13 @@ def _compare(gen: FrameEvent, ref: np.ndarray, pm: PerceptualMetrics) -> dict[st
 # posed sequence
 
 
-def run_posed(seq_dir: Path, opts: EvalOptions, use_memory: bool, pm: PerceptualMetrics,
-              config: PipelineConfig | None = None) -> dict[str, Any]:
+def run_posed(
+    seq_dir: Path,
+    opts: EvalOptions,
+    use_memory: bool,
+    pm: PerceptualMetrics,
+    config: PipelineConfig | None = None,
+) -> dict[str, Any]:
     seq = load_posed_sequence(seq_dir)
     n = len(seq.frames) if opts.frames is None else min(opts.frames, len(seq.frames))
     f0 = seq.frames[0]
@@ -142,46 +156,90 @@ def run_posed(seq_dir: Path, opts: EvalOptions, use_memory: bool, pm: Perceptual
     pipe = WorldPipeline(depth=depth, config=cfg)
     world = pipe.seed(photo, f0.K, c2w=f0.c2w)
     cams = [
-        Camera(scale_intrinsics(f.K, (seq.width, seq.height), (world.width, world.height)),
-               f.c2w, world.width, world.height)
+        Camera(
+            scale_intrinsics(f.K, (seq.width, seq.height), (world.width, world.height)),
+            f.c2w,
+            world.width,
+            world.height,
+        )
         for f in seq.frames[1:n]
     ]
-    rows, gens, reals = [], [], []
+    rows, gens, reals, masks = [], [], [], []
     dist = 0.0
     prev = world.cameras[0].center
     for i, ev in enumerate(pipe.explore(world, cams), start=1):
         real = cv2.resize(seq.image(i), (world.width, world.height), interpolation=cv2.INTER_AREA)
         dist += float(np.linalg.norm(ev.camera.center - prev))
         prev = ev.camera.center
-        row = {"index": i, "distance_m": round(dist, 4), **_compare(ev, real, pm),
-               "retrieved": ev.retrieved, "ms": round(ev.timings["total"] * 1e3, 1)}
+        row = {
+            "index": i,
+            "distance_m": round(dist, 4),
+            **_compare(ev, real, pm),
+            "retrieved": ev.retrieved,
+            "ms": round(ev.timings["total"] * 1e3, 1),
+        }
         rows.append(row)
         gens.append(ev.rgb)
         reals.append(real)
+        masks.append(ev.source_mask)
     return {
-        "sequence": str(seq_dir), "frames": n, "memory": use_memory,
-        "depth": depth.name, "size": [world.width, world.height], "per_frame": rows,
+        "sequence": str(seq_dir),
+        "frames": n,
+        "memory": use_memory,
+        "depth": depth.name,
+        "size": [world.width, world.height],
+        "per_frame": rows,
         "median_psnr_masked": _median([r["psnr_masked"] for r in rows]),
         "median_psnr_masked_1_4": _median([r["psnr_masked"] for r in rows[:4]]),
         "median_ssim_masked": _median([r["ssim_masked"] for r in rows]),
         "median_psnr_full": _median([r["psnr_full"] for r in rows]),
         "median_coverage": _median([r["coverage"] for r in rows]),
         "fid": pm.fid_score(gens, reals),
+        "_frames": (gens, reals, masks),  # for cross-run comparisons; dropped from the report
     }
 
 
 def protocol_posed(out: Path, opts: EvalOptions, seq_dir: Path = DEFAULT_SEQUENCE) -> dict:
     pm = PerceptualMetrics(opts.lpips_model, opts.fid_model)
-    runs = {"memory": run_posed(seq_dir, opts, True, pm),
-            "no_memory": run_posed(seq_dir, opts, False, pm)}
-    save_figure(out / "posed_psnr_vs_distance", "Posed sequence: masked PSNR against distance",
-                "distance travelled (m)", "PSNR over memory-covered pixels (dB)",
-                {k: ([r["distance_m"] for r in v["per_frame"]],
-                     [r["psnr_masked"] for r in v["per_frame"]]) for k, v in runs.items()})
-    save_figure(out / "posed_coverage", "Posed sequence: memory coverage", "frame",
-                "coverage", {k: ([r["index"] for r in v["per_frame"]],
-                                 [r["coverage"] for r in v["per_frame"]])
-                             for k, v in runs.items()})
+    runs = {
+        "memory": run_posed(seq_dir, opts, True, pm),
+        "no_memory": run_posed(seq_dir, opts, False, pm),
+    }
+    # Masked PSNR rewards forgetting: the ablation keeps fewer, easier pixels. On the pixels
+    # both runs route from the photo, the comparison is like for like.
+    g1, real, m1 = runs["memory"].pop("_frames")
+    g2, _, m2 = runs["no_memory"].pop("_frames")
+    for i in range(len(g1)):
+        common = m1[i] & m2[i]
+        runs["memory"]["per_frame"][i]["psnr_common"] = _finite(psnr(g1[i], real[i], common))
+        runs["no_memory"]["per_frame"][i]["psnr_common"] = _finite(psnr(g2[i], real[i], common))
+        for r in runs.values():
+            r["per_frame"][i]["common_coverage"] = round(float(common.mean()), 4)
+    for r in runs.values():
+        r["median_psnr_common"] = _median([x["psnr_common"] for x in r["per_frame"]])
+    save_figure(
+        out / "posed_psnr_vs_distance",
+        "Posed sequence: masked PSNR against distance",
+        "distance travelled (m)",
+        "PSNR over memory-covered pixels (dB)",
+        {
+            k: (
+                [r["distance_m"] for r in v["per_frame"]],
+                [r["psnr_masked"] for r in v["per_frame"]],
+            )
+            for k, v in runs.items()
+        },
+    )
+    save_figure(
+        out / "posed_coverage",
+        "Posed sequence: memory coverage",
+        "frame",
+        "coverage",
+        {
+            k: ([r["index"] for r in v["per_frame"]], [r["coverage"] for r in v["per_frame"]])
+            for k, v in runs.items()
+        },
+    )
     return {"protocol": "posed", "runs": runs, "notes": pm.notes}
 
 
@@ -189,8 +247,9 @@ def protocol_posed(out: Path, opts: EvalOptions, seq_dir: Path = DEFAULT_SEQUENC
 # revisit
 
 
-def figure_eight(start: Camera, up: np.ndarray, scene_depth: float, n: int,
-                 camera_height: float = 1.6) -> list[Camera]:
+def figure_eight(
+    start: Camera, up: np.ndarray, scene_depth: float, n: int, camera_height: float = 1.6
+) -> list[Camera]:
     """A figure-eight on the floor through the start position, then the first frames again.
 
     Returns n cameras: the eight (closing at the start pose) followed by the first few
@@ -202,14 +261,21 @@ def figure_eight(start: Camera, up: np.ndarray, scene_depth: float, n: int,
     xy = np.stack([r * np.sin(2 * t) / 2 * 2, r * np.sin(t) * 1.5], 1)
     xy = np.concatenate([xy, xy[:1]])
     repeat = max(2, n // 6)
-    eight = from_waypoints(xy, start, up=up, camera_height=camera_height, n_frames=n - repeat,
-                           look="fixed")
+    eight = from_waypoints(
+        xy, start, up=up, camera_height=camera_height, n_frames=n - repeat, look="fixed"
+    )
     cams = list(eight.cameras)
     return cams + cams[:repeat]
 
 
-def run_revisit(photo_path: Path, path: str, opts: EvalOptions, use_memory: bool,
-                pm: PerceptualMetrics, config: PipelineConfig | None = None) -> dict[str, Any]:
+def run_revisit(
+    photo_path: Path,
+    path: str,
+    opts: EvalOptions,
+    use_memory: bool,
+    pm: PerceptualMetrics,
+    config: PipelineConfig | None = None,
+) -> dict[str, Any]:
     photo = load_photo(photo_path)
     cfg = replace(config or PipelineConfig(), width=opts.width, use_memory=use_memory)
     pipe = WorldPipeline(config=cfg)
@@ -229,7 +295,10 @@ def run_revisit(photo_path: Path, path: str, opts: EvalOptions, use_memory: bool
                 rows.append({"first": i, "return": j, **_compare(frames[j], frames[i].rgb, pm)})
                 break
     return {
-        "photo": photo_path.name, "path": path, "memory": use_memory, "frames": len(frames),
+        "photo": photo_path.name,
+        "path": path,
+        "memory": use_memory,
+        "frames": len(frames),
         "pairs": rows,
         "median_psnr_masked": _median([r["psnr_masked"] for r in rows]),
         "median_psnr_full": _median([r["psnr_full"] for r in rows]),
@@ -253,8 +322,14 @@ def protocol_revisit(out: Path, opts: EvalOptions, photos: Sequence[str] = DEFAU
         xs, ys = series.setdefault(key, ([], []))
         xs.append(r["photo"][:24])
         ys.append(r["median_psnr_full"])
-    save_figure(out / "revisit_psnr", "Revisit: return vs first visit (full-frame PSNR)",
-                "photo", "median PSNR (dB)", series, kind="bar")
+    save_figure(
+        out / "revisit_psnr",
+        "Revisit: return vs first visit (full-frame PSNR)",
+        "photo",
+        "median PSNR (dB)",
+        series,
+        kind="bar",
+    )
     return {"protocol": "revisit", "runs": runs, "notes": pm.notes}
 
 
@@ -262,8 +337,12 @@ def protocol_revisit(out: Path, opts: EvalOptions, photos: Sequence[str] = DEFAU
 # depth
 
 
-def protocol_depth(out: Path, opts: EvalOptions, rgbd_root: Path = DATA / "rgbd",
-                   backends: Sequence[str] = ("layout",)) -> dict:
+def protocol_depth(
+    out: Path,
+    opts: EvalOptions,
+    rgbd_root: Path = DATA / "rgbd",
+    backends: Sequence[str] = ("layout",),
+) -> dict:
     frames = load_rgbd_benchmark(rgbd_root)
     results: dict[str, Any] = {}
     for name in backends:
@@ -275,26 +354,47 @@ def protocol_depth(out: Path, opts: EvalOptions, rgbd_root: Path = DATA / "rgbd"
             raw = depth_metrics(pred, f.depth, median_scale=False)
             rows.append({"frame": f.name, "median_scaled": scaled, "metric": raw})
         mean = {
-            kind: {k: round(float(np.mean([r[kind][k] for r in rows])), 4)
-                   for k in ("abs_rel", "rmse", "delta1")}
+            kind: {
+                k: round(float(np.mean([r[kind][k] for r in rows])), 4)
+                for k in ("abs_rel", "rmse", "delta1")
+            }
             for kind in ("median_scaled", "metric")
         }
         results[name] = {"per_frame": rows, "mean": mean}
-    save_figure(out / "depth_absrel", "Depth: AbsRel per frame (median-scaled)", "frame",
-                "AbsRel", {n: ([r["frame"] for r in v["per_frame"]],
-                               [r["median_scaled"]["abs_rel"] for r in v["per_frame"]])
-                           for n, v in results.items()}, kind="bar")
-    return {"protocol": "depth", "backends": results,
-            "notes": ["depth-anything-v2 and other weight-backed backends need weights; run "
-                      "them where weights exist with --depth-backends"]}
+    save_figure(
+        out / "depth_absrel",
+        "Depth: AbsRel per frame (median-scaled)",
+        "frame",
+        "AbsRel",
+        {
+            n: (
+                [r["frame"] for r in v["per_frame"]],
+                [r["median_scaled"]["abs_rel"] for r in v["per_frame"]],
+            )
+            for n, v in results.items()
+        },
+        kind="bar",
+    )
+    return {
+        "protocol": "depth",
+        "backends": results,
+        "notes": [
+            "depth-anything-v2 and other weight-backed backends need weights; run "
+            "them where weights exist with --depth-backends"
+        ],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # ablations
 
 
-def protocol_ablations(out: Path, opts: EvalOptions, seq_dir: Path = DEFAULT_SEQUENCE,
-                       photo: str = "interior_living_room_geowizard.jpg") -> dict:
+def protocol_ablations(
+    out: Path,
+    opts: EvalOptions,
+    seq_dir: Path = DEFAULT_SEQUENCE,
+    photo: str = "interior_living_room_geowizard.jpg",
+) -> dict:
     pm = PerceptualMetrics(None, None)
     posed_opts = replace(opts, frames=opts.frames or 9)
     variants: list[tuple[str, str, PipelineConfig]] = []
@@ -308,28 +408,45 @@ def protocol_ablations(out: Path, opts: EvalOptions, seq_dir: Path = DEFAULT_SEQ
     photo_path = DATA / "photos" / photo
     for factor, value, cfg in variants:
         posed = run_posed(seq_dir, posed_opts, True, pm, cfg)
-        rev = run_revisit(photo_path, "loop", replace(opts, frames=opts.frames or 16), True, pm,
-                          cfg)
-        rows.append({
-            "factor": factor, "value": value,
-            "posed_median_psnr_masked": posed["median_psnr_masked"],
-            "posed_median_coverage": posed["median_coverage"],
-            "posed_median_psnr_full": posed["median_psnr_full"],
-            "revisit_median_psnr_full": rev["median_psnr_full"],
-            "revisit_median_coverage": rev["median_coverage"],
-        })
+        rev = run_revisit(
+            photo_path, "loop", replace(opts, frames=max(8, opts.frames or 16)), True, pm, cfg
+        )
+        rows.append(
+            {
+                "factor": factor,
+                "value": value,
+                "posed_median_psnr_masked": posed["median_psnr_masked"],
+                "posed_median_coverage": posed["median_coverage"],
+                "posed_median_psnr_full": posed["median_psnr_full"],
+                "revisit_median_psnr_full": rev["median_psnr_full"],
+                "revisit_median_coverage": rev["median_coverage"],
+            }
+        )
     for factor in ("retrieved", "stride", "align_depth"):
         sel = [r for r in rows if r["factor"] == factor]
-        save_figure(out / f"ablation_{factor}", f"Ablation: {factor}", factor, "dB",
-                    {"posed masked PSNR": ([r["value"] for r in sel],
-                                           [r["posed_median_psnr_masked"] for r in sel]),
-                     "revisit full PSNR": ([r["value"] for r in sel],
-                                           [r["revisit_median_psnr_full"] for r in sel])})
+        save_figure(
+            out / f"ablation_{factor}",
+            f"Ablation: {factor}",
+            factor,
+            "dB",
+            {
+                "posed masked PSNR": (
+                    [r["value"] for r in sel],
+                    [r["posed_median_psnr_masked"] for r in sel],
+                ),
+                "revisit full PSNR": (
+                    [r["value"] for r in sel],
+                    [r["revisit_median_psnr_full"] for r in sel],
+                ),
+            },
+        )
     return {"protocol": "ablations", "rows": rows}
 
 
 PROTOCOLS = {
-    "posed": protocol_posed, "revisit": protocol_revisit, "depth": protocol_depth,
+    "posed": protocol_posed,
+    "revisit": protocol_revisit,
+    "depth": protocol_depth,
     "ablations": protocol_ablations,
 }
 
@@ -358,21 +475,31 @@ def summarise(reports: dict[str, dict]) -> str:
     if "posed" in reports:
         for k, r in reports["posed"]["runs"].items():
             per = " ".join(f"{x['psnr_masked']}" for x in r["per_frame"][:8])
-            lines.append(f"posed {k:9s}: masked PSNR frames 1..: {per} | median "
-                         f"{r['median_psnr_masked']} dB, coverage {r['median_coverage']}")
+            lines.append(
+                f"posed {k:9s}: masked PSNR frames 1..: {per} | median "
+                f"{r['median_psnr_masked']} dB, coverage {r['median_coverage']}, "
+                f"on common pixels {r['median_psnr_common']} dB, full frame "
+                f"{r['median_psnr_full']} dB"
+            )
     if "revisit" in reports:
         for r in reports["revisit"]["runs"]:
-            lines.append(f"revisit {r['photo'][:28]:28s} {r['path']:12s} "
-                         f"{'memory' if r['memory'] else 'no-mem':6s}: full PSNR "
-                         f"{r['median_psnr_full']} masked {r['median_psnr_masked']} SSIM "
-                         f"{r['median_ssim_full']} cov {r['median_coverage']}")
+            lines.append(
+                f"revisit {r['photo'][:28]:28s} {r['path']:12s} "
+                f"{'memory' if r['memory'] else 'no-mem':6s}: full PSNR "
+                f"{r['median_psnr_full']} masked {r['median_psnr_masked']} SSIM "
+                f"{r['median_ssim_full']} cov {r['median_coverage']}"
+            )
     if "depth" in reports:
         for n, v in reports["depth"]["backends"].items():
-            lines.append(f"depth {n}: median-scaled {v['mean']['median_scaled']}, "
-                         f"metric {v['mean']['metric']}")
+            lines.append(
+                f"depth {n}: median-scaled {v['mean']['median_scaled']}, "
+                f"metric {v['mean']['metric']}"
+            )
     if "ablations" in reports:
         for r in reports["ablations"]["rows"]:
-            lines.append(f"ablation {r['factor']}={r['value']}: posed masked "
-                         f"{r['posed_median_psnr_masked']} cov {r['posed_median_coverage']} | "
-                         f"revisit full {r['revisit_median_psnr_full']}")
+            lines.append(
+                f"ablation {r['factor']}={r['value']}: posed masked "
+                f"{r['posed_median_psnr_masked']} cov {r['posed_median_coverage']} | "
+                f"revisit full {r['revisit_median_psnr_full']}"
+            )
     return "\n".join(lines)

@@ -15,8 +15,12 @@ PNG_NOTE: list[str] = []
 
 
 def save_figure(
-    stem: Path, title: str, xlabel: str, ylabel: str,
-    series: dict[str, tuple[list, list]], kind: str = "line",
+    stem: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    series: dict[str, tuple[list, list]],
+    kind: str = "line",
 ) -> list[Path]:
     """Plot ``series`` (name -> (xs, ys)) to ``stem``.html (+ ``stem``.png); returns the files."""
     import plotly.graph_objects as go
@@ -27,8 +31,13 @@ def save_figure(
             fig.add_trace(go.Bar(x=list(xs), y=list(ys), name=name))
         else:
             fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel,
-                      template="plotly_white", barmode="group")
+    fig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        template="plotly_white",
+        barmode="group",
+    )
     stem.parent.mkdir(parents=True, exist_ok=True)
     html = stem.with_suffix(".html")
     fig.write_html(str(html), include_plotlyjs="directory")

@@ -29,8 +29,15 @@ def test_psnr_matches_skimage(pair):
 
 def test_ssim_matches_skimage(pair):
     a, b = pair
-    ref = structural_similarity(a, b, channel_axis=2, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False, data_range=255)
+    ref = structural_similarity(
+        a,
+        b,
+        channel_axis=2,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+    )
     # skimage averages over the whole image incl. its padded border; we average the interior.
     ours = ssim(a, b)
     assert ours == pytest.approx(ref, abs=5e-3)
