@@ -66,8 +66,11 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     m = ssim_map(a, b)
     valid = np.isfinite(m)
     if mask is not None:
-        inside = F.max_pool2d(
-            torch.from_numpy(~mask).float()[None, None], 11, stride=1, padding=5
-        )[0, 0].numpy() == 0
+        inside = (
+            F.max_pool2d(torch.from_numpy(~mask).float()[None, None], 11, stride=1, padding=5)[
+                0, 0
+            ].numpy()
+            == 0
+        )
         valid &= inside
     return float(m[valid].mean()) if valid.any() else float("nan")

@@ -242,6 +242,70 @@ def bench_peak_memory(frames: int) -> dict:
     }
 
 
+def bench_lift_export(repeats: int) -> dict:
+    """Lift (splats, mesh) and every export of a 12-frame 512 px world: median seconds."""
+    from studio.cli import main as cli
+    from studio.lift import FORMATS, export_bundle, make_mesh, make_splats
+
+    with tempfile.TemporaryDirectory() as d:
+        world = Path(d) / "w"
+        cli(
+            [
+                "generate",
+                str(PHOTO),
+                "--out",
+                str(world),
+                "--path",
+                "orbit",
+                "--frames",
+                "12",
+                "--quiet",
+            ]
+        )
+        from storage.bundle import read_bundle
+
+        bundle = read_bundle(world)
+        out = {
+            "splats_s": _median_time(lambda: make_splats(bundle), repeats),
+            "mesh_s": _median_time(lambda: make_mesh(bundle), repeats),
+        }
+        cli(["lift", str(world), "--quiet"])
+        for fmt in FORMATS:
+            target = (
+                Path(d)
+                / "exports"
+                / (
+                    fmt
+                    if fmt in ("mjcf", "nerfstudio", "colmap")
+                    else f"world.{'usda' if fmt == 'usd' else fmt}"
+                )
+            )
+            out[f"export_{fmt}_s"] = _median_time(
+                lambda f=fmt, t=target: export_bundle(world, f, t),
+                max(1, repeats // 2),
+                warmup=0,
+            )
+    return out
+
+
+def bench_baselines(repeats: int) -> dict:
+    """Optional outside baselines (need the source tree's tests/bench and gsplat / open3d)."""
+    out: dict = {}
+    try:
+        from tests.bench import bench_splat_render
+
+        out["splat_render"] = bench_splat_render.run(runs=repeats, threads=1)
+    except Exception as e:  # gsplat missing, or not a source checkout
+        out["splat_render"] = {"skipped": f"{type(e).__name__}: {e}"}
+    try:
+        from tests.bench import bench_tsdf
+
+        out["tsdf"] = bench_tsdf.run(repeats=repeats)
+    except Exception as e:  # open3d missing, or not a source checkout
+        out["tsdf"] = {"skipped": f"{type(e).__name__}: {e}"}
+    return out
+
+
 def machine_info() -> dict:
     return {
         "platform": platform.platform(),
@@ -254,7 +318,9 @@ def machine_info() -> dict:
     }
 
 
-def run_bench(out: str | None = None, quick: bool = False, repeats: int = 5) -> dict:
+def run_bench(
+    out: str | None = None, quick: bool = False, repeats: int = 5, baselines: bool = False
+) -> dict:
     """Run the suite, print a table, optionally write the JSON report to ``out``."""
     if quick:
         repeats = min(repeats, 3)
@@ -267,7 +333,10 @@ def run_bench(out: str | None = None, quick: bool = False, repeats: int = 5) -> 
             lambda: bench_retrieval([100, 1000] if quick else [100, 1000, 10000], repeats),
         ),
         ("peak_memory", lambda: bench_peak_memory(40 if quick else 300)),
+        ("lift_export", lambda: bench_lift_export(1 if quick else 3)),
     ]
+    if baselines:
+        steps.append(("baselines", lambda: bench_baselines(repeats)))
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         report[name] = fn()

@@ -184,10 +184,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lift(args: argparse.Namespace) -> int:
+    from studio.lift import lift_bundle
+
+    if not (args.splats or args.mesh):
+        args.splats = args.mesh = True
+    bar = _progress(int(args.splats) + int(args.mesh), "lifting", not args.quiet)
+    info = lift_bundle(
+        args.dir,
+        splats=args.splats,
+        mesh=args.mesh,
+        voxel=args.voxel,
+        progress=lambda step: (bar.set_postfix_str(step), bar.update(0)),
+    )
+    bar.update(bar.total - bar.n)
+    bar.close()
+    parts = []
+    if "splats" in info:
+        parts.append(f"{info['splats']['count']} splats")
+    if "mesh" in info:
+        parts.append(f"a mesh of {info['mesh']['faces']} faces")
+    print(f"lifted {args.dir}: {', '.join(parts)}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from studio.lift import export_bundle
+
+    path = export_bundle(args.dir, args.format, args.out)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from studio.bench import run_bench
 
-    run_bench(out=args.out, quick=args.quick, repeats=args.repeats)
+    run_bench(out=args.out, quick=args.quick, repeats=args.repeats, baselines=args.baselines)
     return 0
 
 
@@ -222,6 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
+    lf = sub.add_parser("lift", help="world bundle -> splats.ply and mesh.ply (in the bundle)")
+    lf.add_argument("dir", help="world bundle folder")
+    lf.add_argument("--splats", action="store_true", help="Gaussian splats (default: both)")
+    lf.add_argument("--mesh", action="store_true", help="TSDF mesh (default: both)")
+    lf.add_argument("--voxel", type=float, default=None, help="mesh voxel size in metres")
+    lf.add_argument("--quiet", action="store_true")
+    lf.set_defaults(func=cmd_lift)
+
+    from studio.lift import FORMATS
+
+    ex = sub.add_parser("export", help="world bundle -> a viewer, engine or dataset format")
+    ex.add_argument("dir", help="world bundle folder")
+    ex.add_argument("--format", required=True, choices=FORMATS)
+    ex.add_argument("--out", default=None, help="file or folder (default DIR/exports/...)")
+    ex.set_defaults(func=cmd_export)
+
     e = sub.add_parser("eval", help="evaluation protocols on real data (JSON + plots)")
     e.add_argument("protocol", choices=["posed", "revisit", "depth", "ablations", "all"])
     e.add_argument("--out", required=True, help="folder for report_*.json and plots")
@@ -237,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="write the JSON report here")
     b.add_argument("--quick", action="store_true", help="fewer frames and repeats")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also splat rendering vs gsplat's torch path, TSDF vs Open3D",
+    )
     b.set_defaults(func=cmd_bench)
     return p
 

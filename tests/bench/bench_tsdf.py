@@ -1,6 +1,6 @@
 """Benchmark: our sparse TSDF fusion + marching cubes (models/tsdf.py) vs Open3D on real data.
 
-Not collected by pytest (no ``test_`` prefix). Run ``.venv/bin/python tests/bench_tsdf.py`` or
+Not collected by pytest (no ``test_`` prefix). Run ``.venv/bin/python tests/bench/bench_tsdf.py`` or
 call ``run()`` for a dict of numbers.
 
 Datasets (real geometry, not synthetic):
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

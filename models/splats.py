@@ -1,0 +1,252 @@
+"""3D Gaussian splats from the world's memory frames: pixel-aligned initialisation.
+
+Every kept pixel of every frame becomes one Gaussian:
+
+- **position**: the pixel unprojected with its z-depth and moved to world coordinates;
+- **scale**: the pixel footprint at that depth (``z / f`` metres per pixel, times the stride), as a
+  disc facing the camera: the two in-plane axes get the footprint, the axis along the viewing ray
+  is much thinner (a surface seen from one view has no known thickness);
+- **rotation**: the camera's rotation composed with the rotation taking the optical axis onto the
+  pixel's ray, so the thin axis points along the ray;
+- **opacity**: from a per-pixel confidence in [0, 1] (1 when none is given), stored as a logit;
+- **colour**: spherical harmonics degree 0, ``sh0 = (rgb - 0.5) / C0``.
+
+Frames overlap (a later frame re-sees what memory already holds), so Gaussians are merged per voxel:
+one Gaussian per occupied voxel with the mean position/colour/opacity of its members. The voxel size
+defaults to the median footprint, so a surface keeps about one Gaussian per pixel of its sharpest
+view. All steps are deterministic (no randomness, stable orderings).
+
+Arrays are float32 numpy; the renderer and refinement live in ``models.splat_render``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.cameras import rotmat_to_quat_wxyz, transform_points, unproject_depth
+
+__all__ = [
+    "SH_C0",
+    "Frame",
+    "Gaussians",
+    "depth_edge_confidence",
+    "init_from_frames",
+    "quat_multiply",
+    "rgb_to_sh0",
+    "sh0_to_rgb",
+]
+
+SH_C0 = 0.28209479177387814  # Y_0^0: colour = sh0 * C0 + 0.5 (3DGS convention)
+THIN_RATIO = 0.1  # ray-axis scale relative to the in-plane footprint
+
+# (rgb uint8 (H, W, 3), depth float (H, W) z metres, K (3, 3), c2w (4, 4), confidence (H, W) | None)
+Frame = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+@dataclass
+class Gaussians:
+    """A set of N 3D Gaussians in the world frame (OpenCV axes, metres).
+
+    means (N, 3); quats (N, 4) unit w,x,y,z; log_scales (N, 3) natural-log std-devs along the
+    rotated axes; opacity_logits (N,) (opacity = sigmoid); sh0 (N, 3) degree-0 SH coefficients;
+    sh_rest (N, K, 3) higher-order coefficients (K = 3, 8 or 15) or None.
+    """
+
+    means: np.ndarray
+    quats: np.ndarray
+    log_scales: np.ndarray
+    opacity_logits: np.ndarray
+    sh0: np.ndarray
+    sh_rest: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def opacities(self) -> np.ndarray:
+        """(N,) opacity in (0, 1)."""
+        return 1.0 / (1.0 + np.exp(-self.opacity_logits))
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """(N, 3) base colour in [0, 1] (degree-0 part only)."""
+        return sh0_to_rgb(self.sh0)
+
+    def subset(self, index: np.ndarray) -> Gaussians:
+        """The Gaussians selected by a boolean mask or an index array."""
+        rest = None if self.sh_rest is None else self.sh_rest[index]
+        return Gaussians(
+            self.means[index], self.quats[index], self.log_scales[index],
+            self.opacity_logits[index], self.sh0[index], rest,
+        )  # fmt: skip
+
+
+def rgb_to_sh0(rgb01: np.ndarray) -> np.ndarray:
+    """DC coefficients from colours in [0, 1] (..., 3)."""
+    return ((np.asarray(rgb01, np.float32) - 0.5) / SH_C0).astype(np.float32)
+
+
+def sh0_to_rgb(sh0: np.ndarray) -> np.ndarray:
+    """Colours in [0, 1] (..., 3) from DC coefficients (clipped, as viewers display them)."""
+    return np.clip(np.asarray(sh0, np.float32) * SH_C0 + 0.5, 0.0, 1.0)
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of w,x,y,z quaternions (..., 4): the rotation ``a`` after ``b``."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
+
+
+def depth_edge_confidence(depth: np.ndarray, rel_step: float = 0.05) -> np.ndarray:
+    """Confidence (H, W) in [0, 1] that drops at depth discontinuities.
+
+    A pixel on an occlusion edge unprojects to a "flying" point between foreground and background;
+    its splat would smear across the gap, so it gets low opacity. Measured by the largest relative
+    depth step to a 4-neighbour: ``exp(-(step / z) / rel_step)``. Invalid depth gives 0.
+    """
+    z = np.asarray(depth, np.float64)
+    ok = np.isfinite(z) & (z > 0)
+    zf = np.where(ok, z, np.nan)
+    pad = np.pad(zf, 1, mode="edge")
+    steps = [np.abs(pad[1:-1, 1:-1] - pad[1 + dy : pad.shape[0] - 1 + dy, 1 + dx : pad.shape[1] - 1 + dx])
+             for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]  # fmt: skip
+    step = np.nan_to_num(np.nanmax(np.stack(steps), 0), nan=0.0) / np.where(ok, z, 1.0)
+    return np.where(ok, np.exp(-step / rel_step), 0.0).astype(np.float32)
+
+
+def _frame_gaussians(
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    confidence: np.ndarray | None,
+    stride: int,
+    footprint_scale: float,
+    base_opacity: float,
+) -> tuple[np.ndarray, ...]:
+    """Per-pixel Gaussians of one frame: means, quats, log_scales, opacities, sh0, footprint."""
+    depth = np.asarray(depth, np.float64)
+    H, W = depth.shape
+    if rgb.shape[:2] != (H, W):
+        raise ValueError(f"frame colour is {rgb.shape[1]}x{rgb.shape[0]} but depth is {W}x{H}")
+    xyz_cam = unproject_depth(depth, np.asarray(K, np.float64))[::stride, ::stride]
+    z = depth[::stride, ::stride]
+    conf = (
+        np.ones_like(z)
+        if confidence is None
+        else np.asarray(confidence, np.float64)[::stride, ::stride]
+    )
+    keep = np.isfinite(z) & (z > 0) & np.isfinite(xyz_cam).all(-1) & (conf > 0)
+    xyz_cam, z, conf = xyz_cam[keep], z[keep], np.clip(conf[keep], 0.0, 1.0)
+    colors = rgb[::stride, ::stride][keep].astype(np.float32) / 255.0
+
+    c2w = np.asarray(c2w, np.float64)
+    means = transform_points(c2w, xyz_cam)
+    # Rotation: camera axes, then turn the optical axis (0,0,1) onto the pixel's ray d. The
+    # shortest-arc quaternion is normalize(1 + d_z, e_z x d) = normalize(1 + d_z, -d_y, d_x, 0).
+    d = xyz_cam / np.linalg.norm(xyz_cam, axis=1, keepdims=True)
+    q_ray = np.stack([1 + d[:, 2], -d[:, 1], d[:, 0], np.zeros(len(d))], -1)
+    q_ray /= np.linalg.norm(q_ray, axis=1, keepdims=True)
+    q_cam = rotmat_to_quat_wxyz(c2w[:3, :3])
+    quats = quat_multiply(np.broadcast_to(q_cam, q_ray.shape), q_ray)
+    quats *= np.where(quats[:, :1] < 0, -1.0, 1.0)  # w >= 0, one canonical sign
+    # Footprint of one (strided) pixel at that depth, measured along the ray (ray length / f).
+    f = np.sqrt(float(K[0, 0]) * float(K[1, 1]))
+    footprint = np.linalg.norm(xyz_cam, axis=1) / f * stride
+    s = footprint * footprint_scale
+    log_scales = np.log(np.stack([s, s, s * THIN_RATIO], -1))
+    opac = np.clip(base_opacity * conf, 0.005, 0.995)
+    return means, quats, log_scales, opac, rgb_to_sh0(colors), footprint
+
+
+def _voxel_merge(
+    means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray, opac: np.ndarray,
+    sh0: np.ndarray, voxel: float,
+) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """One Gaussian per occupied voxel (members averaged; rotation of the first member).
+
+    Voxels are ordered by their first member, so the output follows frame/pixel order.
+    """
+    keys = np.floor(means / voxel).astype(np.int64)
+    _, first, inverse, counts = np.unique(
+        keys, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first, kind="stable")  # voxel slots in first-seen order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    slot = rank[inverse]
+    n = len(first)
+    cnt = counts[order].astype(np.float64)
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((n,) + values.shape[1:])
+        np.add.at(out, slot, values)
+        return out / cnt.reshape((n,) + (1,) * (values.ndim - 1))
+
+    merged_scale = mean_of(np.exp(log_scales))
+    # Several pixels of one view fell into one voxel: the survivor must cover the whole voxel.
+    merged_scale[:, :2] = np.where(
+        cnt[:, None] > 1, np.maximum(merged_scale[:, :2], 0.5 * voxel), merged_scale[:, :2]
+    )
+    return (
+        mean_of(means),
+        quats[first[order]],
+        np.log(merged_scale),
+        mean_of(opac),
+        mean_of(sh0),
+    )
+
+
+def init_from_frames(
+    frames: list[Frame],
+    stride: int = 1,
+    voxel: float | None = None,
+    footprint_scale: float = 0.75,
+    base_opacity: float = 0.95,
+) -> Gaussians:
+    """Pixel-aligned Gaussians from frames ``(rgb uint8 (H,W,3), depth (H,W), K, c2w, conf|None)``.
+
+    ``stride`` keeps every stride-th pixel in x and y (footprints grow to match). ``voxel``
+    (metres) merges duplicates; None = the median footprint over all frames, 0 = no merging.
+    ``footprint_scale`` is the in-plane std-dev in pixels of footprint (0.75 px plus the renderer's
+    0.3 px² dilation lets neighbouring splats blend without holes). Deterministic.
+    """
+    if not frames:
+        raise ValueError("no frames to build splats from")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1 (got {stride})")
+    parts = [
+        _frame_gaussians(rgb, depth, K, c2w, conf, stride, footprint_scale, base_opacity)
+        for rgb, depth, K, c2w, conf in frames
+    ]
+    means, quats, log_scales, opac, sh0, footprint = (
+        np.concatenate(x) for x in zip(*parts, strict=True)
+    )
+    if len(means) == 0:
+        raise ValueError("the frames have no valid depth: nothing to build splats from")
+    if voxel is None:
+        voxel = float(np.median(footprint))
+    if voxel > 0:
+        means, quats, log_scales, opac, sh0 = _voxel_merge(
+            means, quats, log_scales, opac, sh0, voxel
+        )
+    opac = np.clip(opac, 1e-4, 1 - 1e-4)
+    return Gaussians(
+        means=means.astype(np.float32),
+        quats=quats.astype(np.float32),
+        log_scales=log_scales.astype(np.float32),
+        opacity_logits=np.log(opac / (1 - opac)).astype(np.float32),
+        sh0=sh0.astype(np.float32),
+    )
