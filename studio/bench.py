@@ -137,7 +137,13 @@ def bench_seed_and_explore(repeats: int, frames: int) -> dict:
             cam = c
 
     naive_s = _median_time(naive_walk, max(1, repeats // 2), warmup=0)
+    f = world.memory.frames[0]
+    frame_bytes = sum(
+        t.numel() * t.element_size()
+        for t in (f.rgb, f.depth, f.confidence, f.observed, f.edges, f.points_world, f.points_conf)
+    )
     return {
+        "memory_frame_mb": frame_bytes / 2**20,
         "seed_s": seed_s,
         "explore_fps_wall": statistics.median(wall_fps),
         "explore_ms_per_frame_steps": steps,
@@ -291,6 +297,8 @@ def bench_lift_export(repeats: int) -> dict:
 def bench_baselines(repeats: int) -> dict:
     """Optional outside baselines (need the source tree's tests/bench and gsplat / open3d)."""
     out: dict = {}
+    if (ROOT / "tests" / "bench").is_dir() and str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # a source checkout: its benchmarks are importable
     try:
         from tests.bench import bench_splat_render
 
@@ -355,6 +363,7 @@ def format_report(r: dict) -> str:
         f"{r['machine']['torch']} ({r['machine']['torch_threads']} threads), {r['machine']['date']}",
         f"{'metric':44s} {'median':>12s} {'baseline':>12s} {'ratio':>8s}",
         f"{'seed (s, 512 px)':44s} {p['seed_s']:12.3f} {'':>12s} {'':>8s}",
+        f"{'memory per frame (MB, 512x384)':44s} {p.get('memory_frame_mb', 0):12.2f}",
         f"{'explore (frames/s, forward walk)':44s} {p['explore_fps_wall']:12.2f} "
         f"{p['naive_fps']:12.2f} {p['ratio_fps_vs_naive']:8.2f}",
         f"{'warp TUM 0->2 (ms) vs naive splat':44s} {w['warp_ms']:12.1f} "
@@ -372,4 +381,25 @@ def format_report(r: dict) -> str:
     lines.append(
         f"{'peak RSS, ' + str(m['frames']) + '-frame walk (MB)':44s} {m['peak_rss_mb']:12.0f}"
     )
+    for k, v in r.get("lift_export", {}).items():
+        lines.append(f"{'lift/export, 12 frames: ' + k:44s} {v:12.3f}")
+    b = r.get("baselines", {})
+    sr = b.get("splat_render", {})
+    if "speedup" in sr:
+        lines.append(
+            f"{'splat render ~50k @512x384 (s) vs gsplat torch':44s} "
+            f"{sr['ours_median_s']:12.3f} {sr['gsplat_torch_median_s']:12.3f} "
+            f"{1 / sr['speedup']:8.2f}"
+        )
+    elif sr:
+        lines.append(f"splat render baseline: {sr.get('skipped')}")
+    for name, v in b.get("tsdf", {}).items():
+        if isinstance(v, dict) and "ours_total_s" in v:
+            lines.append(
+                f"{'tsdf+mc ' + name + ' (s) vs Open3D':44s} {v['ours_total_s']:12.2f} "
+                f"{v['o3d_total_s']:12.2f} {1 / v['speedup_vs_o3d']:8.2f}"
+                f"  chamfer {v['chamfer_m'] * 1000:.1f} mm"
+            )
+        elif name == "skipped":
+            lines.append(f"tsdf baseline: {v}")
     return "\n".join(lines)
