@@ -67,6 +67,40 @@ def weights_present(model_id: str) -> bool:
     return local_path(model_id) is not None
 
 
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers at all (a TCP connect, no request).
+
+    Checked before trying to download: without it, an offline machine spends a minute and a
+    half in the hub client's retries before the inevitable error.
+    """
+    import socket
+
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_available(backend: str, model_id: str, offline_alternative: str) -> str:
+    """``model_id`` as something ``from_pretrained`` can load now: the local directory or
+    cached snapshot when there is one, else the hub id if the hub can be reached; otherwise a
+    ModelError naming the offline alternative, raised at once."""
+    local = local_path(model_id)
+    if local is not None:
+        return str(local)
+    if Path(model_id).expanduser().exists() or not is_offline() and hub_reachable():
+        return model_id
+    why = "HF_HUB_OFFLINE is set" if is_offline() else "the hub cannot be reached"
+    raise load_error(
+        backend,
+        model_id,
+        offline_alternative,
+        FileNotFoundError(f"not a local folder, not in the cache, and {why}"),
+    )
+
+
 def load_error(
     backend: str, model_id: str, offline_alternative: str, exc: BaseException
 ) -> ModelError:

@@ -16,7 +16,7 @@ from models.cameras import CameraError, scale_intrinsics
 from models.depth import DepthError, create_depth_backend, depth_backend_names
 from models.pipeline import PipelineConfig, PipelineError, WorldPipeline
 from models.pointcloud import VoxelCloud, frame_points
-from models.synthesis import SynthesisError, create_synthesis_backend, synthesis_backend_names
+from models.synthesis import SynthesisError, synthesis_backend_names
 from models.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
 from storage.bundle import BundleWriter
 from storage.errors import StorageError
@@ -46,7 +46,9 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, file=sys.stderr)
 
 
-def _build_pipeline(args: argparse.Namespace) -> WorldPipeline:
+def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline:
+    from studio.backends import build_depth, build_synthesis
+
     depth_name = args.depth or ("file" if args.depth_file else "layout")
     if depth_name == "file":
         if not args.depth_file:
@@ -54,11 +56,14 @@ def _build_pipeline(args: argparse.Namespace) -> WorldPipeline:
         depth = create_depth_backend("file", path=args.depth_file, scale=args.depth_scale)
     elif args.depth_file:
         raise UsageError(f"--depth-file only works with --depth file, not --depth {depth_name}")
-    elif depth_name == "depth-anything-v2" and args.model:
-        depth = create_depth_backend(depth_name, model=args.model)
     else:
-        depth = create_depth_backend(depth_name)
-    synthesis = create_synthesis_backend(args.synthesis)
+        # --model names the synthesis model when synthesis uses weights, else the depth model.
+        depth_model = args.depth_model or (args.model if args.synthesis == "reproject" else None)
+        depth = build_depth(depth_name, depth_model, notes)
+    synth_model = args.model if args.synthesis != "reproject" else None
+    synthesis = build_synthesis(
+        args.synthesis, synth_model, notes, steps=args.steps, prompt=args.prompt
+    )
     config = PipelineConfig(
         width=args.width,
         hfov_deg=args.fov,
@@ -90,7 +95,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if traj_file is None and args.path not in PRESET_NAMES:
         raise UsageError(f"--path must be one of {', '.join(PRESET_NAMES)} or a .json file")
     traj = _load_path_file(traj_file, pw, ph) if traj_file else None
-    pipe = _build_pipeline(args)
+    notes: list[str] = []
+    pipe = _build_pipeline(args, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     # Refuse an occupied --out before any work is done.
     writer = BundleWriter(args.out, overwrite=args.overwrite)
 
@@ -216,6 +224,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from studio.backends import list_models
+
+    rows = list_models()
+    print(f"{'kind':10s} {'backend':18s} {'default model':48s} {'weights':11s} note")
+    for r in rows:
+        print(
+            f"{r['kind']:10s} {r['backend']:18s} {r['default_model']:48s} {r['weights']:11s} "
+            f"{r['note']}"
+        )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from studio.bench import run_bench
 
@@ -240,10 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--width", type=int, default=512, help="working width, multiple of 8 (512)")
     g.add_argument("--fov", type=float, default=60.0, help="horizontal fov when EXIF has none")
-    g.add_argument("--depth", choices=depth_backend_names(), default=None, help="depth backend")
+    g.add_argument(
+        "--depth",
+        choices=[*depth_backend_names(), "auto"],
+        default=None,
+        help="depth backend (default layout; auto = a model if present, else layout)",
+    )
+    g.add_argument("--depth-model", default=None, help="hub id or local dir for the depth model")
     g.add_argument("--depth-file", default=None, help="depth for the photo (.npy or 16-bit .png)")
     g.add_argument("--depth-scale", type=float, default=None, help="PNG units per metre")
-    g.add_argument("--synthesis", choices=synthesis_backend_names(), default="reproject")
+    g.add_argument(
+        "--synthesis",
+        choices=[*synthesis_backend_names(), "auto"],
+        default="reproject",
+        help="synthesis backend (auto = sd-inpaint if its weights are present)",
+    )
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (model backends)")
+    g.add_argument("--prompt", default=None, help="text prompt (model backends that take one)")
     g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")
@@ -280,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lpips-model", default=None, help="TorchScript LPIPS module (optional)")
     e.add_argument("--fid-model", default=None, help="TorchScript feature extractor for FID")
     e.set_defaults(func=cmd_eval)
+
+    mo = sub.add_parser("models", help="backends, default model ids, weights present here")
+    mo.set_defaults(func=cmd_models)
 
     b = sub.add_parser("bench", help="speed suite (medians, ratios to baselines)")
     b.add_argument("--out", default=None, help="write the JSON report here")
