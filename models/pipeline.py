@@ -174,7 +174,11 @@ class WorldPipeline:
             synthesis if synthesis is not None else create_synthesis_backend("reproject")
         )
         if lift_depth is None:
-            lift_depth = self.depth if self.depth.name != "file" else create_depth_backend("layout")
+            # A depth file only knows the photo; a diffusion depth model per frame costs minutes
+            # on a CPU. New frames are then lifted with the layout prior (aligned to memory).
+            slow = self.depth.name == "marigold" and not torch.cuda.is_available()
+            own = self.depth.name != "file" and not slow
+            lift_depth = self.depth if own else create_depth_backend("layout")
         self.lift_depth = lift_depth
         self.config = config or PipelineConfig()
 

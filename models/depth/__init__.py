@@ -1,8 +1,9 @@
 """Depth backends: photo -> metric z-depth, found by name through a small registry.
 
 ``create_depth_backend("layout")`` is the offline default (a geometric prior, no weights);
-"file" reads user-provided depth; "depth-anything-v2" runs the transformers model (weights
-needed). Heavy imports (torch, transformers) happen only inside the factories that need them.
+"file" reads user-provided depth; "depth-anything-v2" runs the transformers model (relative
+or metric variants) and "marigold" the diffusers Marigold pipeline (weights needed for both).
+Heavy imports (torch, transformers, diffusers) happen only inside the factories that need them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def _make_dav2(**options: Any) -> DepthBackend:
     from models.depth.depth_anything import DepthAnythingV2
 
     return DepthAnythingV2(**options)
+
+
+@register_depth_backend("marigold")
+def _make_marigold(**options: Any) -> DepthBackend:
+    from models.depth.marigold import MarigoldDepth
+
+    return MarigoldDepth(**options)
 
 
 __all__ = [

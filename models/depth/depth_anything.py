@@ -1,9 +1,18 @@
 """Depth Anything V2 through transformers (needs weights: hub id or a local directory).
 
-The relative models predict affine-invariant disparity. It is turned into depth (1 / disparity,
-after normalising) and put at metric scale by median-matching the offline layout prior, whose
-scale comes from the camera height: the recorded policy is "camera-height-1.6m-via-layout".
-Metric checkpoints (config ``depth_estimation_type == "metric"``) are used as they are.
+Variants (``variant=``) pick the default checkpoint:
+
+* ``"relative"`` (default): ``depth-anything/Depth-Anything-V2-Small-hf``. It predicts
+  affine-invariant disparity, turned into depth (1 / disparity after normalising) and put at
+  metric scale by median-matching the offline layout prior, whose scale comes from the camera
+  height. Recorded policy: ``"camera-height-1.6m-via-layout"``.
+* ``"metric-indoor"``: ``depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf`` (Hypersim,
+  max 20 m) and ``"metric-outdoor"``: ``...-Metric-Outdoor-Small-hf`` (Virtual KITTI, max 80 m).
+  Their output is metres and is used as it is. Recorded policy: ``"metric-model"``.
+
+Whether a checkpoint is metric is read from its config (``depth_estimation_type``), so a local
+directory given with ``model=`` behaves according to what it holds. Loading goes through the
+shared :data:`models.manager.MANAGER` (one copy per model id, dtype and device).
 torch and transformers are imported only when the backend is built.
 """
 
@@ -18,68 +27,115 @@ import numpy as np
 
 from models.depth.base import DepthError, DepthResult, check_inputs
 
-DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+VARIANT_MODELS: dict[str, str] = {
+    "relative": "depth-anything/Depth-Anything-V2-Small-hf",
+    "metric-indoor": "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf",
+    "metric-outdoor": "depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf",
+}
+DEFAULT_MODEL = VARIANT_MODELS["relative"]
+BACKEND = "depth-anything-v2"
+OFFLINE_ALTERNATIVE = "--depth layout"
 # Disparity below this fraction of the image's high percentile counts as "very far" (sky).
 _MIN_REL_DISPARITY = 0.01
 
 
-def _load_error(model: str, exc: Exception) -> DepthError:
-    return DepthError(
-        f"could not load the depth model {model!r} ({type(exc).__name__}: {exc}). "
-        "The weights are not available here (offline, or a wrong name/path). Use the offline "
-        "backend instead (--depth layout), or pass a local directory holding the model "
-        "(model=/path/to/Depth-Anything-V2-Small-hf)."
-    )
+def _load_error(model: str, exc: BaseException) -> DepthError:
+    """A DepthError (what the CLI and studio catch) carrying the manager's load message."""
+    from models.manager import load_error
+
+    return DepthError(str(load_error(BACKEND, model, OFFLINE_ALTERNATIVE, exc)))
+
+
+def _load(model_id: str, dtype: Any, device: str, local_files_only: bool) -> tuple[Any, Any]:
+    """(image processor, model on ``device`` in ``dtype``, eval mode) for ``model_id``."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    path = Path(model_id).expanduser()
+    looks_local = path.is_absolute() or model_id.startswith((".", "~"))
+    if looks_local and not path.is_dir():
+        raise _load_error(model_id, FileNotFoundError(f"no directory {path}"))
+    from models.manager import ModelError, ensure_available
+
+    try:  # fail at once when the weights are neither here nor reachable (no hub retries)
+        source = ensure_available("depth-anything-v2", model_id, "--depth layout")
+    except ModelError as exc:
+        raise DepthError(str(exc)) from exc
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
+        model = AutoModelForDepthEstimation.from_pretrained(
+            source, local_files_only=local_files_only
+        )
+    except (OSError, ValueError, ImportError, KeyError) as exc:
+        # OSError covers missing files and LocalEntryNotFoundError (offline); ValueError covers
+        # HFValidationError (a malformed repo id) and configs of another model type.
+        raise _load_error(model_id, exc) from exc
+    return processor, model.to(device=device, dtype=dtype).eval()
 
 
 class DepthAnythingV2:
     """Monocular depth with a Depth Anything (V2) checkpoint.
 
     Args:
-        model: hub id or local directory with config.json, weights and preprocessor_config.json.
-        device: "cpu", "cuda" or None (CUDA when available, else CPU; fp32 either way).
+        model: hub id or local directory with config.json, weights and preprocessor_config.json;
+            None -> the default id of ``variant``.
+        variant: "relative", "metric-indoor" or "metric-outdoor" (see the module docstring).
+            Asking for a metric variant with a relative checkpoint is an error.
+        device: "cpu", "cuda" or None (CUDA when available, else CPU).
+        dtype: torch dtype or its name ("float32", "bfloat16"); None -> bf16/fp16 on CUDA,
+            fp32 on CPU (the manager's policy).
         camera_height: metres, for the layout prior that sets the scale of relative models.
         local_files_only: never try the network (also implied by HF_HUB_OFFLINE=1).
     """
 
-    name = "depth-anything-v2"
+    name = BACKEND
 
     def __init__(
         self,
-        model: str | Path = DEFAULT_MODEL,
+        model: str | Path | None = None,
+        variant: str = "relative",
         device: str | None = None,
+        dtype: Any = None,
         camera_height: float = 1.6,
         local_files_only: bool = False,
     ) -> None:
+        if variant not in VARIANT_MODELS:
+            raise DepthError(
+                f"unknown Depth Anything variant {variant!r}; choose one of: "
+                + ", ".join(VARIANT_MODELS)
+            )
         try:
             import torch
-            from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+            from models.manager import MANAGER, ModelError, pick_device
         except ImportError as exc:  # pragma: no cover - the project installs both
             raise DepthError(
                 "Depth Anything needs torch and transformers; install them or use --depth layout"
             ) from exc
-        self.model_id = str(model)
-        path = Path(self.model_id).expanduser()
-        looks_local = path.is_absolute() or self.model_id.startswith((".", "~"))
-        if looks_local and not path.is_dir():
-            raise _load_error(self.model_id, FileNotFoundError(f"no directory {path}"))
-        source = str(path) if path.is_dir() else self.model_id
+        self.variant = variant
+        self.model_id = str(model) if model is not None else VARIANT_MODELS[variant]
         try:
-            self.processor = AutoImageProcessor.from_pretrained(
-                source, local_files_only=local_files_only
-            )
-            self.model = AutoModelForDepthEstimation.from_pretrained(
-                source, local_files_only=local_files_only
-            )
-        except (OSError, ValueError, ImportError) as exc:
-            # OSError covers missing files and LocalEntryNotFoundError (offline); ValueError
-            # covers HFValidationError (a malformed repo id).
-            raise _load_error(self.model_id, exc) from exc
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.model = self.model.to(device=device, dtype=torch.float32).eval()
+            self.device = pick_device(device)
+        except ModelError as exc:
+            raise DepthError(str(exc)) from exc
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                raise DepthError("dtype must be a torch dtype name such as float32 or bfloat16")
+        self.processor, self.model = MANAGER.get(
+            BACKEND,
+            self.model_id,
+            lambda mid, dt, dev: _load(mid, dt, dev, local_files_only),
+            device=self.device,
+            dtype=dtype,
+        )
+        self.dtype = next(self.model.parameters()).dtype
         self.metric = getattr(self.model.config, "depth_estimation_type", "relative") == "metric"
+        if variant != "relative" and not self.metric:
+            raise DepthError(
+                f"the model {self.model_id!r} predicts relative depth, but the {variant} variant "
+                "needs a metric checkpoint (config depth_estimation_type 'metric'); drop the "
+                "variant or pass a metric model"
+            )
         self.camera_height = float(camera_height)
 
     def predict_raw(self, rgb: np.ndarray) -> np.ndarray:
@@ -88,9 +144,9 @@ class DepthAnythingV2:
 
         H, W = rgb.shape[:2]
         inputs = self.processor(images=rgb, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        pixels = inputs["pixel_values"].to(device=self.device, dtype=self.dtype)
         with torch.no_grad():
-            out = self.model(**inputs).predicted_depth  # (1, h, w)
+            out = self.model(pixel_values=pixels).predicted_depth  # (1, h, w)
         pred = torch.nn.functional.interpolate(
             out[:, None].float(), size=(H, W), mode="bicubic", align_corners=False
         )[0, 0]
@@ -104,7 +160,12 @@ class DepthAnythingV2:
         rgb, K = check_inputs(rgb, K)
         raw = np.nan_to_num(self.predict_raw(rgb), nan=0.0, posinf=0.0, neginf=0.0)
         prior = LayoutDepth(camera_height=self.camera_height).estimate(rgb, K)
-        meta: dict[str, Any] = {"model": self.model_id, "device": self.device}
+        meta: dict[str, Any] = {
+            "model": self.model_id,
+            "variant": self.variant,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
         if self.metric:
             depth = np.maximum(raw, 1e-3)
             policy = "metric-model"
@@ -125,10 +186,15 @@ class DepthAnythingV2:
             meta["scale_from_layout"] = scale
             policy = f"camera-height-{self.camera_height:g}m-via-layout"
         depth = depth.astype(np.float32)
-        # Confidence: high, except at depth edges where the network blurs foreground/background.
-        logd = np.log(depth)
-        grad = np.hypot(cv2.Sobel(logd, cv2.CV_32F, 1, 0), cv2.Sobel(logd, cv2.CV_32F, 0, 1)) / 8
-        conf = (0.9 * np.exp(-grad / 0.05)).astype(np.float32)
+        conf = edge_confidence(depth, 0.9)
         meta["seconds"] = time.perf_counter() - t0
         meta["scene"] = prior.meta.get("scene")
         return DepthResult(depth, conf, prior.up_cam, policy, meta)
+
+
+def edge_confidence(depth: np.ndarray, base: float | np.ndarray) -> np.ndarray:
+    """(H, W) float32 confidence: ``base`` (scalar or (H, W)), lowered at depth edges, where
+    networks blur foreground into background. ``depth`` (H, W) > 0."""
+    logd = np.log(np.maximum(depth, 1e-6)).astype(np.float32)
+    grad = np.hypot(cv2.Sobel(logd, cv2.CV_32F, 1, 0), cv2.Sobel(logd, cv2.CV_32F, 0, 1)) / 8
+    return (base * np.exp(-grad / 0.05)).astype(np.float32)
