@@ -1,6 +1,9 @@
 """Synthesis backends: a Protocol, a registry, and the offline ``reproject`` default."""
 
+# Importing registers the backends; their heavy imports (diffusers) happen in their factories.
 from . import reproject as _reproject  # noqa: F401  (registers "reproject")
+from . import sd_inpaint as _sd_inpaint  # noqa: F401  (registers "sd-inpaint")
+from . import video as _video  # noqa: F401  (registers "video")
 from .base import (
     SynthesisBackend,
     SynthesisError,
