@@ -5,6 +5,9 @@ then averaged), the same as ``skimage.metrics.structural_similarity(gaussian_wei
 sigma=1.5, use_sample_covariance=False)``; the tests check that. Over a mask, the SSIM map is
 averaged over mask pixels whose whole window lies in the mask (the window must not straddle
 painted pixels).
+
+LPIPS and FID need network weights that cannot be downloaded here; :class:`PerceptualMetrics`
+runs them from user-supplied TorchScript modules and says why when they are skipped.
 """
 
 from __future__ import annotations
@@ -74,3 +77,48 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
         )
         valid &= inside
     return float(m[valid].mean()) if valid.any() else float("nan")
+
+
+class PerceptualMetrics:
+    """Optional LPIPS (TorchScript f(x, y) -> distance, NCHW in [-1, 1]) and FID features
+    (TorchScript f(x) -> (N, D), NCHW in [0, 1])."""
+
+    def __init__(self, lpips_model: str | None, fid_model: str | None) -> None:
+        self.lpips = torch.jit.load(lpips_model).eval() if lpips_model else None
+        self.fid = torch.jit.load(fid_model).eval() if fid_model else None
+        self.notes = []
+        if self.lpips is None:
+            self.notes.append(
+                "LPIPS skipped: it needs network weights (VGG/AlexNet) that cannot "
+                "be downloaded here; pass --lpips-model a TorchScript LPIPS module"
+            )
+        if self.fid is None:
+            self.notes.append(
+                "FID skipped: it needs Inception weights; pass --fid-model a "
+                "TorchScript feature extractor (and many frames: FID on a few "
+                "frames is not meaningful)"
+            )
+
+    @staticmethod
+    def _t(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255.0
+
+    def lpips_distance(self, a: np.ndarray, b: np.ndarray) -> float | None:
+        if self.lpips is None:
+            return None
+        with torch.no_grad():
+            return float(self.lpips(self._t(a) * 2 - 1, self._t(b) * 2 - 1).reshape(-1)[0])
+
+    def fid_score(self, fakes: list[np.ndarray], reals: list[np.ndarray]) -> float | None:
+        if self.fid is None or len(fakes) < 2 or len(reals) < 2:
+            return None
+        from scipy import linalg
+
+        with torch.no_grad():
+            f1 = self.fid(torch.cat([self._t(x) for x in fakes])).double().numpy()
+            f2 = self.fid(torch.cat([self._t(x) for x in reals])).double().numpy()
+        m1, m2 = f1.mean(0), f2.mean(0)
+        c1, c2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+        covmean = linalg.sqrtm(c1 @ c2)
+        covmean = covmean.real if np.iscomplexobj(covmean) else covmean
+        return float(((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))

@@ -1,4 +1,4 @@
-"""Differentiable CPU Gaussian-splat renderer (tiles, front-to-back), its slow twin, and refinement.
+"""Differentiable CPU Gaussian-splat renderer (tiles, front-to-back) and its slow twin (refinement: models.splat_refine).
 
 gsplat's ``rasterization`` only runs on CUDA, and its pure-PyTorch path builds tile lists with a
 Python loop (seconds per frame). This renderer keeps gsplat's *image formation* exactly (EWA
@@ -17,7 +17,7 @@ transmittance would drop to 1e-4) but organises the work for a CPU:
    Tiles are sorted by list length before chunking so padding stays small.
 
 Pixel centres follow the project's OpenCV convention: pixel (x, y) is centred at (x, y). gsplat
-centres pixels at (x + 0.5, y + 0.5), so ``refine`` shifts K by half a pixel when it hands a
+centres pixels at (x + 0.5, y + 0.5), so ``splat_refine.refine`` shifts K by half a pixel when it hands a
 camera to gsplat.
 
 ``render_reference`` is the slow, obvious twin (numpy float64, a Python loop per pixel over the
@@ -33,13 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.splats import SH_C0, Frame, Gaussians
+from models.splats import SH_C0, Gaussians
 
 __all__ = [
     "Projected",
     "project_gaussians",
     "rasterize",
-    "refine",
     "render",
     "render_gaussians",
     "render_reference",
@@ -415,89 +414,3 @@ def render_reference(
             out_rgb[yy, xx], out_alpha[yy, xx] = color, 1 - T
             out_depth[yy, xx] = zsum / (1 - T) if 1 - T > 1e-6 else 0.0
     return {"rgb": out_rgb, "alpha": out_alpha, "depth": out_depth}
-
-
-# ---------------------------------------------------------------------------------------------
-# Refinement
-
-
-def _gsplat_render(
-    params: dict[str, torch.Tensor], c2w: torch.Tensor, K: torch.Tensor, w: int, h: int
-):
-    """gsplat.rasterization (CUDA) with our pixel-centre convention: shift K by half a pixel."""
-    import gsplat
-
-    K_gs = K.clone()
-    K_gs[0, 2] += 0.5
-    K_gs[1, 2] += 0.5
-    rgb, _, _ = gsplat.rasterization(
-        params["means"],
-        params["quats"],
-        params["log_scales"].exp(),
-        torch.sigmoid(params["opacity_logits"]),
-        params["sh0"][:, None, :],
-        torch.linalg.inv(c2w)[None],
-        K_gs[None],
-        w,
-        h,
-        sh_degree=0,
-    )
-    return rgb[0]
-
-
-def refine(
-    gaussians: Gaussians,
-    frames: list[Frame],
-    steps: int = 100,
-    lr: float = 1e-3,
-    seed: int = 0,
-    device: str | None = None,
-) -> Gaussians:
-    """Adam on the L1 photometric loss against ``frames`` (same tuples as ``init_from_frames``).
-
-    Uses gsplat.rasterization when CUDA is available, our CPU renderer otherwise. One random frame
-    (seeded) per step. Position lr is ``lr`` scaled by the scene extent; colours/opacity/scales use
-    larger rates, as 3DGS does. Returns new Gaussians (sh_rest is carried over unchanged).
-    """
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device("cuda" if use_cuda else "cpu")
-    extent = float(np.linalg.norm(gaussians.means.std(0))) if len(gaussians.means) > 1 else 1.0
-    params = {
-        k: torch.tensor(
-            np.asarray(getattr(gaussians, k)), dtype=torch.float32, device=dev
-        ).requires_grad_(True)
-        for k in ("means", "quats", "log_scales", "opacity_logits", "sh0")
-    }
-    rates = {
-        "means": lr * extent,
-        "quats": lr,
-        "log_scales": 5 * lr,
-        "opacity_logits": 50 * lr,
-        "sh0": 2.5 * lr,
-    }
-    opt = torch.optim.Adam([{"params": [params[k]], "lr": rates[k]} for k in params], eps=1e-15)
-    targets = [
-        (
-            torch.tensor(rgb, dtype=torch.float32, device=dev) / 255.0,
-            torch.tensor(c2w, dtype=torch.float32, device=dev),
-            torch.tensor(K, dtype=torch.float32, device=dev),
-        )
-        for rgb, _, K, c2w, _ in frames
-    ]
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        target, c2w, K = targets[int(rng.integers(len(targets)))]
-        h, w = target.shape[:2]
-        if use_cuda:
-            pred = _gsplat_render(params, c2w, K, w, h)
-        else:
-            pred = render(
-                params["means"], params["quats"], params["log_scales"],
-                params["opacity_logits"], params["sh0"], c2w, K, w, h,
-            )["rgb"]  # fmt: skip
-        loss = (pred - target).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    out = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()}
-    return Gaussians(**out, sh_rest=gaussians.sh_rest)

@@ -27,12 +27,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from models.cameras import Camera, scale_intrinsics
 from models.depth import create_depth_backend
 from models.depth.metrics import depth_metrics
-from models.metrics import psnr, ssim
+from models.metrics import PerceptualMetrics, psnr, ssim
 from models.pipeline import FrameEvent, PipelineConfig, WorldPipeline
 from models.trajectory import make_preset
 from models.waypoints import from_waypoints
@@ -73,51 +72,6 @@ def _finite(x: float) -> float | None:
 def _median(xs: Sequence[float]) -> float | None:
     vals = [x for x in xs if x is not None and math.isfinite(x)]
     return _finite(statistics.median(vals)) if vals else None
-
-
-class PerceptualMetrics:
-    """Optional LPIPS (TorchScript f(x, y) -> distance, NCHW in [-1, 1]) and FID features
-    (TorchScript f(x) -> (N, D), NCHW in [0, 1])."""
-
-    def __init__(self, lpips_model: str | None, fid_model: str | None) -> None:
-        self.lpips = torch.jit.load(lpips_model).eval() if lpips_model else None
-        self.fid = torch.jit.load(fid_model).eval() if fid_model else None
-        self.notes = []
-        if self.lpips is None:
-            self.notes.append(
-                "LPIPS skipped: it needs network weights (VGG/AlexNet) that cannot "
-                "be downloaded here; pass --lpips-model a TorchScript LPIPS module"
-            )
-        if self.fid is None:
-            self.notes.append(
-                "FID skipped: it needs Inception weights; pass --fid-model a "
-                "TorchScript feature extractor (and many frames: FID on a few "
-                "frames is not meaningful)"
-            )
-
-    @staticmethod
-    def _t(img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255.0
-
-    def lpips_distance(self, a: np.ndarray, b: np.ndarray) -> float | None:
-        if self.lpips is None:
-            return None
-        with torch.no_grad():
-            return float(self.lpips(self._t(a) * 2 - 1, self._t(b) * 2 - 1).reshape(-1)[0])
-
-    def fid_score(self, fakes: list[np.ndarray], reals: list[np.ndarray]) -> float | None:
-        if self.fid is None or len(fakes) < 2 or len(reals) < 2:
-            return None
-        from scipy import linalg
-
-        with torch.no_grad():
-            f1 = self.fid(torch.cat([self._t(x) for x in fakes])).double().numpy()
-            f2 = self.fid(torch.cat([self._t(x) for x in reals])).double().numpy()
-        m1, m2 = f1.mean(0), f2.mean(0)
-        c1, c2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
-        covmean = linalg.sqrtm(c1 @ c2)
-        covmean = covmean.real if np.iscomplexobj(covmean) else covmean
-        return float(((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
 
 
 def _compare(gen: FrameEvent, ref: np.ndarray, pm: PerceptualMetrics) -> dict[str, Any]:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.metrics import PerceptualMetrics
 from storage.errors import StorageError
 from studio.cli import main
-from studio.evaluate import EvalOptions, PerceptualMetrics, run_eval
+from studio.evaluate import EvalOptions, run_eval
 from tests.helpers import TUM
 
 TINY = EvalOptions(width=128, frames=4)

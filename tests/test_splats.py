@@ -16,7 +16,8 @@ import torch
 from plyfile import PlyData
 
 from models.cameras import invert_pose, project_points, transform_points
-from models.splat_render import refine, render, render_gaussians, render_reference
+from models.splat_refine import refine
+from models.splat_render import render, render_gaussians, render_reference
 from models.splats import Gaussians, depth_edge_confidence, init_from_frames
 from storage.bundle import read_bundle
 from storage.splat_formats import (
