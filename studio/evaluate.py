@@ -411,13 +411,14 @@ def run_eval(protocol: str, out: str | Path, opts: EvalOptions, **kwargs: Any) -
     out.mkdir(parents=True, exist_ok=True)
     names = list(PROTOCOLS) if protocol == "all" else [protocol]
     reports = {}
+    PNG_NOTE.clear()
     for name in names:
         print(f"eval: {name} ...", file=sys.stderr, flush=True)
         report = PROTOCOLS[name](out, opts, **kwargs)
         report["machine"] = machine_info()
         report["options"] = {k: v for k, v in vars(opts).items()}
         report["anchors"] = LYRA_ANCHORS
-        report["notes"] = report.get("notes", []) + PNG_NOTE
+        report["notes"] = report.get("notes", []) + list(PNG_NOTE)
         atomic_write_json(out / f"report_{name}.json", report)
         reports[name] = report
     return reports

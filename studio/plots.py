@@ -11,7 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-PNG_NOTE: list[str] = []
+PNG_NOTE: list[str] = []  # why PNGs were not written, once per message; run_eval resets it
+
+
+def _note(message: str) -> None:
+    if message not in PNG_NOTE:
+        PNG_NOTE.append(message)
 
 
 def save_figure(
@@ -42,13 +47,14 @@ def save_figure(
     html = stem.with_suffix(".html")
     fig.write_html(str(html), include_plotlyjs="directory")
     written = [html]
-    if os.environ.get("LOCI_PNG_PLOTS", "1") != "0" and shutil.which("chromium"):
+    if os.environ.get("LOCI_PNG_PLOTS", "1") == "0":
+        _note("PNG plots disabled (LOCI_PNG_PLOTS=0); HTML written")
+    elif not shutil.which("chromium"):
+        _note("PNG plots skipped (no chromium for kaleido); HTML written")
+    else:
         try:
             fig.write_image(str(stem.with_suffix(".png")), width=900, height=500)
             written.append(stem.with_suffix(".png"))
-        except Exception as e:  # kaleido missing, or it cannot start a browser here
-            if not PNG_NOTE:
-                PNG_NOTE.append(f"PNG plots skipped ({type(e).__name__}: {e}); HTML written")
-    elif not PNG_NOTE:
-        PNG_NOTE.append("PNG plots skipped (no chromium for kaleido); HTML written")
+        except Exception as e:  # kaleido missing, or it cannot start the browser here
+            _note(f"PNG plots skipped ({type(e).__name__}: {e}); HTML written")
     return written

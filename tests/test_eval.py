@@ -17,6 +17,23 @@ from tests.helpers import TUM
 TINY = EvalOptions(width=128, frames=4)
 
 
+@pytest.fixture(autouse=True)
+def html_plots_only(monkeypatch, request):
+    # A PNG costs ~2 s of Chromium start-up; one test checks PNGs, the others skip them.
+    if "png" not in request.node.name:
+        monkeypatch.setenv("LOCI_PNG_PLOTS", "0")
+
+
+def test_depth_protocol_writes_png_plots_when_chromium_exists(tmp_path):
+    import shutil
+
+    run_eval("depth", tmp_path, TINY)
+    assert (tmp_path / "depth_absrel.html").is_file()
+    if shutil.which("chromium"):
+        png = tmp_path / "depth_absrel.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_posed_protocol_tiny(tmp_path):
     rep = run_eval("posed", tmp_path, TINY)["posed"]
     mem, nomem = rep["runs"]["memory"], rep["runs"]["no_memory"]
