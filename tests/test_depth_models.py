@@ -343,3 +343,32 @@ def test_real_weights_on_gpu(backend, opts, monkeypatch):
     assert res.depth.shape == (480, 640) and (res.depth > 0).all()
     # A living room: most of it within a few metres.
     assert 0.5 < float(np.median(res.depth)) < 10.0
+
+
+def test_dav2_through_cli(tmp_path):
+    from studio.cli import main
+    from tests.helpers import PHOTOS
+
+    model = _tiny_dav2(tmp_path / "dav2", "relative")
+    out = tmp_path / "w"
+    rc = main(
+        [
+            "generate",
+            str(PHOTOS / "interior_office_03_dsine.png"),
+            "--out",
+            str(out),
+            "--depth",
+            "depth-anything-v2",
+            "--depth-model",
+            str(model),
+            "--frames",
+            "3",
+            "--width",
+            "64",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    world = json.loads((out / "world.json").read_text())
+    assert world["backends"]["depth"] == "depth-anything-v2"
+    assert world["scale_policy"].startswith("camera-height-1.6m")

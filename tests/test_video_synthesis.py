@@ -271,3 +271,35 @@ def test_real_svd_on_gpu():
     for ev in events:
         assert ev.rgb.shape == (world.height, world.width, 3)
         assert ev.rgb.std() > 5  # not a flat or black frame
+
+
+def test_video_backend_through_the_cli(svd_dir, tmp_path):
+    from studio.cli import main
+
+    out = tmp_path / "w"
+    rc = main(
+        [
+            "generate",
+            str(PHOTO),
+            "--out",
+            str(out),
+            "--synthesis",
+            "video",
+            "--model",
+            str(svd_dir),
+            "--steps",
+            "2",
+            "--path",
+            "orbit",
+            "--frames",
+            "5",
+            "--width",
+            "64",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    world = json.loads((out / "world.json").read_text())
+    assert world["backends"]["synthesis"] == "video"
+    assert [f["index"] for f in world["frames"]] == [0, 1, 2, 3, 4]
+    assert any(f["routed_coverage"] < 1.0 for f in world["frames"])  # something was painted
