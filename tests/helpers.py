@@ -43,3 +43,29 @@ def tum_frame_path(i: int) -> Path:
 def tum_depth_path() -> Path:
     cams = json.loads((TUM / "cameras_opencv.json").read_text())
     return TUM / cams["frames"][0]["depth"]
+
+
+def tiny_clip_tokenizer(folder: Path, model_max_length: int = 77):
+    """A CLIP tokenizer built with no download (STACK_NOTES): the 256 byte-level characters,
+    their "</w>" forms and the two special tokens (514 entries), and a merges.txt holding only
+    the version line. Written to ``folder``; ``model_max_length`` must be set (an unset one
+    overflows when tokenising)."""
+    from transformers import CLIPTokenizer
+
+    bs = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    cs, extra = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    chars = [chr(c) for c in cs]
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=model_max_length
+    )

@@ -17,6 +17,7 @@ import pytest
 
 from models.cameras import intrinsics_from_fov
 from models.depth import DepthError, create_depth_backend
+from tests.helpers import tiny_clip_tokenizer
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -32,30 +33,6 @@ def _real_photo(width: int = 64, height: int = 48) -> tuple[np.ndarray, np.ndarr
     bgr = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)
     rgb = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)[..., ::-1]
     return np.ascontiguousarray(rgb), intrinsics_from_fov(width, height, 60.0)
-
-
-def _clip_tokenizer(folder: Path):
-    """A CLIP tokenizer with no download: the 256 byte-level characters, their </w> forms and
-    the two special tokens (514 entries), and an empty merge list."""
-    from transformers import CLIPTokenizer
-
-    bs = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    cs, extra = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    chars = [chr(c) for c in cs]
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16
-    )
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +73,7 @@ def marigold_dir(tmp_path_factory) -> Path:
     )  # fmt: skip
     pipe = MarigoldDepthPipeline(
         unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
-        tokenizer=_clip_tokenizer(root / "tokenizer-src"), prediction_type="depth",
+        tokenizer=tiny_clip_tokenizer(root / "tokenizer-src", 16), prediction_type="depth",
         scale_invariant=True, shift_invariant=True, default_denoising_steps=2,
         default_processing_resolution=64,
     )  # fmt: skip

@@ -27,22 +27,9 @@ from models.synthesis import (
     sd_inpaint,  # registers "sd-inpaint"
 )
 from models.trajectory import make_preset
-from tests.helpers import PHOTOS
+from tests.helpers import PHOTOS, tiny_clip_tokenizer
 
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte-level alphabet: 256 printable characters, one per byte."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
 
 
 def build_tiny_inpaint(folder: Path, in_channels: int = 9) -> Path:
@@ -53,7 +40,7 @@ def build_tiny_inpaint(folder: Path, in_channels: int = 9) -> Path:
         StableDiffusionInpaintPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -89,17 +76,7 @@ def build_tiny_inpaint(folder: Path, in_channels: int = 9) -> Path:
             pad_token_id=1,
         )
     )
-    # A CLIP tokenizer with no download: the byte-level alphabet, its "</w>" forms, 2 specials.
-    chars = list(_bytes_to_unicode().values())
-    vocab = {t: i for i, t in enumerate([*chars, *(c + "</w>" for c in chars)])}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    tok_src = folder.parent / f"{folder.name}_tok_src"
-    tok_src.mkdir(parents=True, exist_ok=True)
-    (tok_src / "vocab.json").write_text(json.dumps(vocab))
-    (tok_src / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(
-        str(tok_src / "vocab.json"), str(tok_src / "merges.txt"), model_max_length=77
-    )
+    tokenizer = tiny_clip_tokenizer(folder.parent / f"{folder.name}_tok_src")
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
