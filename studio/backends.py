@@ -90,6 +90,21 @@ def list_models() -> list[dict[str, Any]]:
     return rows
 
 
+def _needs_extra(kind: str, name: str, make: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``make`` with a missing optional package turned into a clear ModelError."""
+
+    def wrapped(n: str) -> Any:
+        try:
+            return make(n)
+        except ImportError as e:
+            raise ModelError(
+                f"the {n} {kind} backend needs packages that are not installed ({e.name}): "
+                f"pip install -e '.[models]', or use the offline {OFFLINE[kind]} backend"
+            ) from e
+
+    return wrapped
+
+
 def _with_fallback(
     kind: str, make: Callable[[str], Any], notes: list[str], model: str | None
 ) -> Any:
@@ -121,6 +136,7 @@ def build_depth(name: str, model: str | None, notes: list[str], **options: Any) 
             opts["model"] = model
         return create_depth_backend(n, **opts)
 
+    make = _needs_extra("depth", name, make)
     return _with_fallback("depth", make, notes, model) if name == "auto" else make(name)
 
 
@@ -133,4 +149,5 @@ def build_synthesis(
             opts["model"] = model
         return create_synthesis_backend(n, **opts)
 
+    make = _needs_extra("synthesis", name, make)
     return _with_fallback("synthesis", make, notes, model) if name == "auto" else make(name)

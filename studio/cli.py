@@ -14,6 +14,7 @@ from pathlib import Path
 
 from models.cameras import CameraError, scale_intrinsics
 from models.depth import DepthError, create_depth_backend, depth_backend_names
+from models.manager import ModelError
 from models.pipeline import PipelineConfig, PipelineError, WorldPipeline
 from models.pointcloud import VoxelCloud, frame_points
 from models.synthesis import SynthesisError, synthesis_backend_names
@@ -32,6 +33,7 @@ USER_ERRORS = (
     TrajectoryError,
     PipelineError,
     CameraError,
+    ModelError,
 )
 DEFAULT_FRAMES = 24
 

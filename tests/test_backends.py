@@ -64,3 +64,28 @@ def test_models_command_lists_backends(capsys, monkeypatch, tmp_path):
     rows = {r["backend"]: r for r in list_models()}
     assert rows["layout"]["weights"] == "not needed"
     assert rows["depth-anything-v2"]["weights"] == "missing"
+
+
+def test_model_errors_are_one_line_exit_2(tmp_path, capsys):
+    from tests.helpers import PHOTOS
+
+    rc = main(["generate", str(PHOTOS / "interior_office_03_dsine.png"), "--out",
+               str(tmp_path / "w"), "--synthesis", "sd-inpaint", "--model", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--synthesis reproject" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_missing_optional_package_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_transformers(name, *a, **k):
+        if name.startswith("transformers"):
+            raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    with pytest.raises(ModelError, match=r"pip install -e '\.\[models\]'"):
+        build_depth("depth-anything-v2", "/nonexistent/dir-abc", [])
