@@ -90,9 +90,9 @@ class FrameEvent:
     routed_coverage: float = 1.0
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready metadata (the world bundle's frame entry, minus file names)."""
+        """JSON-ready metadata: the world bundle's frame entry without index and file names
+        (the bundle writer adds those)."""
         return {
-            "index": self.index,
             "K": self.camera.K.tolist(),
             "c2w": self.camera.c2w.tolist(),
             "memory_coverage": round(self.memory_coverage, 6),

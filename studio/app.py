@@ -7,6 +7,7 @@ this in its own issue.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 import uuid
@@ -60,10 +61,10 @@ def generate_world(
         VideoStream(bundle.path("video.mp4"), world.width, world.height) as video,
     ):
         events = [world.seed_event]
-        for event in _chain(events, pipe.explore(world, traj.cameras[1:])):
-            rec = event.record()
-            rec.pop("index")
-            bundle.write_frame(event.index, event.rgb, event.depth, event.source_mask, rec)
+        for event in itertools.chain(events, pipe.explore(world, traj.cameras[1:])):
+            bundle.write_frame(
+                event.index, event.rgb, event.depth, event.source_mask, event.record()
+            )
             video.write(event.rgb)
             status = (
                 f"frame {event.index + 1}/{frames} - memory coverage "
@@ -77,11 +78,6 @@ def generate_world(
         f"done: {frames} frames in {time.perf_counter() - t0:.1f} s",
         str(out / "video.mp4"),
     )
-
-
-def _chain(first, rest):
-    yield from first
-    yield from rest
 
 
 def build_app(ctx: StudioContext | None = None) -> gr.Blocks:

@@ -8,6 +8,7 @@ bad input exits with status 2 and a message that says what to fix.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -129,9 +130,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     ):
         seed_event = world.seed_event
         bar = _progress(1 + len(cameras), "generating", not args.quiet)
-        for event in _chain([seed_event], pipe.explore(world, cameras)):
+        for event in itertools.chain([seed_event], pipe.explore(world, cameras)):
             bundle.write_frame(
-                event.index, event.rgb, event.depth, event.source_mask, _frame_meta(event)
+                event.index, event.rgb, event.depth, event.source_mask, event.record()
             )
             video.write(event.rgb)
             cloud.add(*frame_points(event.rgb, event.depth, event.camera, 2, max_depth))
@@ -159,17 +160,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _chain(*iterables):
-    for it in iterables:
-        yield from it
-
-
-def _frame_meta(event) -> dict:
-    rec = event.record()
-    rec.pop("index")
-    return rec
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
