@@ -87,17 +87,23 @@ def build_app(ctx: StudioContext | None = None) -> gr.Blocks:
         gr.Markdown("# Loci\nOne photo and a camera path become an explorable 3D world.")
         with gr.Row():
             with gr.Column():
-                photo = gr.Image(type="filepath", label="Photo", sources=["upload"])
-                path = gr.Dropdown(list(PRESET_NAMES), value="forward", label="Camera path")
-                frames = gr.Slider(2, 120, value=24, step=1, label="Frames")
-                memory = gr.Checkbox(value=True, label="Spatial memory")
-                go = gr.Button("Generate", variant="primary")
+                photo = gr.Image(
+                    type="filepath", label="Photo", sources=["upload"], elem_id="photo"
+                )
+                path = gr.Dropdown(
+                    list(PRESET_NAMES), value="forward", label="Camera path", elem_id="camera-path"
+                )
+                frames = gr.Slider(2, 120, value=24, step=1, label="Frames", elem_id="frames")
+                memory = gr.Checkbox(value=True, label="Spatial memory", elem_id="memory")
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
                 if EXAMPLES.is_dir():
                     gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:4], photo)
             with gr.Column():
-                frame = gr.Image(label="Latest frame", interactive=False)
-                status = gr.Textbox(label="Status", interactive=False)
-                video = gr.Video(label="Walkthrough")
+                frame = gr.Image(
+                    label="Latest frame", interactive=False, height=360, elem_id="latest-frame"
+                )
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+                video = gr.Video(label="Walkthrough", elem_id="walkthrough")
         go.click(
             lambda *a: (yield from generate_world(ctx, *a)),
             [photo, path, frames, memory],

@@ -69,8 +69,18 @@ def test_models_command_lists_backends(capsys, monkeypatch, tmp_path):
 def test_model_errors_are_one_line_exit_2(tmp_path, capsys):
     from tests.helpers import PHOTOS
 
-    rc = main(["generate", str(PHOTOS / "interior_office_03_dsine.png"), "--out",
-               str(tmp_path / "w"), "--synthesis", "sd-inpaint", "--model", str(tmp_path)])
+    rc = main(
+        [
+            "generate",
+            str(PHOTOS / "interior_office_03_dsine.png"),
+            "--out",
+            str(tmp_path / "w"),
+            "--synthesis",
+            "sd-inpaint",
+            "--model",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "--synthesis reproject" in err and "Traceback" not in err
     assert not (tmp_path / "w").exists()

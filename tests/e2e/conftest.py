@@ -1,0 +1,111 @@
+"""Fixtures for the studio's browser tests: a live studio server and a headless Chromium page.
+
+The whole e2e package is skipped, with the reason shown by ``pytest -ra``, when the ``playwright``
+Python package or the system Chromium is missing. We never download a browser: Playwright drives
+the Debian ``/usr/bin/chromium`` (override with ``LOCI_CHROMIUM``) with the flags that are known
+to work in this sandbox (see shared/STACK_NOTES.md, "Gradio 6").
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("LOCI_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(
+    os.environ.get("LOCI_TEST_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts"
+)
+
+
+def _skip_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "e2e: the 'playwright' Python package is not installed (pip install playwright)"
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        return f"e2e: no Chromium at {CHROMIUM} (install Debian chromium or set LOCI_CHROMIUM)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _skip_reason()
+    if reason is None:
+        return
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Folder for screenshots: $LOCI_TEST_ARTIFACTS or tests/e2e/artifacts."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def studio_url(tmp_path_factory):
+    """A running studio (width 128, tmp data dir); yields its local URL."""
+    from studio.app import StudioContext, build_app
+
+    data = tmp_path_factory.mktemp("studio-e2e")
+    app = build_app(StudioContext(data_dir=data, width=128))
+    app.queue().launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=_free_port(),
+        allowed_paths=[str(data)],  # the finished video is served from the data dir
+        quiet=True,
+    )
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # launch() gives a fresh temporary user-data-dir of its own.
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, studio_url):
+    """A fresh page (own context) on the studio, loaded and ready."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(studio_url)
+    pg.locator("gradio-app").wait_for()
+    pg.get_by_role("button", name="Generate").wait_for()
+    try:
+        yield pg
+    finally:
+        context.close()
