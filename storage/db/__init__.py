@@ -1,0 +1,43 @@
+"""Database layer of the studio (no torch): schema, repository, content-addressed artifacts.
+
+Typical use::
+
+    db = open_database("sqlite:///data/loci.db", migrate=True)
+    repo = Repository(db)
+    store = ArtifactStore("data/artifacts", db)
+    project, view_key, edit_key = repo.create_project("Kitchen")
+"""
+
+from __future__ import annotations
+
+from storage.db.artifacts import ArtifactStore
+from storage.db.engine import Database, open_database
+from storage.db.models import (
+    CELL_KINDS,
+    STATUSES,
+    Artifact,
+    CellArtifact,
+    HistoryCell,
+    Job,
+    Project,
+    WorldFrame,
+)
+from storage.db.repository import Conflict, Forbidden, NotFound, Repository
+
+__all__ = [
+    "CELL_KINDS",
+    "STATUSES",
+    "Artifact",
+    "ArtifactStore",
+    "CellArtifact",
+    "Conflict",
+    "Database",
+    "Forbidden",
+    "HistoryCell",
+    "Job",
+    "NotFound",
+    "Project",
+    "Repository",
+    "WorldFrame",
+    "open_database",
+]

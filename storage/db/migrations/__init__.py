@@ -1,0 +1,1 @@
+"""Alembic migrations for the studio database (configured in code by ``Database.migrate``)."""

@@ -1,0 +1,405 @@
+"""Database layer: schema and migrations, share keys, history, forks, jobs, frames, artifact store.
+
+Every test runs on a fresh SQLite file, and again on ``LOCI_TEST_DATABASE_URL`` when that is set
+(e.g. ``postgresql+psycopg://user:pw@localhost/loci_test``; its tables are dropped and recreated,
+so point it at a throwaway database). Without the variable the "env" runs are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+import storage.atomic
+from storage.db import (
+    Artifact,
+    ArtifactStore,
+    CellArtifact,
+    Conflict,
+    Database,
+    Forbidden,
+    HistoryCell,
+    Job,
+    NotFound,
+    Project,
+    Repository,
+    WorldFrame,
+    open_database,
+)
+from storage.db.models import Base, utcnow
+from storage.errors import StorageError
+
+TABLES = {"projects", "history_cells", "artifacts", "cell_artifacts", "world_frames", "jobs"}
+ENV_URL = os.environ.get("LOCI_TEST_DATABASE_URL")
+
+
+def _wipe(url: str) -> None:
+    """Drop every table of a shared (env) test database so each test starts empty."""
+    db = open_database(url)
+    with db.engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "env"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'loci.db'}"
+    if not ENV_URL:
+        pytest.skip("LOCI_TEST_DATABASE_URL is not set")
+    _wipe(ENV_URL)
+    return ENV_URL
+
+
+@pytest.fixture
+def db(db_url: str) -> Database:
+    database = open_database(db_url, migrate=True)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def repo(db: Database) -> Repository:
+    return Repository(db)
+
+
+@pytest.fixture
+def store(db: Database, tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "artifacts", db)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+# ---- engine and migrations ------------------------------------------------------------------
+def test_migrations_create_schema_from_empty_and_are_idempotent(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    db = open_database(db_url)
+    assert TABLES.isdisjoint(inspect(db.engine).get_table_names())
+    assert db.current_revision() is None
+    assert db.migrate() == "0001"
+    assert TABLES <= set(inspect(db.engine).get_table_names())
+    assert db.migrate() == "0001"  # second run: nothing to do, no error
+    assert db.current_revision() == "0001"
+    with db.engine.connect() as conn:  # the first revision matches the models exactly
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    db.dispose()
+
+
+def test_sqlite_pragmas_on_every_connection(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'x.db'}", migrate=True)
+    conns = [db.engine.connect() for _ in range(3)]  # three distinct pooled connections
+    for conn in conns:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    for conn in conns:
+        conn.close()
+    db.dispose()
+
+
+def test_foreign_keys_enforced(db: Database) -> None:
+    with pytest.raises(IntegrityError):
+        with db.write_session() as session:
+            session.add(HistoryCell(project_id="no-such-project", position=0, kind="photo"))
+
+
+# ---- projects and keys ----------------------------------------------------------------------
+def test_keys_are_random_hashed_and_checked_by_the_server(
+    repo: Repository, db: Database, db_url: str
+) -> None:
+    project, view_key, edit_key = repo.create_project("  Kitchen ")
+    assert project.name == "Kitchen"
+    assert view_key != edit_key
+    for key in (view_key, edit_key):
+        assert len(key) * 6 >= 128  # url-safe base64: 6 bits per character
+    with db.read_session() as session:
+        row = session.get(Project, project.id)
+        stored = {row.view_key_hash, row.edit_key_hash}
+    assert view_key not in stored and edit_key not in stored
+    assert all(len(h) == 64 for h in stored)
+    if db_url.startswith("sqlite"):
+        raw = Path(db_url.removeprefix("sqlite:///")).read_bytes()
+        wal = Path(db_url.removeprefix("sqlite:///") + "-wal")
+        raw += wal.read_bytes() if wal.exists() else b""
+        assert view_key.encode() not in raw and edit_key.encode() not in raw
+
+    assert repo.open_project(project.id, edit_key)[1] is True
+    assert repo.open_project(project.id, view_key)[1] is False
+    with pytest.raises(Forbidden):
+        repo.open_project(project.id, "x" * 32)
+    with pytest.raises(Forbidden):
+        repo.open_project(project.id, "")
+    with pytest.raises(Forbidden):
+        repo.add_cell(project.id, view_key, "photo", {"name": "a.jpg"})
+    with pytest.raises(Forbidden):
+        repo.rename(project.id, view_key, "Hacked")
+    with pytest.raises(Forbidden):
+        repo.delete_project(project.id, view_key)
+    with pytest.raises(Forbidden):
+        repo.revert_last_cell(project.id, view_key)
+    assert repo.list_cells(project.id, view_key) == []  # reading is fine with the view key
+    assert repo.rename(project.id, edit_key, "Big kitchen").name == "Big kitchen"
+    with pytest.raises(NotFound):
+        repo.open_project("missing", edit_key)
+
+    repo.delete_project(project.id, edit_key)
+    with pytest.raises(NotFound):
+        repo.open_project(project.id, edit_key)
+    with pytest.raises(NotFound):
+        repo.add_cell(project.id, edit_key, "photo")
+    with db.read_session() as session:  # soft delete: the row is still there
+        assert session.get(Project, project.id).deleted_at is not None
+    with pytest.raises(StorageError):
+        repo.create_project("   ")
+
+
+# ---- history cells --------------------------------------------------------------------------
+def test_cells_in_order_polling_status_and_revert(repo: Repository) -> None:
+    project, view_key, edit_key = repo.create_project("Hall")
+    photo = repo.add_cell(project.id, edit_key, "photo", {"fov": 60}, author="ann")
+    traj = repo.add_cell(project.id, edit_key, "trajectory", {"preset": "orbit"}, parent=photo.id)
+    seen = traj.updated_at
+    gen = repo.add_cell(
+        project.id, edit_key, "generation", {"frames": 8}, parent=traj.id, author="bob"
+    )
+    assert [c.position for c in (photo, traj, gen)] == [0, 1, 2]
+    cells = repo.list_cells(project.id, view_key)
+    assert [c.kind for c in cells] == ["photo", "trajectory", "generation"]
+    assert cells[0].params == {"fov": 60} and cells[0].author == "ann"
+    assert cells[2].parent_cell_id == traj.id and cells[2].status == "pending"
+    assert cells[0].created_at.tzinfo is not None
+
+    assert [c.id for c in repo.cells_since(project.id, view_key, seen)] == [gen.id]
+    failed = repo.update_cell_status(photo.id, "failed", error="bad photo")
+    assert failed.status == "failed" and failed.error == "bad photo"
+    assert {c.id for c in repo.cells_since(project.id, view_key, seen)} == {photo.id, gen.id}
+    with pytest.raises(StorageError):
+        repo.update_cell_status(photo.id, "exploded")
+    with pytest.raises(StorageError):
+        repo.add_cell(project.id, edit_key, "painting")
+    other, _, other_edit = repo.create_project("Other")
+    with pytest.raises(NotFound):
+        repo.add_cell(other.id, other_edit, "lift", parent=gen.id)  # parent from another project
+
+    assert repo.revert_last_cell(project.id, edit_key).id == gen.id
+    assert [c.id for c in repo.list_cells(project.id, view_key)] == [photo.id, traj.id]
+    assert repo.add_cell(project.id, edit_key, "lift").position == 2
+    job_cell = repo.add_cell(project.id, edit_key, "generation")
+    repo.create_job(job_cell.id, total=4)
+    with pytest.raises(Conflict):
+        repo.revert_last_cell(project.id, edit_key)  # still running
+
+
+def test_two_threads_writing_concurrently(repo: Repository) -> None:
+    project, view_key, edit_key = repo.create_project("Busy")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def writer(name: str) -> None:
+        try:
+            barrier.wait()
+            for i in range(50):
+                cell = repo.add_cell(project.id, edit_key, "trajectory", {"i": i}, author=name)
+                repo.update_cell_status(cell.id, "done")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    cells = repo.list_cells(project.id, view_key)
+    assert [c.position for c in cells] == list(range(100))
+    assert sorted(c.author for c in cells).count("a") == 50
+    assert all(c.status == "done" for c in cells)
+
+
+# ---- forks and artifacts --------------------------------------------------------------------
+def test_fork_copies_history_and_shares_artifacts(
+    repo: Repository, store: ArtifactStore, db: Database
+) -> None:
+    project, view_key, edit_key = repo.create_project("Source")
+    photo = repo.add_cell(project.id, edit_key, "photo", {"fov": 55})
+    art = store.put_bytes(b"\x89PNG fake photo", "image/png")
+    repo.link_artifact(photo.id, art.sha256, "photo")
+    repo.link_artifact(photo.id, art.sha256, "photo")  # idempotent
+    gen = repo.add_cell(project.id, edit_key, "generation", {"frames": 2}, parent=photo.id)
+    repo.add_frame(gen.id, 0, art.sha256, np.eye(3), np.eye(4), memory_coverage=0.5)
+    repo.add_cell(project.id, edit_key, "lift", parent=gen.id)
+    files_before = _files(store.root)
+
+    fork, fork_view, fork_edit = repo.fork(
+        project.id, view_key, from_cell=gen.id
+    )  # a view key may fork
+    assert fork.id != project.id and fork.forked_from_id == project.id
+    assert fork.name == "Source (fork)"
+    assert repo.open_project(fork.id, fork_edit)[1] is True
+    with pytest.raises(Forbidden):
+        repo.open_project(fork.id, edit_key)  # the original's keys do not open the fork
+    cells = repo.list_cells(fork.id, fork_view)
+    assert [c.kind for c in cells] == ["photo", "generation"]
+    assert {c.id for c in cells}.isdisjoint({photo.id, gen.id})
+    assert cells[1].parent_cell_id == cells[0].id
+    assert [a.sha256 for a in repo.cell_artifacts(cells[0].id, "photo")] == [art.sha256]
+    frames = repo.list_frames(cells[1].id)
+    assert (
+        len(frames) == 1 and frames[0].rgb_sha256 == art.sha256 and frames[0].memory_coverage == 0.5
+    )
+    assert _files(store.root) == files_before  # shared by hash, not copied
+    with db.read_session() as session:
+        assert len(session.scalars(select(Artifact)).all()) == 1
+        assert len(session.scalars(select(CellArtifact)).all()) == 2
+    whole, _, whole_edit = repo.fork(project.id, edit_key, name="Copy")
+    assert whole.name == "Copy" and len(repo.list_cells(whole.id, whole_edit)) == 3
+    with pytest.raises(NotFound):
+        repo.fork(project.id, edit_key, from_cell=cells[0].id)  # a cell of another project
+
+
+def test_artifact_store_dedupes_and_verifies(
+    store: ArtifactStore, db: Database, tmp_path: Path
+) -> None:
+    data = os.urandom(1000)
+    first = store.put_bytes(data, "application/octet-stream")
+    second = store.put_bytes(data, "application/octet-stream")
+    assert first.sha256 == second.sha256 and first.size == 1000
+    path = store.path_of(first.sha256)
+    assert path == store.root / first.sha256[:2] / first.sha256[2:]
+    assert _files(store.root) == [path]
+    with store.open(first.sha256) as handle:
+        assert handle.read() == data
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    assert store.put_file(src).sha256 == first.sha256
+    with db.read_session() as session:
+        assert len(session.scalars(select(Artifact)).all()) == 1
+    assert store.verify(first.sha256)
+    other = store.put_bytes(b"other", "text/plain")
+    assert len(_files(store.root)) == 2 and store.read_bytes(other.sha256) == b"other"
+
+    path.write_bytes(b"tampered" + data[8:])  # same size, wrong content
+    assert not store.verify(first.sha256)
+    assert not store.verify("0" * 64)
+    with pytest.raises(NotFound):
+        store.path_of("../../etc/passwd")
+    with pytest.raises(NotFound):
+        store.put_file(tmp_path / "missing.bin")
+
+
+def test_failed_artifact_write_leaves_no_file_and_no_row(
+    store: ArtifactStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.atomic.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        store.put_bytes(b"never stored", "text/plain")
+    monkeypatch.undo()
+    assert _files(store.root) == []  # not even a temp file
+
+    def broken_insert(*args: object, **kwargs: object) -> Artifact:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(store, "_insert_row", broken_insert)
+    with pytest.raises(RuntimeError):
+        store.put_bytes(b"never stored either", "text/plain")
+    monkeypatch.undo()
+    assert _files(store.root) == []
+    with db.read_session() as session:
+        assert session.scalars(select(Artifact)).all() == []
+
+
+# ---- jobs and frames ------------------------------------------------------------------------
+def test_jobs_progress_stale_interrupted_and_resume(repo: Repository, db: Database) -> None:
+    project, view_key, edit_key = repo.create_project("Jobs")
+    cell = repo.add_cell(project.id, edit_key, "generation", {"frames": 10})
+    job = repo.create_job(cell.id, total=10)
+    assert job.status == "running" and repo.get_cell(cell.id).status == "running"
+    with pytest.raises(Conflict):
+        repo.create_job(cell.id)
+    job = repo.update_progress(job.id, 4)
+    assert (job.frames_done, job.total, job.progress) == (4, 10, pytest.approx(0.4))
+    assert repo.heartbeat(job.id).heartbeat_at >= job.heartbeat_at
+    assert repo.mark_interrupted_stale(timedelta(minutes=1)) == []  # alive
+
+    with db.write_session() as session:  # the process died an hour ago
+        session.execute(
+            update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    stale = repo.mark_interrupted_stale(60.0)
+    assert [j.id for j in stale] == [job.id]
+    job = repo.get_job(job.id)
+    assert job.status == "interrupted" and job.frames_done == 4
+    assert repo.get_cell(cell.id).status == "interrupted"
+    assert any(c.status == "interrupted" for c in repo.list_cells(project.id, view_key))
+    with pytest.raises(Conflict):
+        repo.update_progress(job.id, 5)  # the worker learns it should stop
+
+    job = repo.resume_job(job.id)
+    assert job.status == "running" and job.frames_done == 4
+    repo.update_progress(job.id, 10)
+    done = repo.finish_job(job.id)
+    assert done.status == "done" and done.progress == 1.0 and done.finished_at is not None
+    assert repo.get_cell(cell.id).status == "done"
+    with pytest.raises(Conflict):
+        repo.resume_job(job.id)
+
+    again = repo.create_job(cell.id, total=3)
+    repo.finish_job(again.id, "cancelled")
+    with pytest.raises(Conflict):
+        repo.heartbeat(again.id)
+    assert [j.status for j in repo.jobs_for_cell(cell.id)] == ["done", "cancelled"]
+    with pytest.raises(StorageError):
+        repo.finish_job(again.id, "running")
+    with pytest.raises(NotFound):
+        repo.get_job("missing")
+
+
+def test_world_frames(repo: Repository, store: ArtifactStore) -> None:
+    project, _, edit_key = repo.create_project("Frames")
+    cell = repo.add_cell(project.id, edit_key, "generation")
+    rgb = [store.put_bytes(f"rgb{i}".encode(), "image/png") for i in range(3)]
+    depth = store.put_bytes(b"depth", "application/x-npy")
+    for i in (2, 0, 1):
+        c2w = np.eye(4)
+        c2w[0, 3] = i
+        repo.add_frame(cell.id, i, rgb[i].sha256, np.eye(3) * 500, c2w, depth_sha256=depth.sha256)
+    frames = repo.list_frames(cell.id)
+    assert [f.frame_index for f in frames] == [0, 1, 2]
+    assert (
+        frames[2].c2w[0][3] == 2
+        and frames[0].K[0][0] == 500
+        and frames[1].depth_sha256 == depth.sha256
+    )
+    assert isinstance(frames[0], WorldFrame)
+    with pytest.raises(Conflict):
+        repo.add_frame(cell.id, 1, rgb[1].sha256, np.eye(3), np.eye(4))
+    with pytest.raises(NotFound):
+        repo.add_frame(cell.id, 3, "f" * 64, np.eye(3), np.eye(4))
+    with pytest.raises(NotFound):
+        repo.add_frame("missing", 0, rgb[0].sha256, np.eye(3), np.eye(4))
+
+
+def test_sqlite_file_is_a_real_wal_database(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    db = open_database(f"sqlite:///{path}", migrate=True)
+    Repository(db).create_project("x")
+    db.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
