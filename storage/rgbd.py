@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from storage.errors import StorageError
+from storage.images import load_image_rgb
 
 
 @dataclass
@@ -50,15 +51,13 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB; ``size`` (width, height) is checked when given."""
     if not path.is_file():
         raise StorageError(f"missing image file: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise StorageError(f"not an image we can read: {path}")
+    img = load_image_rgb(path)  # PhotoError (a StorageError) names the file when unreadable
     if size is not None and (img.shape[1], img.shape[0]) != tuple(size):
         raise StorageError(
             f"{path} is {img.shape[1]}x{img.shape[0]}, but its intrinsics are for "
             f"{size[0]}x{size[1]}"
         )
-    return np.ascontiguousarray(img[..., ::-1])
+    return img
 
 
 def read_depth_png(path: Path, scale: float, size: tuple[int, int] | None = None) -> np.ndarray:

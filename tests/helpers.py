@@ -69,3 +69,32 @@ def tiny_clip_tokenizer(folder: Path, model_max_length: int = 77):
     return CLIPTokenizer(
         str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=model_max_length
     )
+
+
+def tiny_dav2(folder: Path, kind: str = "relative") -> Path:
+    """A tiny random Depth Anything V2 (``depth_estimation_type=kind``) saved to ``folder`` with
+    its image processor, loadable by ``from_pretrained(folder)`` offline."""
+    import torch
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    backbone = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        image_size=56, patch_size=14, out_features=["stage1", "stage2"],
+        reshape_hidden_states=False,
+    )  # fmt: skip
+    config = DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32],
+        reassemble_factors=[2, 1], fusion_hidden_size=16, head_hidden_size=8,
+        depth_estimation_type=kind, max_depth=20,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(
+        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
+    ).save_pretrained(folder)
+    return folder

@@ -22,6 +22,7 @@ from models.depth import (
 from models.depth.layout import LayoutDepth, ground_plane_depth
 from models.depth.metrics import depth_metrics
 from storage.rgbd import load_rgbd_benchmark
+from tests.helpers import tiny_dav2
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rgbd"
 
@@ -222,31 +223,8 @@ def test_layout_beats_baselines_on_real_rgbd():
 @pytest.fixture
 def tiny_dav2_dir(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
-    import torch
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    backbone = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=56, patch_size=14, out_features=["stage1", "stage2"],
-        reshape_hidden_states=False,
-    )  # fmt: skip
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32],
-        reassemble_factors=[2, 1], fusion_hidden_size=16, head_hidden_size=8,
-        depth_estimation_type="relative",
-    )  # fmt: skip
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(tmp_path)
-    DPTImageProcessor(
-        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
-    ).save_pretrained(tmp_path)
-    return tmp_path
+    return tiny_dav2(tmp_path)
 
 
 def test_dav2_tiny_model(tiny_dav2_dir, photo):

@@ -17,7 +17,7 @@ import pytest
 
 from models.cameras import intrinsics_from_fov
 from models.depth import DepthError, create_depth_backend
-from tests.helpers import tiny_clip_tokenizer
+from tests.helpers import tiny_clip_tokenizer, tiny_dav2
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -204,37 +204,9 @@ def test_marigold_bad_options(opts):
 # Depth Anything V2: relative and metric variants
 
 
-def _tiny_dav2(folder: Path, kind: str) -> Path:
-    """A tiny random Depth Anything V2 with ``depth_estimation_type=kind`` saved to ``folder``."""
-    import torch
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
-
-    backbone = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=56, patch_size=14, out_features=["stage1", "stage2"],
-        reshape_hidden_states=False,
-    )  # fmt: skip
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32],
-        reassemble_factors=[2, 1], fusion_hidden_size=16, head_hidden_size=8,
-        depth_estimation_type=kind, max_depth=20,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(
-        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
-    ).save_pretrained(folder)
-    return folder
-
-
 def test_dav2_metric_variant_is_not_rescaled(tmp_path):
     rgb, K = _real_photo()
-    folder = _tiny_dav2(tmp_path / "metric", "metric")
+    folder = tiny_dav2(tmp_path / "metric", "metric")
     be = create_depth_backend(
         "depth-anything-v2", model=str(folder), variant="metric-indoor", device="cpu"
     )
@@ -250,7 +222,7 @@ def test_dav2_metric_variant_is_not_rescaled(tmp_path):
 
 def test_dav2_relative_uses_camera_height(tmp_path):
     rgb, K = _real_photo()
-    folder = _tiny_dav2(tmp_path / "relative", "relative")
+    folder = tiny_dav2(tmp_path / "relative", "relative")
     be = create_depth_backend("depth-anything-v2", model=str(folder), device="cpu")
     res = be.estimate(rgb, K)
     assert res.scale_policy == "camera-height-1.6m-via-layout"
@@ -326,7 +298,7 @@ def test_dav2_through_cli(tmp_path):
     from studio.cli import main
     from tests.helpers import PHOTOS
 
-    model = _tiny_dav2(tmp_path / "dav2", "relative")
+    model = tiny_dav2(tmp_path / "dav2", "relative")
     out = tmp_path / "w"
     rc = main(
         [
