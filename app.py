@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 # The studio shares its cores between the web server, sessions and generation jobs. OpenMP's
 # default busy-waiting then collapses torch throughput (measured: 2.5 frames/s against 6.2 with
@@ -12,20 +11,53 @@ from pathlib import Path
 # is why the CLI keeps the default). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from studio.app import StudioContext, build_app  # noqa: E402
+from studio.app import StudioContext, build_app, launch_kwargs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
+    env = os.environ
     p = argparse.ArgumentParser(description="Loci studio")
-    p.add_argument("--host", default=os.environ.get("LOCI_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("LOCI_PORT", "7860")))
-    p.add_argument("--data-dir", default=os.environ.get("LOCI_DATA_DIR", "data"))
-    p.add_argument("--width", type=int, default=512, help="working width of generated frames")
-    args = p.parse_args(argv)
-    ctx = StudioContext(data_dir=Path(args.data_dir).absolute(), width=args.width)
-    build_app(ctx).queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, allowed_paths=[str(ctx.data_dir)]
+    p.add_argument(
+        "--host", default=env.get("LOCI_HOST", env.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     )
+    p.add_argument(
+        "--port", type=int, default=int(env.get("LOCI_PORT", env.get("GRADIO_SERVER_PORT", "7860")))
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="database and files (default ./data, $LOCI_DATA_DIR)"
+    )
+    p.add_argument(
+        "--database-url", default=None, help="any SQLAlchemy URL (default SQLite in the data dir)"
+    )
+    p.add_argument(
+        "--width", type=int, default=None, help="working width of generated frames (512)"
+    )
+    p.add_argument(
+        "--depth", default=None, help="depth backend: layout (offline), depth-anything-v2, auto"
+    )
+    p.add_argument(
+        "--synthesis",
+        default=None,
+        help="synthesis backend: reproject (offline), sd-inpaint, video, auto",
+    )
+    p.add_argument(
+        "--root-path", default=env.get("LOCI_ROOT_PATH"), help="public sub-path behind a proxy"
+    )
+    p.add_argument("--concurrent-jobs", type=int, default=1, help="generations running at once")
+    args = p.parse_args(argv)
+    ctx = StudioContext.from_env(
+        data_dir=args.data_dir, database_url=args.database_url, width=args.width,
+        depth=args.depth, synthesis=args.synthesis,
+    )  # fmt: skip
+    app = build_app(ctx)
+    # Generations share one named slot (see studio/tabs/generate.py); everything else (polls,
+    # cancels, previews) runs beside them.
+    app.queue(default_concurrency_limit=4)
+    for dep in app.fns.values():
+        if dep.concurrency_id == "generation":
+            dep.concurrency_limit = args.concurrent_jobs
+    app.launch(server_name=args.host, server_port=args.port, root_path=args.root_path,
+               **launch_kwargs(ctx))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -103,6 +103,26 @@ class FrameEvent:
 
 
 @dataclass
+class FrameRecord:
+    """What a persisted frame brings back to :meth:`WorldPipeline.restore`.
+
+    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; confidence: (H, W) float memory weight
+    (None when the frame never joined memory); observed: (H, W) bool, traced to the photo;
+    memory_depth: (H, W) the depth memory holds, when it differs from ``depth`` (the seed keeps
+    0 where its estimate has no confidence).
+    """
+
+    index: int
+    camera: Camera
+    rgb: np.ndarray
+    depth: np.ndarray
+    confidence: np.ndarray | None = None
+    observed: np.ndarray | None = None
+    in_memory: bool = True
+    memory_depth: np.ndarray | None = None  # when memory holds a different depth (the seed's)
+
+
+@dataclass
 class World:
     """A world being explored: its spatial memory and what is known about it.
 
@@ -257,6 +277,53 @@ class WorldPipeline:
             result.scale_policy,
             dict(result.meta),
             last=event,
+        )
+
+    def restore(self, meta: dict[str, Any], frames: Sequence[FrameRecord]) -> World:
+        """Rebuild a world from persisted frames (``meta`` as :meth:`World.meta` wrote it).
+
+        ``frames`` are every frame so far in index order, the seed first. Memory receives exactly
+        what :meth:`explore` inserted (same confidence and provenance), so exploring on from the
+        restored world gives the frames an uninterrupted run would have given.
+        """
+        if not frames or frames[0].index != 0:
+            raise PipelineError("a world to restore needs its seed frame (index 0) first")
+        indices = [f.index for f in frames]
+        if indices != list(range(len(frames))):
+            raise PipelineError(f"frames to restore must be 0..n-1 in order, got {indices[:8]}...")
+        W, H = int(meta["width"]), int(meta["height"])
+        memory = self._new_memory()
+        kept = [f for f in frames if f.in_memory and f.confidence is not None]
+        if not self.config.use_memory:
+            kept = kept[-1:]  # the ablation remembers the last frame only
+        for f in kept:
+            observed = None if f.observed is None else torch.from_numpy(np.asarray(f.observed))
+            memory.insert(
+                f.index,
+                f.camera,
+                torch.from_numpy(np.ascontiguousarray(f.rgb)),
+                torch.from_numpy(
+                    np.asarray(f.depth if f.memory_depth is None else f.memory_depth, np.float32)
+                ),
+                torch.from_numpy(np.asarray(f.confidence, np.float32)),
+                observed,
+            )
+        seed = frames[0]
+        seed_event = FrameEvent(
+            0, seed.camera, seed.rgb, seed.depth, np.ones((H, W), bool), [], 1.0, {}, True, 1
+        )
+        return World(
+            W,
+            H,
+            np.asarray(meta["up"], float),
+            memory,
+            [f.camera for f in frames],
+            seed_event,
+            dict(meta.get("backends", {})),
+            int(meta.get("seed", self.config.seed)),
+            str(meta.get("scale_policy", "")),
+            dict(meta.get("depth_meta", {})),
+            last=seed_event if len(frames) == 1 else None,
         )
 
     def _new_memory(self) -> SpatialMemory:

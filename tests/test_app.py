@@ -1,54 +1,111 @@
-"""The studio app starts, and generating through its API streams frames and writes a world."""
+"""The studio through its public API (``gradio_client``), as README documents it, and mounted
+under a sub-path of another web app."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
 
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from storage.bundle import read_bundle  # noqa: E402
-from studio.app import StudioContext, build_app  # noqa: E402
+from studio.app import StudioContext, build_app, launch_kwargs, mount  # noqa: E402
 from tests.helpers import PHOTOS  # noqa: E402
+
+PHOTO = PHOTOS / "interior_office_03_dsine.png"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("studio")
-    app = build_app(StudioContext(data_dir=data, width=128))
-    app.queue().launch(
-        prevent_thread_lock=True,
-        server_name="127.0.0.1",
-        server_port=None,
-        allowed_paths=[str(data)],
+    ctx = StudioContext(data_dir=data, width=128)
+    app = build_app(ctx)
+    app.queue(default_concurrency_limit=4).launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_kwargs(ctx)
     )
-    yield app, data
+    yield app
     app.close()
 
 
-def test_generate_through_the_api(server, tmp_path):
-    app, data = server
-    client = gradio_client.Client(app.local_url, download_files=str(tmp_path), verbose=False)
-    job = client.submit(
-        gradio_client.handle_file(str(PHOTOS / "interior_office_03_dsine.png")),
-        "orbit",
-        4,
-        True,
-        api_name="/generate",
+def test_create_project_and_generate_through_the_api(server, tmp_path):
+    client = gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
+    pid, key, *_ = client.predict("API world", api_name="/create_project")
+    depth, _cloud, info = client.predict(
+        pid, key, gradio_client.handle_file(str(PHOTO)), 0, api_name="/set_photo"
     )
+    assert "World seeded at 128" in info
+    saved, path_id = client.predict(
+        pid, key, "sketch on the map", "[[0.3, 1.0], [0.8, 2.2]]", 8, 0, 0, "path", "end",
+        api_name="/plan_path",
+    )  # fmt: skip
+    assert "8 frames" in saved and path_id
+    job = client.submit(pid, key, True, api_name="/generate")
     outputs = list(job)  # every streamed update, then the final one
     job.result()
-    statuses = [o[1] for o in outputs]
-    assert len(outputs) >= 4, statuses
-    assert statuses[-1].startswith("done: 4 frames")
-    worlds = list((data / "worlds").iterdir())
-    assert len(worlds) == 1
-    bundle = read_bundle(worlds[0])
-    assert bundle.indices == [0, 1, 2, 3]
-    assert (worlds[0] / "video.mp4").stat().st_size > 0
+    statuses = [o[2] for o in outputs]
+    frames_seen = [o for o in outputs if o[0]]
+    assert len(frames_seen) >= 2, statuses  # frames arrived while the job ran
+    assert statuses[-1].startswith("done: 7/7 frames"), statuses[-1]
+    ws = server.studio.world(pid, key)
+    assert len(ws.frames) == 8 and ws.cells[-1].status == "done"
+    ply, note = client.predict(pid, key, "ply", api_name="/export")
+    with open(ply, "rb") as f:
+        assert f.read(3) == b"ply"
+    assert "MB" in note
 
 
-def test_bad_input_is_a_readable_error(server):
-    app, _ = server
-    client = gradio_client.Client(app.local_url, verbose=False)
-    with pytest.raises(Exception, match="Upload a photo"):
-        client.predict(None, "orbit", 4, True, api_name="/generate")
+def test_view_key_and_bad_input_are_readable_errors(server, tmp_path):
+    client = gradio_client.Client(server.local_url, verbose=False)
+    pid, key, *_ = client.predict("Guarded", api_name="/create_project")
+    view_key = server.studio.repo.view_key(pid, key)
+    with pytest.raises(Exception, match="view-only"):
+        client.predict(
+            pid, view_key, gradio_client.handle_file(str(PHOTO)), 0, api_name="/set_photo"
+        )
+    text = tmp_path / "photo.png"
+    text.write_text("not an image")
+    with pytest.raises(Exception, match="(?i)image"):
+        client.predict(pid, key, gradio_client.handle_file(str(text)), 0, api_name="/set_photo")
+    with pytest.raises(Exception, match="Open or create a project"):
+        client.predict("", "", True, api_name="/generate")
+    with pytest.raises(Exception, match="does not open this project"):
+        client.predict(pid, "wrong-key", api_name="/open_project")
+    assert server.studio.repo.list_cells(pid, key) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_studio_works_mounted_under_a_sub_path(tmp_path):
+    import uvicorn
+    from fastapi import FastAPI
+
+    site = FastAPI()
+
+    @site.get("/")
+    def home() -> dict:
+        return {"site": "agency"}
+
+    mount(site, StudioContext(data_dir=tmp_path / "data", width=128), "/studio")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(site, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/studio/", verbose=False)
+        pid, key, *_ = client.predict("Mounted", api_name="/create_project")
+        info = client.predict(pid, key, gradio_client.handle_file(str(PHOTO)), 0,
+                              api_name="/set_photo")[2]  # fmt: skip
+        assert "World seeded" in info
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -89,13 +89,41 @@ def test_migrations_create_schema_from_empty_and_are_idempotent(db_url: str) -> 
     db = open_database(db_url)
     assert TABLES.isdisjoint(inspect(db.engine).get_table_names())
     assert db.current_revision() is None
-    assert db.migrate() == "0001"
+    assert db.migrate() == "0002"
     assert TABLES <= set(inspect(db.engine).get_table_names())
-    assert db.migrate() == "0001"  # second run: nothing to do, no error
-    assert db.current_revision() == "0001"
-    with db.engine.connect() as conn:  # the first revision matches the models exactly
+    assert db.migrate() == "0002"  # second run: nothing to do, no error
+    assert db.current_revision() == "0002"
+    with db.engine.connect() as conn:  # the migrations build exactly the models' schema
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+    db.dispose()
+
+
+def test_upgrade_from_0001_keeps_saved_rows(tmp_path: Path) -> None:
+    """A database made by the first release upgrades in place: projects and frames survive."""
+    from alembic import command
+    from alembic.config import Config
+
+    from storage.db.engine import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = open_database(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url)
+    with db.write_engine.connect() as conn, conn.begin():
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO projects (id, name, view_key_hash, edit_key_hash, created_at, updated_at)"
+            " VALUES ('p1', 'Old', 'v', 'e', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+    assert db.current_revision() == "0001"
+    assert db.migrate() == "0002"
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name FROM projects").scalar() == "Old"
+        columns = {c["name"] for c in inspect(conn).get_columns("world_frames")}
+    assert "meta" in columns
     db.dispose()
 
 

@@ -52,6 +52,18 @@ class JobsAndFrames(RepositoryBase):
 
         return self._read(run)
 
+    def update_cell_params(self, cell_id: str, params: dict[str, Any]) -> HistoryCell:
+        """Merge ``params`` into a cell's parameters (results its work learned, e.g. the seed's
+        world metadata) and bump ``updated_at`` so collaborators' pollers see it."""
+
+        def run(session: Session) -> HistoryCell:
+            cell = self._cell(session, cell_id)
+            cell.params = {**(cell.params or {}), **params}
+            cell.updated_at = utcnow()
+            return cell
+
+        return self._write(run)
+
     # ---- jobs -----------------------------------------------------------------------------
     def create_job(self, cell_id: str, total: int | None = None) -> Job:
         """Start a running job for a cell (the cell becomes "running"); Conflict if one is active."""
@@ -73,6 +85,25 @@ class JobsAndFrames(RepositoryBase):
             return job
 
         return self._write(run)
+
+    def active_jobs(self, project_id: str) -> list[Job]:
+        """Jobs of a project's cells that are pending or running (oldest first)."""
+
+        def run(session: Session) -> list[Job]:
+            stmt = (
+                select(Job)
+                .join(HistoryCell, HistoryCell.id == Job.cell_id)
+                .where(HistoryCell.project_id == project_id, Job.status.in_(ACTIVE))
+                .order_by(Job.started_at)
+            )
+            return list(session.scalars(stmt))
+
+        return self._read(run)
+
+    def latest_job(self, cell_id: str) -> Job | None:
+        """The newest job of a cell, or None."""
+        jobs = self.jobs_for_cell(cell_id)
+        return jobs[-1] if jobs else None
 
     def get_job(self, job_id: str) -> Job:
         """One job by id."""
@@ -193,6 +224,7 @@ class JobsAndFrames(RepositoryBase):
         depth_sha256: str | None = None,
         mask_sha256: str | None = None,
         memory_coverage: float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> WorldFrame:
         """Store one memory frame of a cell (files by hash, ``K`` 3x3, ``c2w`` 4x4 as lists).
 
@@ -213,6 +245,7 @@ class JobsAndFrames(RepositoryBase):
                 K=_tolist(K),
                 c2w=_tolist(c2w),
                 memory_coverage=None if memory_coverage is None else float(memory_coverage),
+                meta=meta,
             )
             session.add(frame)
             session.flush()

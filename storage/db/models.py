@@ -206,6 +206,8 @@ class WorldFrame(Base):
     K: Mapped[Any] = mapped_column(JSON)
     c2w: Mapped[Any] = mapped_column(JSON)
     memory_coverage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The frame's generation record: retrieved frame ids, in_memory, routed coverage, timings.
+    meta: Mapped[Any] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -6,6 +6,7 @@ compared with :func:`hmac.compare_digest` (constant time).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -20,7 +21,7 @@ from storage.db.engine import Database
 from storage.db.errors import Conflict, Forbidden, NotFound
 from storage.db.models import HistoryCell, Job, Project
 
-__all__ = ["ACTIVE", "RepositoryBase", "hash_key", "new_key"]
+__all__ = ["ACTIVE", "RepositoryBase", "hash_key", "new_key", "view_key_for"]
 
 T = TypeVar("T")
 #: Statuses of work that is not finished yet.
@@ -30,6 +31,17 @@ ACTIVE = ("pending", "running")
 def new_key() -> str:
     """A fresh share key: 24 random bytes (192 bits), URL-safe text."""
     return secrets.token_urlsafe(24)
+
+
+def view_key_for(edit_key: str) -> str:
+    """The view key that belongs to an edit key: HMAC-SHA256(edit key, "view"), 192 bits.
+
+    Whoever holds the edit link can always hand out the read-only link (the database keeps only
+    hashes, so the view key could not be shown again otherwise); the view key reveals nothing
+    about the edit key.
+    """
+    mac = hmac.new(edit_key.encode("utf-8"), b"loci-view-key", hashlib.sha256).digest()[:24]
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
 def hash_key(key: str) -> str:

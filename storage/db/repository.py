@@ -32,7 +32,7 @@ from storage.db.models import (
     new_id,
     utcnow,
 )
-from storage.db.repo_base import ACTIVE, hash_key, new_key
+from storage.db.repo_base import ACTIVE, hash_key, new_key, view_key_for
 
 __all__ = ["Conflict", "Forbidden", "NotFound", "Repository", "hash_key", "new_key"]
 
@@ -57,7 +57,8 @@ class Repository(JobsAndFrames):
         self, name: str, *, forked_from_id: str | None = None
     ) -> tuple[Project, str, str]:
         """Create a project; returns ``(project, view_key, edit_key)``. Keys are shown only now."""
-        view_key, edit_key = new_key(), new_key()
+        edit_key = new_key()
+        view_key = view_key_for(edit_key)
         project = Project(
             id=new_id(),
             name=_clean_name(name),
@@ -71,6 +72,11 @@ class Repository(JobsAndFrames):
             return project
 
         return self._write(run), view_key, edit_key
+
+    def view_key(self, project_id: str, key: str) -> str:
+        """The project's view key, for someone holding its edit key (Forbidden otherwise)."""
+        self._read(lambda s: self._editable(s, project_id, key))
+        return view_key_for(key)
 
     def open_project(self, project_id: str, key: str) -> tuple[Project, bool]:
         """Returns ``(project, can_edit)``. Wrong key: Forbidden; missing or deleted: NotFound."""
@@ -112,7 +118,8 @@ class Repository(JobsAndFrames):
         become "interrupted" (their job stays with the original). Returns the new project
         and its fresh ``(view_key, edit_key)``.
         """
-        view_key, edit_key = new_key(), new_key()
+        edit_key = new_key()
+        view_key = view_key_for(edit_key)
 
         def run(session: Session) -> Project:
             source = self._project(session, project_id)
@@ -169,6 +176,7 @@ class Repository(JobsAndFrames):
                         K=frame.K,
                         c2w=frame.c2w,
                         memory_coverage=frame.memory_coverage,
+                        meta=frame.meta,
                     )
                 )
             return fork

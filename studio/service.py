@@ -1,0 +1,673 @@
+"""The studio's application service: every action of the UI and the API, with no Gradio in it.
+
+Tabs and the ``gradio_client`` API call :class:`Studio`; it checks keys through the repository
+(the server decides, never the UI), runs models, and persists every result as it is produced:
+
+    project -> history cells: photo -> trajectory -> generation -> ... -> lift / export
+
+The *world* of a project is the newest finished photo cell and the frames of every generation
+cell after it, in frame order. A generation runs as a job: each finished frame is stored (files
+plus a ``world_frames`` row) before the next starts, progress and heartbeats go to the job row,
+and a cancel, a crash or a closed browser loses nothing that was finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.cameras import Camera, intrinsics_from_fov
+from models.pipeline import FrameEvent, PipelineConfig, World, WorldPipeline
+from models.trajectory import PRESET_NAMES, Trajectory, make_preset
+from models.waypoints import GroundFrame, from_waypoints
+from storage.db import (
+    ArtifactStore,
+    Conflict,
+    Forbidden,
+    HistoryCell,
+    NotFound,
+    Repository,
+    WorldFrame,
+    open_database,
+)
+from storage.images import load_photo
+from studio.context import StudioContext
+from studio.lift import FORMATS, export_bundle, lift_bundle
+from studio.world_store import bundle_for, load_records, save_frame, world_digest
+
+__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
+
+CHUNK_FRAMES = 8  # frames per streamed video chunk
+FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
+
+
+class StudioError(ValueError):
+    """A request the studio cannot do, with a message for the person who asked."""
+
+
+@dataclass
+class WorldState:
+    """A project's world as stored: its photo cell, world metadata and frames (index order)."""
+
+    cells: list[HistoryCell]
+    photo: HistoryCell
+    meta: dict[str, Any]
+    frames: list[WorldFrame]
+
+    @property
+    def width(self) -> int:
+        return int(self.meta["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.meta["height"])
+
+    def camera(self, i: int) -> Camera:
+        f = self.frames[i]
+        return Camera(np.asarray(f.K), np.asarray(f.c2w), self.width, self.height)
+
+    def ground(self) -> GroundFrame:
+        """The map's ground frame: under the photo's camera."""
+        return GroundFrame.from_camera(
+            self.camera(0), np.asarray(self.meta["up"]), float(self.meta["camera_height"])
+        )
+
+    @property
+    def digest(self) -> str:
+        return world_digest(self.frames)
+
+
+@dataclass
+class PathPlan:
+    """A camera path ready to save: cameras, their ground track and memory coverage preview."""
+
+    trajectory: Trajectory
+    params: dict[str, Any]
+    ground_xy: np.ndarray  # (N, 2) on the map
+    headings: np.ndarray  # (N,) radians, 0 = map +y, positive to the right
+    coverage: list[float]  # per frame: fraction of its view memory already sees (every frame)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GenerationUpdate:
+    """One step of a running generation, for streaming to the browser or an API client."""
+
+    cell_id: str
+    job_id: str
+    status: str  # "running", then "done" / "cancelled" / "failed" / "interrupted"
+    frames_done: int
+    total: int
+    elapsed_s: float
+    eta_s: float | None
+    event: FrameEvent | None = None
+    chunk: Path | None = None  # a finished video chunk (mp4) of the newest frames
+    message: str = ""
+
+
+class Studio:
+    """Projects, history, jobs and results of one studio process (see the module docstring)."""
+
+    def __init__(self, ctx: StudioContext) -> None:
+        self.ctx = ctx
+        ctx.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = open_database(ctx.db_url, migrate=True)
+        self.repo = Repository(self.db)
+        self.store = ArtifactStore(ctx.artifacts_dir, self.db)
+        # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
+        self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
+        self._backends: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.notes: list[str] = []
+
+    # ---- components ---------------------------------------------------------------------------
+    def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
+        """A pipeline on the configured backends (built once, shared by every job)."""
+        from studio.backends import build_depth, build_synthesis
+
+        with self._lock:
+            if not self._backends:
+                notes: list[str] = []
+                self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
+                self._backends["synthesis"] = build_synthesis(self.ctx.synthesis, None, notes)
+                self.notes.extend(notes)
+        config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
+        return WorldPipeline(
+            depth=self._backends["depth"], synthesis=self._backends["synthesis"], config=config
+        )
+
+    # ---- projects -----------------------------------------------------------------------------
+    def create_project(self, name: str) -> tuple[str, str, str]:
+        """A new empty project: ``(project_id, view_key, edit_key)``."""
+        project, view_key, edit_key = self.repo.create_project(name)
+        return project.id, view_key, edit_key
+
+    def open_project(self, project_id: str, key: str) -> tuple[Any, bool, list[HistoryCell]]:
+        """``(project, can_edit, cells)``; NotFound / Forbidden with plain messages."""
+        project, can_edit = self.repo.open_project(_clean_id(project_id), key)
+        return project, can_edit, self.repo.list_cells(project.id, key)
+
+    def require_edit(self, project_id: str, key: str) -> None:
+        _, can_edit = self.repo.open_project(_clean_id(project_id), key)
+        if not can_edit:
+            raise Forbidden("This is a view-only link: it cannot change the project.")
+
+    # ---- world --------------------------------------------------------------------------------
+    def world(self, project_id: str, key: str) -> WorldState:
+        """The project's current world (either key). StudioError when there is no photo yet."""
+        cells = self.repo.list_cells(_clean_id(project_id), key)
+        photos = [c for c in cells if c.kind == "photo" and c.status == "done"]
+        if not photos:
+            raise StudioError("This project has no photo yet: add one in the Photo tab.")
+        photo = photos[-1]
+        frames = list(self.repo.list_frames(photo.id))
+        for c in cells:
+            if c.kind == "generation" and c.position > photo.position:
+                frames.extend(self.repo.list_frames(c.id))
+        frames.sort(key=lambda f: f.frame_index)
+        # Frames are contiguous by construction; stop at a gap rather than build a broken world.
+        n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
+        return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
+
+    def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
+        pipe = self.pipeline(use_memory)
+        records = load_records(self.store, ws.frames, ws.width, ws.height)
+        return pipe, pipe.restore(ws.meta, records)
+
+    # ---- photo --------------------------------------------------------------------------------
+    def set_photo(
+        self, project_id: str, key: str, photo_path: str | None, hfov_deg: float | None = None,
+        author: str = "",
+    ) -> HistoryCell:  # fmt: skip
+        """Seed the project's world from a photo (a new photo cell). ``hfov_deg`` None/0: EXIF,
+        else 60 degrees."""
+        if not photo_path:
+            raise StudioError("Choose a photo first (JPEG or PNG).")
+        photo = load_photo(photo_path)  # PhotoError: not an image, too big, damaged...
+        if hfov_deg is not None and hfov_deg and not 10 <= float(hfov_deg) <= 150:
+            raise StudioError("The field of view must be between 10 and 150 degrees.")
+        data = Path(photo_path).read_bytes()
+        params = {
+            "filename": Path(photo_path).name[-120:],
+            "hfov_deg": float(hfov_deg) if hfov_deg else None,
+            "size": [photo.width, photo.height],
+        }
+        cell = self.repo.add_cell(_clean_id(project_id), key, "photo", params, author=author)
+        job = self.repo.create_job(cell.id, total=1)
+        try:
+            mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
+            art = self.store.put_bytes(data, mime)
+            self.repo.link_artifact(cell.id, art.sha256, "photo")
+            pipe = self.pipeline(hfov_deg=float(hfov_deg) if hfov_deg else 60.0)
+            K = (
+                intrinsics_from_fov(photo.width, photo.height, float(hfov_deg))
+                if hfov_deg
+                else None
+            )
+            world = pipe.seed(photo.rgb, K, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
+            save_frame(self.store, self.repo, cell.id, world.seed_event, world)
+            meta = world.meta()
+            meta["camera_height"] = float(world.depth_meta.get("camera_height_m", 1.6))
+            meta["scene_depth"] = world.scene_depth
+            meta["hfov_deg"] = float(
+                np.degrees(2 * np.arctan(world.width / (2 * world.cameras[0].K[0, 0])))
+            )
+            self.repo.update_cell_params(cell.id, {"world": meta, "notes": list(photo.notes)})
+            self.repo.finish_job(job.id, "done")
+        except BaseException as exc:
+            self.repo.finish_job(job.id, "failed", _message(exc))
+            raise
+        return self.repo.get_cell(cell.id)
+
+    # ---- trajectory ---------------------------------------------------------------------------
+    def plan_path(
+        self,
+        project_id: str,
+        key: str,
+        *,
+        preset: str | None = None,
+        waypoints: list[list[float]] | None = None,
+        frames: int | None = None,
+        speed: float | None = None,
+        eye_height: float | None = None,
+        look: str = "path",
+        start: str = "end",
+        ws: WorldState | None = None,
+    ) -> PathPlan:
+        """A camera path from a preset or map waypoints (ground metres), not saved yet.
+
+        ``start``: "end" (continue from the newest frame), "photo", or a generation cell id
+        (continue from the end of that earlier path).
+        """
+        ws = ws or self.world(project_id, key)
+        start_i = self._start_index(ws, start)
+        start_cam = ws.camera(start_i)
+        up = np.asarray(ws.meta["up"])
+        gf0 = ws.ground()
+        if frames is not None and not 2 <= int(frames) <= self.ctx.max_frames:
+            raise StudioError(f"Choose between 2 and {self.ctx.max_frames} frames.")
+        if preset:
+            if preset not in PRESET_NAMES:
+                raise StudioError(
+                    f"Unknown preset {preset!r}; use one of {', '.join(PRESET_NAMES)}."
+                )
+            n = int(frames or 24)
+            traj = make_preset(preset, start_cam, n, up=up, scene_depth=ws.meta["scene_depth"])
+            params: dict[str, Any] = {"mode": "preset", "preset": preset, "frames": n}
+        else:
+            wp = (
+                np.asarray(waypoints or [], float).reshape(-1, 2) if waypoints else np.zeros((0, 2))
+            )
+            if len(wp) == 0:
+                raise StudioError("The path is empty: click points on the map (or pick a preset).")
+            self._check_on_map(ws, gf0, wp)
+            h_start = float(gf0.height_of(start_cam.c2w[:3, 3])[0])
+            gfs = GroundFrame.from_camera(start_cam, up, max(h_start, 0.0))
+            wp_start = gfs.to_ground(gf0.to_world(wp, 0.0))
+            if speed is not None and frames is None:
+                n_kw: dict[str, Any] = {"speed": float(speed)}
+            else:
+                n_kw = {"n_frames": int(frames or 24)}
+            eye = None if eye_height in (None, 0) else float(eye_height)
+            traj = from_waypoints(wp_start, start_cam, up=up, camera_height=max(h_start, 0.0),
+                                  eye_height=eye, look=look, **n_kw)  # fmt: skip
+            if len(traj) > self.ctx.max_frames:
+                raise StudioError(
+                    f"That path needs {len(traj)} frames at this speed; the limit is "
+                    f"{self.ctx.max_frames}. Walk faster or shorten the path."
+                )
+            params = {"mode": "waypoints", "waypoints": wp.round(4).tolist(), "look": look,
+                      "eye_height": eye, "speed": speed, "frames": len(traj)}  # fmt: skip
+        if len(traj) < 2:
+            raise StudioError("The path needs at least 2 frames.")
+        params.update(start=start, start_index=start_i)
+        centers = np.stack([c.c2w[:3, 3] for c in traj])
+        fwd = np.stack([c.c2w[:3, 2] for c in traj])
+        ground_xy = gf0.to_ground(centers)
+        d = np.stack([fwd @ gf0.right, fwd @ gf0.forward], 1)
+        headings = np.arctan2(d[:, 0], d[:, 1])
+        _, world = self.restore(ws)
+        coverage = [world.memory.retrieve(c).coverage for c in traj]
+        warnings = []
+        blind = [i for i, c in enumerate(coverage) if c < 0.15]
+        if blind:
+            warnings.append(
+                f"{len(blind)} of {len(traj)} views see less than 15% of anything known "
+                f"(first: frame {blind[0]}); those will be mostly painted."
+            )
+        return PathPlan(traj, params, ground_xy, headings, coverage, warnings)
+
+    def save_path(self, project_id: str, key: str, plan: PathPlan, author: str = "") -> HistoryCell:
+        """Store a planned path as a trajectory cell (its cameras as a trajectory.json file)."""
+        data = json.dumps(plan.trajectory.to_dict()).encode()
+        params = {**plan.params, "coverage_preview": [round(c, 3) for c in plan.coverage[:8]]}
+        cell = self.repo.add_cell(_clean_id(project_id), key, "trajectory", params, author=author)
+        art = self.store.put_bytes(data, "application/json")
+        self.repo.link_artifact(cell.id, art.sha256, "trajectory")
+        return self.repo.update_cell_status(cell.id, "done")
+
+    def trajectory_of(self, cell_id: str) -> Trajectory:
+        links = self.repo.cell_artifacts(cell_id, "trajectory")
+        if not links:
+            raise StudioError("That path has no stored cameras; plan it again.")
+        return Trajectory.from_dict(json.loads(self.store.read_bytes(links[-1].sha256)))
+
+    @staticmethod
+    def _start_index(ws: WorldState, start: str) -> int:
+        if start in ("", "end", None):
+            return len(ws.frames) - 1
+        if start == "photo":
+            return 0
+        cell = next((c for c in ws.cells if c.id == start and c.kind == "generation"), None)
+        ends = [f.frame_index for f in ws.frames if f.cell_id == start]
+        if cell is None or not ends:
+            raise StudioError("Continue from: that step is not a generation of this world.")
+        return max(ends)
+
+    def _check_on_map(self, ws: WorldState, gf0: GroundFrame, wp: np.ndarray) -> None:
+        from studio.worldmap import MapView
+
+        pts, _ = self.map_points(ws)
+        cams = gf0.to_ground(np.stack([np.asarray(f.c2w)[:3, 3] for f in ws.frames]))
+        view = MapView.fit(pts, cams)
+        outside = ~view.contains(wp, slack=0.5)
+        if outside.any():
+            i = int(np.argmax(outside))
+            x_min, x_max, y_min, y_max = view.extent
+            raise StudioError(
+                f"Waypoint {i + 1} at ({wp[i, 0]:.1f}, {wp[i, 1]:.1f}) m is far outside the known "
+                f"map (x {x_min:.1f}..{x_max:.1f}, y {y_min:.1f}..{y_max:.1f} m). Move it closer."
+            )
+
+    def map_points(self, ws: WorldState, max_frames: int = 24) -> tuple[np.ndarray, np.ndarray]:
+        """Ground coordinates (N, 2) and colours (N, 3) of a sample of the world's points.
+
+        Points near the floor and above the eyes are left out so the plan shows walls and
+        furniture, not the floor texture and ceiling.
+        """
+        from models.pointcloud import frame_points
+        from studio.world_store import load_rgb, load_state
+
+        gf = ws.ground()
+        step = max(1, len(ws.frames) // max_frames)
+        xy, rgb = [], []
+        for f in ws.frames[::step]:
+            cam = Camera(np.asarray(f.K), np.asarray(f.c2w), ws.width, ws.height)
+            pts, col = frame_points(load_rgb(self.store, f), load_state(self.store, f)["depth"],
+                                    cam, stride=6)  # fmt: skip
+            h = gf.height_of(pts)
+            keep = (h > 0.15) & (h < gf.camera_height + 0.6)
+            xy.append(gf.to_ground(pts[keep]))
+            rgb.append(col[keep])
+        return np.concatenate(xy), np.concatenate(rgb)
+
+    # ---- generation ---------------------------------------------------------------------------
+    def generate(
+        self,
+        project_id: str,
+        key: str,
+        trajectory_cell: str | None = None,
+        use_memory: bool = True,
+        author: str = "",
+    ) -> Iterator[GenerationUpdate]:
+        """Generate the frames of a planned path (default: the newest one), as a job.
+
+        Yields one update per finished frame (already stored), then a final one.
+        """
+        pid = _clean_id(project_id)
+        self.require_edit(pid, key)
+        ws = self.world(pid, key)
+        self._no_active_job(pid)
+        trajs = [c for c in ws.cells if c.kind == "trajectory" and c.position > ws.photo.position]
+        traj_cell = next((c for c in trajs if c.id == trajectory_cell), None) if trajectory_cell \
+            else (trajs[-1] if trajs else None)  # fmt: skip
+        if traj_cell is None:
+            raise StudioError("Plan a camera path first (Trajectory tab), then generate along it.")
+        traj = self.trajectory_of(traj_cell.id)
+        cams = traj.cameras[1:]
+        params = {"trajectory": traj_cell.id, "frames": len(cams), "use_memory": bool(use_memory),
+                  "first_index": len(ws.frames)}  # fmt: skip
+        cell = self.repo.add_cell(
+            pid, key, "generation", params, parent=traj_cell.id, author=author
+        )
+        job = self.repo.create_job(cell.id, total=len(cams))
+        yield from self._run(ws, cell.id, job.id, cams, use_memory, done_before=0)
+
+    def resume(self, project_id: str, key: str, cell_id: str) -> Iterator[GenerationUpdate]:
+        """Carry on an interrupted generation from its last stored frame."""
+        pid = _clean_id(project_id)
+        self.require_edit(pid, key)
+        ws = self.world(pid, key)
+        cell = next((c for c in ws.cells if c.id == cell_id), None)
+        if cell is None or cell.kind != "generation":
+            raise StudioError("Only a generation step can be resumed.")
+        if cell.status != "interrupted":
+            raise StudioError(f"This generation is {cell.status}; only an interrupted one resumes.")
+        later = [c for c in ws.cells if c.kind == "generation" and c.position > cell.position]
+        if later:
+            raise StudioError(
+                "A later generation builds on this one, so it cannot be resumed; plan a new path."
+            )
+        self._no_active_job(pid)
+        job = self.repo.latest_job(cell.id)
+        if job is None:
+            raise StudioError("This generation has no job to resume.")
+        done = sum(1 for f in ws.frames if f.cell_id == cell.id)
+        cams = self.trajectory_of(cell.params["trajectory"]).cameras[1:]
+        self.repo.resume_job(job.id)
+        yield from self._run(ws, cell.id, job.id, cams[done:], bool(cell.params.get(
+            "use_memory", True)), done_before=done)  # fmt: skip
+
+    def cancel(self, project_id: str, key: str) -> int:
+        """Cancel the project's running generation(s); their finished frames stay. Returns how
+        many were cancelled."""
+        pid = _clean_id(project_id)
+        self.require_edit(pid, key)
+        jobs = self.repo.active_jobs(pid)
+        for job in jobs:
+            self.repo.finish_job(job.id, "cancelled")
+        return len(jobs)
+
+    def _no_active_job(self, pid: str) -> None:
+        if self.repo.active_jobs(pid):
+            raise Conflict(
+                "A generation is already running in this project (maybe in another tab or by a "
+                "collaborator). Wait for it, or cancel it, then try again."
+            )
+
+    def _run(
+        self, ws: WorldState, cell_id: str, job_id: str, cams: list[Camera], use_memory: bool,
+        done_before: int,
+    ) -> Iterator[GenerationUpdate]:  # fmt: skip
+        from storage.video import VideoStream
+
+        total = done_before + len(cams)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, stop), daemon=True)
+        chunk_dir = self.ctx.cache_dir / "chunks" / job_id
+        status, message = "interrupted", "The page was closed; resume the generation to go on."
+        t0 = time.perf_counter()
+        done = done_before
+        try:
+            pipe, world = self.restore(ws, use_memory)
+            beat.start()
+            pending: list[np.ndarray] = []
+            for event in pipe.explore(world, cams):
+                save_frame(self.store, self.repo, cell_id, event, world)
+                done += 1
+                try:
+                    self.repo.update_progress(job_id, done, total)
+                except Conflict:
+                    status, message = "cancelled", "Cancelled; every finished frame is kept."
+                    break
+                pending.append(event.rgb)
+                chunk = None
+                if len(pending) == CHUNK_FRAMES or done == total:
+                    chunk = chunk_dir / f"{done:06d}.mp4"
+                    with VideoStream(chunk, world.width, world.height) as video:
+                        for rgb in pending:
+                            video.write(rgb)
+                    pending = []
+                elapsed = time.perf_counter() - t0
+                rate = (done - done_before) / max(elapsed, 1e-6)
+                yield GenerationUpdate(cell_id, job_id, "running", done, total, elapsed,
+                                       (total - done) / rate, event, chunk)  # fmt: skip
+            else:
+                status, message = "done", ""
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            status, message = "failed", _message(exc)
+            raise
+        finally:
+            stop.set()
+            self._end(cell_id, job_id, status, message)
+        yield GenerationUpdate(cell_id, job_id, status, done, total, time.perf_counter() - t0,
+                               0.0, None, None, message)  # fmt: skip
+
+    def _end(self, cell_id: str, job_id: str, status: str, message: str) -> None:
+        job = self.repo.get_job(job_id)
+        if job.status == "running":
+            self.repo.finish_job(job_id, status, message or None)
+        try:
+            self._store_cell_video(cell_id)
+        except Exception as exc:  # the frames are safe; a missing video is rebuilt on demand
+            self.notes.append(f"video of step {cell_id} not stored: {exc}")
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        while not stop.wait(self.ctx.heartbeat_s):
+            try:
+                self.repo.heartbeat(job_id)
+            except (Conflict, NotFound):
+                return
+
+    def _store_cell_video(self, cell_id: str) -> None:
+        from storage.video import VideoStream
+        from studio.world_store import load_rgb
+
+        frames = self.repo.list_frames(cell_id)
+        if not frames:
+            return
+        first = load_rgb(self.store, frames[0])
+        tmp = self.ctx.cache_dir / "videos" / f"{cell_id}.mp4"
+        with VideoStream(tmp, first.shape[1], first.shape[0]) as video:
+            for f in frames:
+                video.write(load_rgb(self.store, f))
+        art = self.store.put_file(tmp, "video/mp4")
+        for old in self.repo.cell_artifacts(cell_id, "video"):
+            if old.sha256 != art.sha256:
+                pass  # links are additive; the newest is used
+        self.repo.link_artifact(cell_id, art.sha256, "video")
+        tmp.unlink(missing_ok=True)
+
+    # ---- history ------------------------------------------------------------------------------
+    def revert(self, project_id: str, key: str) -> HistoryCell:
+        """Remove the newest cell (its files stay in the store for forks and undo)."""
+        return self.repo.revert_last_cell(_clean_id(project_id), key)
+
+    def fork(self, project_id: str, key: str, from_cell: str | None = None) -> tuple[str, str, str]:
+        project, view_key, edit_key = self.repo.fork(_clean_id(project_id), key, from_cell or None)
+        return project.id, view_key, edit_key
+
+    def rename(self, project_id: str, key: str, name: str) -> None:
+        self.repo.rename(_clean_id(project_id), key, name)
+
+    def delete(self, project_id: str, key: str) -> None:
+        self.repo.delete_project(_clean_id(project_id), key)
+
+    # ---- lift and export ----------------------------------------------------------------------
+    def bundle(self, ws: WorldState) -> Path:
+        return bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
+
+    def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
+        """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
+        pid = _clean_id(project_id)
+        ws = self.world(pid, key)
+        if not force:
+            cached = self.cached_cell(ws, "lift")
+            if cached is not None:
+                return cached
+        self.require_edit(pid, key)
+        cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
+                                  author=author)  # fmt: skip
+        job = self.repo.create_job(cell.id, total=2)
+        try:
+            root = self.bundle(ws)
+            info = lift_bundle(root)
+            for role, name, mime in (("splats", "splats.ply", "application/x-ply"),
+                                     ("mesh", "mesh.ply", "application/x-ply")):  # fmt: skip
+                art = self.store.put_file(root / name, mime)
+                self.repo.link_artifact(cell.id, art.sha256, role)
+            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"]}
+            self.repo.update_cell_params(cell.id, counts)
+            self.repo.finish_job(job.id, "done")
+        except BaseException as exc:
+            self.repo.finish_job(job.id, "failed", _message(exc))
+            raise
+        return self.repo.get_cell(cell.id)
+
+    def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
+        for c in reversed(ws.cells):
+            p = c.params or {}
+            if (
+                c.kind == kind
+                and c.status == "done"
+                and p.get("world") == ws.digest
+                and all(p.get(k) == v for k, v in match.items())
+            ):
+                return c
+        return None
+
+    def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
+        """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
+        and format, then served from the artifact store."""
+        if fmt not in FORMATS:
+            raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+        pid = _clean_id(project_id)
+        ws = self.world(pid, key)
+        cached = self.cached_cell(ws, "export", format=fmt)
+        name = f"world-{ws.digest[:8]}.{_suffix(fmt)}"
+        if cached is not None:
+            links = self.repo.cell_artifacts(cached.id, "export")
+            if links:
+                return self.named_file(links[-1].sha256, name)
+        self.require_edit(pid, key)
+        if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
+            self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
+        cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
+                                  author=author)  # fmt: skip
+        job = self.repo.create_job(cell.id, total=1)
+        try:
+            root = self.bundle(ws)
+            out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
+            shutil.rmtree(out_dir, ignore_errors=True)
+            target = out_dir / (fmt if fmt in FOLDER_FORMATS else name)
+            written = export_bundle(root, fmt, target)
+            if Path(written).is_dir():
+                written = Path(shutil.make_archive(str(out_dir / fmt), "zip", written))
+            art = self.store.put_file(written, _mime(fmt))
+            self.repo.link_artifact(cell.id, art.sha256, "export")
+            self.repo.finish_job(job.id, "done")
+            shutil.rmtree(out_dir, ignore_errors=True)
+        except BaseException as exc:
+            self.repo.finish_job(job.id, "failed", _message(exc))
+            raise
+        return self.named_file(art.sha256, name)
+
+    def named_file(self, sha256: str, filename: str) -> Path:
+        """A stored file under a readable name (a hard link when possible), for downloads and
+        viewers that go by the file extension."""
+        target = self.ctx.cache_dir / "files" / sha256[:24] / filename
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = self.store.path_of(sha256)
+            tmp = target.with_name(f".{filename}.{os.getpid()}.tmp")
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+        return target
+
+    def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
+        links = self.repo.cell_artifacts(cell.id, role)
+        return self.named_file(links[-1].sha256, filename) if links else None
+
+
+def _clean_id(project_id: str | None) -> str:
+    pid = (project_id or "").strip()
+    if not pid:
+        raise StudioError("Open or create a project first.")
+    return pid
+
+
+def _suffix(fmt: str) -> str:
+    return {"usd": "usda", "mjcf": "zip", "nerfstudio": "zip", "colmap": "zip"}.get(fmt, fmt)
+
+
+def _mime(fmt: str) -> str:
+    return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
+            "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
+        fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, GeneratorExit | KeyboardInterrupt):
+        return "stopped"
+    return str(exc) or type(exc).__name__
+
+
+def user_facing() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the person using the studio (shown as is)."""
+    from studio.cli import USER_ERRORS
+
+    return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

@@ -1,0 +1,183 @@
+"""The top-down map of a world: a floor plan of the points seen so far, the cameras, the path.
+
+Ground coordinates are those of :class:`models.waypoints.GroundFrame` under the photo's camera:
+metres, x to the photo's right, y straight ahead. The map image puts +y up, so the photo looks
+"north". :class:`MapView` maps between ground metres and image pixels both ways; it is a pure
+function of the points, so the server can recompute it for a click without keeping any state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["MapView", "render_map", "plotly_map"]
+
+BACKGROUND = (24, 26, 31)
+GRID = (48, 52, 60)
+CAMERA = (255, 196, 64)
+PATH = (80, 200, 255)
+TICK = (255, 255, 255)
+WAYPOINT = (255, 90, 90)
+
+
+@dataclass(frozen=True)
+class MapView:
+    """A square window of the ground plane drawn into ``size`` x ``size`` pixels.
+
+    x0, y1: ground coordinates (metres) of the image's top-left corner; scale: metres per pixel.
+    """
+
+    x0: float
+    y1: float
+    scale: float
+    size: int = 512
+
+    @classmethod
+    def fit(cls, *xy_sets: np.ndarray, size: int = 512, margin: float = 0.15) -> MapView:
+        """A view showing the 2nd..98th percentile of every (N, 2) set given, plus a margin."""
+        parts = [np.asarray(p, float).reshape(-1, 2) for p in xy_sets if len(p)]
+        pts = np.concatenate(parts) if parts else np.zeros((1, 2))
+        lo = np.percentile(pts, 2, axis=0) if len(pts) > 50 else pts.min(0)
+        hi = np.percentile(pts, 98, axis=0) if len(pts) > 50 else pts.max(0)
+        for p in parts[1:]:  # cameras and paths are always fully inside
+            lo, hi = np.minimum(lo, p.min(0)), np.maximum(hi, p.max(0))
+        span = max(float((hi - lo).max()), 1.0) * (1 + 2 * margin)
+        center = (lo + hi) / 2
+        return cls(center[0] - span / 2, center[1] + span / 2, span / size, size)
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """(x_min, x_max, y_min, y_max) in metres."""
+        span = self.scale * self.size
+        return self.x0, self.x0 + span, self.y1 - span, self.y1
+
+    def to_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) ground metres -> (N, 2) float pixel coordinates (column, row)."""
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        return np.stack([(xy[:, 0] - self.x0) / self.scale, (self.y1 - xy[:, 1]) / self.scale], 1)
+
+    def to_ground(self, px: float, py: float) -> tuple[float, float]:
+        """Pixel (column, row) of the map image -> ground metres (x, y)."""
+        return self.x0 + (px + 0.5) * self.scale, self.y1 - (py + 0.5) * self.scale
+
+    def contains(self, xy: np.ndarray, slack: float = 0.0) -> np.ndarray:
+        """(N,) bool: inside the view, grown by ``slack`` times its span on every side."""
+        x_min, x_max, y_min, y_max = self.extent
+        pad = slack * (x_max - x_min)
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        return (
+            (xy[:, 0] >= x_min - pad)
+            & (xy[:, 0] <= x_max + pad)
+            & (xy[:, 1] >= y_min - pad)
+            & (xy[:, 1] <= y_max + pad)
+        )
+
+
+def _grid_step(span: float) -> float:
+    raw = span / 8
+    mag = 10 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+
+
+def render_map(
+    view: MapView,
+    points_xy: np.ndarray,
+    colors: np.ndarray,
+    cameras_xy: np.ndarray,
+    headings: np.ndarray,
+    path_xy: np.ndarray | None = None,
+    path_headings: np.ndarray | None = None,
+    waypoints_xy: np.ndarray | None = None,
+) -> np.ndarray:
+    """The map as an (size, size, 3) uint8 RGB image.
+
+    points_xy (N, 2) with colors (N, 3) uint8: the floor plan (nearest point per pixel wins
+    nothing: later points overwrite; points are already a sample). cameras_xy (M, 2) with
+    headings (M,) radians (0 = ground +y, positive to the right): existing frames. path_xy (P, 2)
+    with path_headings: a planned path, drawn with heading ticks. waypoints_xy: clicked points.
+    """
+    s = view.size
+    img = np.empty((s, s, 3), np.uint8)
+    img[:] = BACKGROUND
+    x_min, x_max, y_min, y_max = view.extent
+    step = _grid_step(x_max - x_min)
+    for gx in np.arange(math.ceil(x_min / step) * step, x_max, step):
+        c = int(round((gx - view.x0) / view.scale))
+        cv2.line(img, (c, 0), (c, s - 1), GRID, 1)
+    for gy in np.arange(math.ceil(y_min / step) * step, y_max, step):
+        r = int(round((view.y1 - gy) / view.scale))
+        cv2.line(img, (0, r), (s - 1, r), GRID, 1)
+    cv2.putText(img, f"grid {step:g} m", (6, s - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, TICK, 1)
+
+    if len(points_xy):
+        px = np.round(view.to_pixels(points_xy)).astype(int)
+        ok = (px[:, 0] >= 0) & (px[:, 0] < s) & (px[:, 1] >= 0) & (px[:, 1] < s)
+        px, col = px[ok], np.asarray(colors)[ok]
+        img[px[:, 1], px[:, 0]] = col
+        # Points are sparse: grow each by one pixel so the plan reads as surfaces.
+        img = np.where((img == BACKGROUND).all(-1, keepdims=True), cv2.dilate(img, None), img)
+
+    def pix(xy: np.ndarray) -> np.ndarray:
+        return np.round(view.to_pixels(xy)).astype(np.int32)
+
+    def arrow(xy: np.ndarray, heading: float, length: float, color, width: int) -> None:
+        p0 = view.to_pixels(xy)[0]
+        d = np.array([math.sin(heading), -math.cos(heading)])  # +y ground is up the image
+        p1 = p0 + d * length
+        cv2.line(img, tuple(np.round(p0).astype(int)), tuple(np.round(p1).astype(int)), color,
+                 width, cv2.LINE_AA)  # fmt: skip
+
+    if len(cameras_xy):
+        pc = pix(cameras_xy)
+        if len(pc) > 1:
+            cv2.polylines(img, [pc.reshape(-1, 1, 2)], False, CAMERA, 1, cv2.LINE_AA)
+        for i in sorted({0, len(pc) - 1, *range(0, len(pc), max(1, len(pc) // 12))}):
+            arrow(cameras_xy[i], float(headings[i]), 12, CAMERA, 2)
+            cv2.circle(img, tuple(int(v) for v in pc[i]), 3, CAMERA, -1, cv2.LINE_AA)
+    if path_xy is not None and len(path_xy):
+        pp = pix(path_xy)
+        cv2.polylines(img, [pp.reshape(-1, 1, 2)], False, PATH, 2, cv2.LINE_AA)
+        if path_headings is not None:
+            for i in range(0, len(pp), max(1, len(pp) // 16)):
+                arrow(path_xy[i], float(path_headings[i]), 9, TICK, 1)
+    if waypoints_xy is not None and len(waypoints_xy):
+        for k, p in enumerate(pix(waypoints_xy)):
+            cv2.circle(img, tuple(int(v) for v in p), 5, WAYPOINT, -1, cv2.LINE_AA)
+            cv2.putText(img, str(k + 1), (int(p[0]) + 6, int(p[1]) - 6),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, WAYPOINT, 1)  # fmt: skip
+    return img
+
+
+def plotly_map(
+    points_xy: np.ndarray,
+    colors: np.ndarray,
+    cameras_xy: np.ndarray,
+    path_xy: np.ndarray | None = None,
+):
+    """The same map as an interactive plotly figure (zoom, pan, hover for coordinates)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    if len(points_xy):
+        rgb = [f"rgb({r},{g},{b})" for r, g, b in np.asarray(colors)[:, :3]]
+        fig.add_trace(go.Scattergl(x=points_xy[:, 0], y=points_xy[:, 1], mode="markers",
+                                   marker={"size": 3, "color": rgb}, name="seen"))  # fmt: skip
+    if len(cameras_xy):
+        fig.add_trace(go.Scatter(x=cameras_xy[:, 0], y=cameras_xy[:, 1], mode="lines+markers",
+                                 marker={"size": 5, "color": "orange"}, name="cameras"))  # fmt: skip
+    if path_xy is not None and len(path_xy):
+        fig.add_trace(go.Scatter(x=path_xy[:, 0], y=path_xy[:, 1], mode="lines",
+                                 line={"color": "deepskyblue", "width": 3}, name="planned"))  # fmt: skip
+    fig.update_layout(
+        template="plotly_dark",
+        xaxis_title="x (m, right)",
+        yaxis_title="y (m, ahead)",
+        yaxis={"scaleanchor": "x"},
+        margin={"l": 40, "r": 10, "t": 10, "b": 40},
+        height=420,
+    )
+    return fig

@@ -1,0 +1,191 @@
+"""The studio's service on a real photo: persistence, restarts, share keys, bad input.
+
+Everything goes through :class:`studio.service.Studio` with the offline backends at 128 px, on
+the SQLite database and artifact store a fresh data directory gets.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from models.pipeline import PipelineConfig, WorldPipeline
+from models.trajectory import make_preset
+from storage.db import Conflict, Forbidden, NotFound
+from storage.db.models import Job, utcnow
+from storage.errors import PhotoError
+from storage.images import load_photo
+from studio.context import StudioContext
+from studio.service import Studio, StudioError
+from studio.world_store import load_rgb
+from tests.helpers import PHOTOS
+
+PHOTO = PHOTOS / "interior_office_03_dsine.png"
+
+
+@pytest.fixture
+def studio(tmp_path):
+    s = Studio(StudioContext(data_dir=tmp_path / "data", width=128))
+    yield s
+    s.db.dispose()
+
+
+@pytest.fixture
+def seeded(studio):
+    pid, view_key, edit_key = studio.create_project("Office")
+    studio.set_photo(pid, edit_key, str(PHOTO))
+    return studio, pid, view_key, edit_key
+
+
+def _frames(studio, pid, key):
+    ws = studio.world(pid, key)
+    return [load_rgb(studio.store, f) for f in ws.frames]
+
+
+def test_stored_world_continues_exactly_like_an_uninterrupted_run(seeded):
+    """Generate a loop in two chunks through the database (the memory rebuilt from stored files
+    in between) and compare with one uninterrupted in-memory run: identical pixels."""
+    studio, pid, _, key = seeded
+    ws = studio.world(pid, key)
+    plan = studio.plan_path(pid, key, preset="loop", frames=12)
+    studio.save_path(pid, key, plan)
+    gen = studio.generate(pid, key)
+    for _ in range(5):
+        next(gen)
+    gen.close()  # the page went away after 5 frames
+    cell = studio.world(pid, key).cells[-1]
+    assert cell.status == "interrupted"
+    ups = list(studio.resume(pid, key, cell.id))
+    assert ups[-1].status == "done" and ups[-1].frames_done == 11
+    stored = _frames(studio, pid, key)
+
+    pipe = WorldPipeline(config=PipelineConfig(width=128))
+    photo = load_photo(PHOTO)
+    world = pipe.seed(photo.rgb, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
+    traj = make_preset("loop", world.cameras[0], 12, up=world.up, scene_depth=world.scene_depth)
+    direct = [world.seed_event.rgb] + [e.rgb for e in pipe.explore(world, traj.cameras[1:])]
+    assert len(stored) == len(direct) == 12
+    assert ws.meta["width"] == 128
+    for i, (a, b) in enumerate(zip(stored, direct, strict=True)):
+        assert np.array_equal(a, b), f"frame {i} differs after the restart"
+
+
+def test_restart_marks_dead_jobs_interrupted_and_resume_finishes(seeded, tmp_path):
+    studio, pid, _, key = seeded
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=8))
+    gen = studio.generate(pid, key)
+    next(gen)
+    next(gen)
+    # The process "dies": the generator is never closed, its heartbeat stops.
+    job_id = studio.repo.active_jobs(pid)[0].id
+    with studio.db.write_session() as session:
+        session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(minutes=5)
+    studio2 = Studio(studio.ctx)  # a new process on the same data directory
+    assert [j.id for j in studio2.interrupted_at_start] == [job_id]
+    ws = studio2.world(pid, key)
+    assert ws.cells[-1].status == "interrupted"
+    assert len(ws.frames) == 3  # the seed and the two finished frames survived
+    ups = list(studio2.resume(pid, key, ws.cells[-1].id))
+    assert ups[-1].status == "done"
+    ws = studio2.world(pid, key)
+    assert len(ws.frames) == 8 and ws.cells[-1].status == "done"
+    assert studio2.repo.cell_artifacts(ws.cells[-1].id, "video")  # the chunk's walkthrough
+    studio2.db.dispose()
+
+
+def test_cancel_keeps_finished_frames(seeded):
+    studio, pid, _, key = seeded
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=10))
+    gen = studio.generate(pid, key)
+    next(gen)
+    next(gen)
+    assert studio.cancel(pid, key) == 1
+    ups = list(gen)
+    assert ups[-1].status == "cancelled"
+    ws = studio.world(pid, key)
+    assert len(ws.frames) == 4  # seed + 2 before the cancel + the one in flight
+    assert ws.cells[-1].status == "cancelled"
+    # The world goes on from where it stopped.
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=3))
+    assert list(studio.generate(pid, key))[-1].status == "done"
+    assert len(studio.world(pid, key).frames) == 6
+
+
+def test_view_key_cannot_change_anything(seeded):
+    studio, pid, view_key, key = seeded
+    _, can_edit, cells = studio.open_project(pid, view_key)
+    assert not can_edit and len(cells) == 1
+    with pytest.raises(Forbidden):
+        studio.set_photo(pid, view_key, str(PHOTO))
+    with pytest.raises(Forbidden):
+        studio.save_path(pid, view_key, studio.plan_path(pid, view_key, preset="orbit", frames=4))
+    with pytest.raises(Forbidden):
+        next(studio.generate(pid, view_key))
+    for action in (studio.revert, studio.cancel, studio.delete, studio.lift):
+        with pytest.raises(Forbidden):
+            action(pid, view_key)
+    with pytest.raises(Forbidden):
+        studio.open_project(pid, "not-the-key")
+    assert studio.repo.view_key(pid, key) == view_key  # the editor can share the view link
+    with pytest.raises(Forbidden):
+        studio.repo.view_key(pid, view_key)
+    assert len(studio.open_project(pid, key)[2]) == 1  # nothing changed
+
+
+def test_two_tabs_cannot_generate_the_same_project_at_once(seeded):
+    studio, pid, _, key = seeded
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=6))
+    first = studio.generate(pid, key)
+    next(first)
+    with pytest.raises(Conflict, match="already running"):
+        next(studio.generate(pid, key))
+    with pytest.raises(Conflict):
+        studio.revert(pid, key)  # the running step cannot be reverted either
+    list(first)
+    assert studio.world(pid, key).cells[-1].status == "done"
+
+
+def test_bad_input_is_refused_and_nothing_is_lost(seeded, tmp_path):
+    studio, pid, _, key = seeded
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    with pytest.raises(PhotoError):
+        studio.set_photo(pid, key, str(not_image))
+    assert [c.kind for c in studio.repo.list_cells(pid, key)] == ["photo"]  # no half step
+    with pytest.raises(StudioError, match="empty"):
+        studio.plan_path(pid, key, waypoints=[])
+    with pytest.raises(StudioError, match="far outside the known map"):
+        studio.plan_path(pid, key, waypoints=[[500.0, 800.0]])
+    with pytest.raises(StudioError, match="Plan a camera path"):
+        next(studio.generate(pid, key))
+    with pytest.raises(StudioError, match="frames"):
+        studio.plan_path(pid, key, preset="orbit", frames=100_000)
+    studio.delete(pid, key)
+    with pytest.raises(NotFound):
+        studio.world(pid, key)
+    empty, _, k2 = studio.create_project("Empty")
+    with pytest.raises(StudioError, match="no photo"):
+        studio.world(empty, k2)
+
+
+def test_waypoint_path_preview_fork_and_exports_are_cached(seeded):
+    studio, pid, _, key = seeded
+    plan = studio.plan_path(pid, key, waypoints=[[0.3, 1.0], [0.6, 2.0]], frames=6)
+    assert len(plan.trajectory) == 6 and len(plan.coverage) == 6
+    assert plan.coverage[0] == pytest.approx(1.0)
+    # The ground track starts under the photo and heads "north" (ahead of the photo).
+    assert np.abs(plan.ground_xy[0]).max() < 1e-6 and plan.ground_xy[-1, 1] > 1.5
+    studio.save_path(pid, key, plan)
+    list(studio.generate(pid, key))
+    first = studio.export(pid, key, "ply")
+    assert first.read_bytes().startswith(b"ply")
+    n_cells = len(studio.world(pid, key).cells)
+    again = studio.export(pid, key, "ply")  # cached: no new step, same file
+    assert again == first and len(studio.world(pid, key).cells) == n_cells
+    zipped = studio.export(pid, key, "colmap")
+    assert zipped.suffix == ".zip" and zipped.stat().st_size > 0
+    fork_id, fork_view, fork_edit = studio.fork(pid, key)
+    assert len(studio.world(fork_id, fork_edit).frames) == 6
+    assert studio.export(fork_id, fork_edit, "ply").read_bytes() == first.read_bytes()
