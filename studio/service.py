@@ -454,6 +454,7 @@ class Studio:
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, stop), daemon=True)
         chunk_dir = self.ctx.cache_dir / "chunks" / job_id
+        _remove_old_dirs(chunk_dir.parent, older_than_s=600)  # streamed chunks are transient
         status, message = "interrupted", "The page was closed; resume the generation to go on."
         t0 = time.perf_counter()
         done = done_before
@@ -641,6 +642,18 @@ class Studio:
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)
         return self.named_file(links[-1].sha256, filename) if links else None
+
+
+def _remove_old_dirs(parent: Path, older_than_s: float) -> None:
+    if not parent.is_dir():
+        return
+    cutoff = time.time() - older_than_s
+    for d in parent.iterdir():
+        try:
+            if d.is_dir() and d.stat().st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass  # another process removed it first
 
 
 def _clean_id(project_id: str | None) -> str:

@@ -1,9 +1,10 @@
 """Repository: every operation the studio performs on the database, each in its own transaction.
 
-Access control lives here, not in the UI. Each project has a *view* key and an *edit* key
-(``secrets.token_urlsafe(24)``: 192 random bits), handed out once by :meth:`Repository.create_project`
-and stored only as sha256 digests, compared in constant time. Reading needs either key; changing
-the project or its history needs the edit key (a view key gets :class:`Forbidden`).
+Access control lives here, not in the UI. Each project has an *edit* key
+(``secrets.token_urlsafe(24)``: 192 random bits) and a *view* key derived from it by HMAC (so an
+editor can always show the read-only link again: :meth:`Repository.view_key`). Both are stored
+only as sha256 digests and compared in constant time. Reading needs either key; changing the
+project or its history needs the edit key (a view key gets :class:`Forbidden`).
 
 Job, frame and cell-status methods take no key: they are called by the server's own job runner,
 for work that a key-checked :meth:`Repository.add_cell` started.
