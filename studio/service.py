@@ -17,8 +17,6 @@ import json
 import os
 import shutil
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from models.cameras import Camera, intrinsics_from_fov
-from models.pipeline import FrameEvent, PipelineConfig, World, WorldPipeline
+from models.pipeline import PipelineConfig, World, WorldPipeline
 from models.trajectory import PRESET_NAMES, Trajectory, make_preset
 from models.waypoints import GroundFrame, from_waypoints
 from storage.db import (
@@ -41,17 +39,14 @@ from storage.db import (
 )
 from storage.images import load_photo
 from studio.context import StudioContext
+from studio.errors import StudioError, clean_id, error_message
+from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.lift import FORMATS, export_bundle, lift_bundle
 from studio.world_store import bundle_for, load_records, save_frame, world_digest
 
 __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
 
-CHUNK_FRAMES = 8  # frames per streamed video chunk
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
-
-
-class StudioError(ValueError):
-    """A request the studio cannot do, with a message for the person who asked."""
 
 
 @dataclass
@@ -98,23 +93,7 @@ class PathPlan:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
-class GenerationUpdate:
-    """One step of a running generation, for streaming to the browser or an API client."""
-
-    cell_id: str
-    job_id: str
-    status: str  # "running", then "done" / "cancelled" / "failed" / "interrupted"
-    frames_done: int
-    total: int
-    elapsed_s: float
-    eta_s: float | None
-    event: FrameEvent | None = None
-    chunk: Path | None = None  # a finished video chunk (mp4) of the newest frames
-    message: str = ""
-
-
-class Studio:
+class Studio(GenerationJobs):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
     def __init__(self, ctx: StudioContext) -> None:
@@ -153,18 +132,18 @@ class Studio:
 
     def open_project(self, project_id: str, key: str) -> tuple[Any, bool, list[HistoryCell]]:
         """``(project, can_edit, cells)``; NotFound / Forbidden with plain messages."""
-        project, can_edit = self.repo.open_project(_clean_id(project_id), key)
+        project, can_edit = self.repo.open_project(clean_id(project_id), key)
         return project, can_edit, self.repo.list_cells(project.id, key)
 
     def require_edit(self, project_id: str, key: str) -> None:
-        _, can_edit = self.repo.open_project(_clean_id(project_id), key)
+        _, can_edit = self.repo.open_project(clean_id(project_id), key)
         if not can_edit:
             raise Forbidden("This is a view-only link: it cannot change the project.")
 
     # ---- world --------------------------------------------------------------------------------
     def world(self, project_id: str, key: str) -> WorldState:
         """The project's current world (either key). StudioError when there is no photo yet."""
-        cells = self.repo.list_cells(_clean_id(project_id), key)
+        cells = self.repo.list_cells(clean_id(project_id), key)
         photos = [c for c in cells if c.kind == "photo" and c.status == "done"]
         if not photos:
             raise StudioError("This project has no photo yet: add one in the Photo tab.")
@@ -201,7 +180,7 @@ class Studio:
             "hfov_deg": float(hfov_deg) if hfov_deg else None,
             "size": [photo.width, photo.height],
         }
-        cell = self.repo.add_cell(_clean_id(project_id), key, "photo", params, author=author)
+        cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
         job = self.repo.create_job(cell.id, total=1)
         try:
             mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
@@ -224,7 +203,7 @@ class Studio:
             self.repo.update_cell_params(cell.id, {"world": meta, "notes": list(photo.notes)})
             self.repo.finish_job(job.id, "done")
         except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", _message(exc))
+            self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
         return self.repo.get_cell(cell.id)
 
@@ -310,7 +289,7 @@ class Studio:
         """Store a planned path as a trajectory cell (its cameras as a trajectory.json file)."""
         data = json.dumps(plan.trajectory.to_dict()).encode()
         params = {**plan.params, "coverage_preview": [round(c, 3) for c in plan.coverage[:8]]}
-        cell = self.repo.add_cell(_clean_id(project_id), key, "trajectory", params, author=author)
+        cell = self.repo.add_cell(clean_id(project_id), key, "trajectory", params, author=author)
         art = self.store.put_bytes(data, "application/json")
         self.repo.link_artifact(cell.id, art.sha256, "trajectory")
         return self.repo.update_cell_status(cell.id, "done")
@@ -370,180 +349,20 @@ class Studio:
             rgb.append(col[keep])
         return np.concatenate(xy), np.concatenate(rgb)
 
-    # ---- generation ---------------------------------------------------------------------------
-    def generate(
-        self,
-        project_id: str,
-        key: str,
-        trajectory_cell: str | None = None,
-        use_memory: bool = True,
-        author: str = "",
-    ) -> Iterator[GenerationUpdate]:
-        """Generate the frames of a planned path (default: the newest one), as a job.
-
-        Yields one update per finished frame (already stored), then a final one.
-        """
-        pid = _clean_id(project_id)
-        self.require_edit(pid, key)
-        ws = self.world(pid, key)
-        self._no_active_job(pid)
-        trajs = [c for c in ws.cells if c.kind == "trajectory" and c.position > ws.photo.position]
-        traj_cell = next((c for c in trajs if c.id == trajectory_cell), None) if trajectory_cell \
-            else (trajs[-1] if trajs else None)  # fmt: skip
-        if traj_cell is None:
-            raise StudioError("Plan a camera path first (Trajectory tab), then generate along it.")
-        traj = self.trajectory_of(traj_cell.id)
-        cams = traj.cameras[1:]
-        params = {"trajectory": traj_cell.id, "frames": len(cams), "use_memory": bool(use_memory),
-                  "first_index": len(ws.frames)}  # fmt: skip
-        cell = self.repo.add_cell(
-            pid, key, "generation", params, parent=traj_cell.id, author=author
-        )
-        job = self.repo.create_job(cell.id, total=len(cams))
-        yield from self._run(ws, cell.id, job.id, cams, use_memory, done_before=0)
-
-    def resume(self, project_id: str, key: str, cell_id: str) -> Iterator[GenerationUpdate]:
-        """Carry on an interrupted generation from its last stored frame."""
-        pid = _clean_id(project_id)
-        self.require_edit(pid, key)
-        ws = self.world(pid, key)
-        cell = next((c for c in ws.cells if c.id == cell_id), None)
-        if cell is None or cell.kind != "generation":
-            raise StudioError("Only a generation step can be resumed.")
-        if cell.status != "interrupted":
-            raise StudioError(f"This generation is {cell.status}; only an interrupted one resumes.")
-        later = [c for c in ws.cells if c.kind == "generation" and c.position > cell.position]
-        if later:
-            raise StudioError(
-                "A later generation builds on this one, so it cannot be resumed; plan a new path."
-            )
-        self._no_active_job(pid)
-        job = self.repo.latest_job(cell.id)
-        if job is None:
-            raise StudioError("This generation has no job to resume.")
-        done = sum(1 for f in ws.frames if f.cell_id == cell.id)
-        cams = self.trajectory_of(cell.params["trajectory"]).cameras[1:]
-        self.repo.resume_job(job.id)
-        yield from self._run(ws, cell.id, job.id, cams[done:], bool(cell.params.get(
-            "use_memory", True)), done_before=done)  # fmt: skip
-
-    def cancel(self, project_id: str, key: str) -> int:
-        """Cancel the project's running generation(s); their finished frames stay. Returns how
-        many were cancelled."""
-        pid = _clean_id(project_id)
-        self.require_edit(pid, key)
-        jobs = self.repo.active_jobs(pid)
-        for job in jobs:
-            self.repo.finish_job(job.id, "cancelled")
-        return len(jobs)
-
-    def _no_active_job(self, pid: str) -> None:
-        if self.repo.active_jobs(pid):
-            raise Conflict(
-                "A generation is already running in this project (maybe in another tab or by a "
-                "collaborator). Wait for it, or cancel it, then try again."
-            )
-
-    def _run(
-        self, ws: WorldState, cell_id: str, job_id: str, cams: list[Camera], use_memory: bool,
-        done_before: int,
-    ) -> Iterator[GenerationUpdate]:  # fmt: skip
-        from storage.video import VideoStream
-
-        total = done_before + len(cams)
-        stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job_id, stop), daemon=True)
-        chunk_dir = self.ctx.cache_dir / "chunks" / job_id
-        _remove_old_dirs(chunk_dir.parent, older_than_s=600)  # streamed chunks are transient
-        status, message = "interrupted", "The page was closed; resume the generation to go on."
-        t0 = time.perf_counter()
-        done = done_before
-        try:
-            pipe, world = self.restore(ws, use_memory)
-            beat.start()
-            pending: list[np.ndarray] = []
-            for event in pipe.explore(world, cams):
-                save_frame(self.store, self.repo, cell_id, event, world)
-                done += 1
-                try:
-                    self.repo.update_progress(job_id, done, total)
-                except Conflict:
-                    status, message = "cancelled", "Cancelled; every finished frame is kept."
-                    break
-                pending.append(event.rgb)
-                chunk = None
-                if len(pending) == CHUNK_FRAMES or done == total:
-                    chunk = chunk_dir / f"{done:06d}.mp4"
-                    with VideoStream(chunk, world.width, world.height) as video:
-                        for rgb in pending:
-                            video.write(rgb)
-                    pending = []
-                elapsed = time.perf_counter() - t0
-                rate = (done - done_before) / max(elapsed, 1e-6)
-                yield GenerationUpdate(cell_id, job_id, "running", done, total, elapsed,
-                                       (total - done) / rate, event, chunk)  # fmt: skip
-            else:
-                status, message = "done", ""
-        except GeneratorExit:
-            raise
-        except Exception as exc:
-            status, message = "failed", _message(exc)
-            raise
-        finally:
-            stop.set()
-            self._end(cell_id, job_id, status, message)
-        yield GenerationUpdate(cell_id, job_id, status, done, total, time.perf_counter() - t0,
-                               0.0, None, None, message)  # fmt: skip
-
-    def _end(self, cell_id: str, job_id: str, status: str, message: str) -> None:
-        job = self.repo.get_job(job_id)
-        if job.status == "running":
-            self.repo.finish_job(job_id, status, message or None)
-        try:
-            self._store_cell_video(cell_id)
-        except Exception as exc:  # the frames are safe; a missing video is rebuilt on demand
-            self.notes.append(f"video of step {cell_id} not stored: {exc}")
-
-    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
-        while not stop.wait(self.ctx.heartbeat_s):
-            try:
-                self.repo.heartbeat(job_id)
-            except (Conflict, NotFound):
-                return
-
-    def _store_cell_video(self, cell_id: str) -> None:
-        from storage.video import VideoStream
-        from studio.world_store import load_rgb
-
-        frames = self.repo.list_frames(cell_id)
-        if not frames:
-            return
-        first = load_rgb(self.store, frames[0])
-        tmp = self.ctx.cache_dir / "videos" / f"{cell_id}.mp4"
-        with VideoStream(tmp, first.shape[1], first.shape[0]) as video:
-            for f in frames:
-                video.write(load_rgb(self.store, f))
-        art = self.store.put_file(tmp, "video/mp4")
-        for old in self.repo.cell_artifacts(cell_id, "video"):
-            if old.sha256 != art.sha256:
-                pass  # links are additive; the newest is used
-        self.repo.link_artifact(cell_id, art.sha256, "video")
-        tmp.unlink(missing_ok=True)
-
     # ---- history ------------------------------------------------------------------------------
     def revert(self, project_id: str, key: str) -> HistoryCell:
         """Remove the newest cell (its files stay in the store for forks and undo)."""
-        return self.repo.revert_last_cell(_clean_id(project_id), key)
+        return self.repo.revert_last_cell(clean_id(project_id), key)
 
     def fork(self, project_id: str, key: str, from_cell: str | None = None) -> tuple[str, str, str]:
-        project, view_key, edit_key = self.repo.fork(_clean_id(project_id), key, from_cell or None)
+        project, view_key, edit_key = self.repo.fork(clean_id(project_id), key, from_cell or None)
         return project.id, view_key, edit_key
 
     def rename(self, project_id: str, key: str, name: str) -> None:
-        self.repo.rename(_clean_id(project_id), key, name)
+        self.repo.rename(clean_id(project_id), key, name)
 
     def delete(self, project_id: str, key: str) -> None:
-        self.repo.delete_project(_clean_id(project_id), key)
+        self.repo.delete_project(clean_id(project_id), key)
 
     # ---- lift and export ----------------------------------------------------------------------
     def bundle(self, ws: WorldState) -> Path:
@@ -551,7 +370,7 @@ class Studio:
 
     def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
         """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
-        pid = _clean_id(project_id)
+        pid = clean_id(project_id)
         ws = self.world(pid, key)
         if not force:
             cached = self.cached_cell(ws, "lift")
@@ -572,7 +391,7 @@ class Studio:
             self.repo.update_cell_params(cell.id, counts)
             self.repo.finish_job(job.id, "done")
         except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", _message(exc))
+            self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
         return self.repo.get_cell(cell.id)
 
@@ -593,7 +412,7 @@ class Studio:
         and format, then served from the artifact store."""
         if fmt not in FORMATS:
             raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-        pid = _clean_id(project_id)
+        pid = clean_id(project_id)
         ws = self.world(pid, key)
         cached = self.cached_cell(ws, "export", format=fmt)
         name = f"world-{ws.digest[:8]}.{_suffix(fmt)}"
@@ -620,7 +439,7 @@ class Studio:
             self.repo.finish_job(job.id, "done")
             shutil.rmtree(out_dir, ignore_errors=True)
         except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", _message(exc))
+            self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
         return self.named_file(art.sha256, name)
 
@@ -644,25 +463,6 @@ class Studio:
         return self.named_file(links[-1].sha256, filename) if links else None
 
 
-def _remove_old_dirs(parent: Path, older_than_s: float) -> None:
-    if not parent.is_dir():
-        return
-    cutoff = time.time() - older_than_s
-    for d in parent.iterdir():
-        try:
-            if d.is_dir() and d.stat().st_mtime < cutoff:
-                shutil.rmtree(d, ignore_errors=True)
-        except OSError:
-            pass  # another process removed it first
-
-
-def _clean_id(project_id: str | None) -> str:
-    pid = (project_id or "").strip()
-    if not pid:
-        raise StudioError("Open or create a project first.")
-    return pid
-
-
 def _suffix(fmt: str) -> str:
     return {"usd": "usda", "mjcf": "zip", "nerfstudio": "zip", "colmap": "zip"}.get(fmt, fmt)
 
@@ -671,12 +471,6 @@ def _mime(fmt: str) -> str:
     return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
             "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
         fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, GeneratorExit | KeyboardInterrupt):
-        return "stopped"
-    return str(exc) or type(exc).__name__
 
 
 def user_facing() -> tuple[type[BaseException], ...]:
