@@ -97,12 +97,15 @@ def splat_depth(
     (-1, width) x (-1, height).
     """
     R = max_radius
-    Wp = width + 2 * R  # padded buffer: offsets never need a bounds test
-    zbuf = torch.full(((height + 2 * R) * Wp,), math.inf)
+    # Padded buffer, so offsets never need a bounds test. uv just above -1 rounds to pixel -1,
+    # and its footprint reaches R further: the pad is R + 1 (R alone indexed out of bounds).
+    P = R + 1
+    Wp = width + 2 * P
+    zbuf = torch.full(((height + 2 * P) * Wp,), math.inf)
     half = scale.clamp(min=1.0, max=2 * R) * 0.5 + margin
     base = torch.round(uv)
     frac = base - uv  # (N, 2) in [-0.5, 0.5]
-    flat = (base[:, 1].long() + R) * Wp + base[:, 0].long() + R
+    flat = (base[:, 1].long() + P) * Wp + base[:, 0].long() + P
     radius = int(min(R, math.floor(float(half.max()) + 0.5))) if len(half) else 0
     # Points whose footprint reaches offset d along an axis: |d + frac| <= half.
     reach_x = {d: (frac[:, 0] + d).abs() <= half for d in range(-radius, radius + 1) if d}
@@ -119,7 +122,7 @@ def splat_depth(
             sel = torch.nonzero(m).squeeze(1)
             if sel.numel():
                 zbuf.scatter_reduce_(0, flat[sel] + (dy * Wp + dx), z[sel], reduce="amin")
-    return zbuf.view(height + 2 * R, Wp)[R : R + height, R : R + width]
+    return zbuf.view(height + 2 * P, Wp)[P : P + height, P : P + width]
 
 
 def _normalised_grid(uv: torch.Tensor, width: int, height: int) -> torch.Tensor:

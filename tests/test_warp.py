@@ -308,3 +308,29 @@ def test_depth_edges_slanted_floor_not_an_edge_at_image_border():
     floor = _floor_depth()
     e = depth_edges(torch.from_numpy(floor.astype(np.float32)))
     assert not e.any(), f"border pixels flagged: rows {sorted(set(np.nonzero(e.numpy())[0]))}"
+
+
+def test_splat_depth_points_at_the_edge_with_the_widest_footprint():
+    """Regression: a point just inside (-1, w) x (-1, h) rounds to pixel -1 (or w, h), and a
+    footprint of max_radius then reached past the pad ("index -96 is out of bounds") on a real
+    path walking up to a wall. Every corner and edge, widest footprint: no crash, and each point
+    covers the pixels it should (a brute-force rule)."""
+    w, h, R = 10, 7, 3
+    uv = torch.tensor(
+        [[-0.99, -0.99], [w - 0.01, -0.99], [-0.99, h - 0.01], [w - 0.01, h - 0.01],
+         [-0.6, 3.2], [4.4, -0.7], [w - 0.4, 2.0], [5.0, h - 0.3]]
+    )  # fmt: skip
+    z = torch.arange(1, len(uv) + 1, dtype=torch.float32)
+    scale = torch.full((len(uv),), 2.0 * R)  # the widest footprint
+    zbuf = splat_depth(uv, z, scale, w, h, max_radius=R)
+    half = R + 0.25
+    ys, xs = np.mgrid[0:h, 0:w]
+    expected = np.full((h, w), np.inf)
+    for (u, v), depth in zip(uv.numpy(), z.numpy(), strict=True):
+        bu, bv = np.round(u), np.round(v)
+        # pixel offsets from the nearest pixel, within the footprint and at most R away
+        dx, dy = xs - bu, ys - bv
+        inside = (np.abs(dx + (bu - u)) <= half) & (np.abs(dy + (bv - v)) <= half)
+        inside &= (np.abs(dx) <= R) & (np.abs(dy) <= R)
+        expected = np.where(inside, np.minimum(expected, depth), expected)
+    assert np.array_equal(zbuf.numpy(), expected)

@@ -64,23 +64,29 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def studio_url(tmp_path_factory):
-    """A running studio (width 128, tmp data dir); yields its local URL."""
-    from studio.app import StudioContext, build_app
+def studio_app(tmp_path_factory):
+    """A running studio (width 128, tmp data dir, the production launch arguments); yields the
+    launched ``gr.Blocks``: ``.local_url`` to browse, ``.studio`` for server-side checks."""
+    from studio.app import StudioContext, build_app, launch_kwargs
 
-    data = tmp_path_factory.mktemp("studio-e2e")
-    app = build_app(StudioContext(data_dir=data, width=128))
+    ctx = StudioContext(data_dir=tmp_path_factory.mktemp("studio-e2e"), width=128)
+    app = build_app(ctx)
     app.queue().launch(
         prevent_thread_lock=True,
         server_name="127.0.0.1",
         server_port=_free_port(),
-        allowed_paths=[str(data)],  # the finished video is served from the data dir
         quiet=True,
+        **launch_kwargs(ctx),  # files are served from the data dir only; the studio's CSS
     )
     try:
-        yield app.local_url
+        yield app
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def studio_url(studio_app) -> str:
+    return studio_app.local_url
 
 
 @pytest.fixture(scope="session")
@@ -97,15 +103,31 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, studio_url):
-    """A fresh page (own context) on the studio, loaded and ready."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.goto(studio_url)
-    pg.locator("gradio-app").wait_for()
-    pg.get_by_role("button", name="Generate").wait_for()
+def open_page(browser, studio_url):
+    """``open_page(query="")``: a new page in its own browser context (own cookies, own Gradio
+    session, as a second person would have) on the studio, loaded and ready; all are closed at
+    the end of the test. ``query`` is appended to the URL, e.g. ``?project=ID&key=KEY``."""
+    contexts = []
+
+    def _open(query: str = ""):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        pg.goto(studio_url + query)
+        pg.locator("gradio-app").wait_for()
+        # Only the selected tab (Project) is in the DOM at first.
+        pg.locator("#new-project").wait_for()
+        return pg
+
     try:
-        yield pg
+        yield _open
     finally:
-        context.close()
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def page(open_page):
+    """A fresh page (own context) on the studio, loaded and ready."""
+    return open_page()
