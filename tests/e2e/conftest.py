@@ -69,7 +69,9 @@ def studio_app(tmp_path_factory):
     launched ``gr.Blocks``: ``.local_url`` to browse, ``.studio`` for server-side checks."""
     from studio.app import StudioContext, build_app, launch_kwargs
 
-    ctx = StudioContext(data_dir=tmp_path_factory.mktemp("studio-e2e"), width=128)
+    # LOCI_E2E_WIDTH=512 measures the time to the first frame at the production size.
+    width = int(os.environ.get("LOCI_E2E_WIDTH", "128"))
+    ctx = StudioContext(data_dir=tmp_path_factory.mktemp("studio-e2e"), width=width)
     app = build_app(ctx)
     app.queue().launch(
         prevent_thread_lock=True,

@@ -211,9 +211,10 @@ def test_create_generate_inspect_export(page, studio_app, artifacts):
     page.locator("#photo-preview img").wait_for()
     page.locator("#set-photo").click()
     page.locator("#depth-preview img").wait_for()
-    _wait_text(page, "photo-info", "World seeded at 128")
+    width = app.studio.ctx.width
+    _wait_text(page, "photo-info", f"World seeded at {width}")
     page.wait_for_function(
-        "() => document.querySelector('#depth-preview img').naturalWidth === 128"
+        f"() => document.querySelector('#depth-preview img').naturalWidth === {width}"
     )
     shot("02-photo")
     assert [(k, s) for _, k, s in _db_cells(app, pid, edit_key)] == [("photo", "done")]
