@@ -105,6 +105,7 @@ class Studio(GenerationJobs):
         # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
         self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
         self._backends: dict[str, Any] = {}
+        self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
 
@@ -336,6 +337,11 @@ class Studio(GenerationJobs):
         from models.pointcloud import frame_points
         from studio.world_store import load_rgb, load_state
 
+        # A path preview checks waypoints against these points and the map draws them: read
+        # the frames once per world content, not once per caller.
+        cached = self._map_points.get(ws.digest)
+        if cached is not None:
+            return cached
         gf = ws.ground()
         step = max(1, len(ws.frames) // max_frames)
         xy, rgb = [], []
@@ -347,7 +353,11 @@ class Studio(GenerationJobs):
             keep = (h > 0.15) & (h < gf.camera_height + 0.6)
             xy.append(gf.to_ground(pts[keep]))
             rgb.append(col[keep])
-        return np.concatenate(xy), np.concatenate(rgb)
+        result = np.concatenate(xy), np.concatenate(rgb)
+        if len(self._map_points) >= 16:  # a few worlds' worth; oldest out
+            self._map_points.pop(next(iter(self._map_points)))
+        self._map_points[ws.digest] = result
+        return result
 
     # ---- history ------------------------------------------------------------------------------
     def revert(self, project_id: str, key: str) -> HistoryCell:

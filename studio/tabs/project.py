@@ -6,7 +6,6 @@ people working on the same project see each other's new steps without reloading.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import gradio as gr
@@ -227,7 +226,3 @@ def _pick(s: Studio, project_id: str, key: str, cell_id: str | None) -> Any:
     if cell is None:
         raise StudioError("Choose a step of this project's history first.")
     return cell
-
-
-def _fmt(t: datetime) -> str:
-    return f"{t:%H:%M:%S}"
