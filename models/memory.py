@@ -8,7 +8,7 @@ averaged away. For a target camera the memory
   coarse grid of the target with a z-buffer, a frame *covers* the cells where its points are the
   visible surface, and frames are chosen by greedy set cover (the most recent frame always
   takes part);
-* **corresponds**: the chosen frames are warped into the target (``models.warp``) and composited
+* **corresponds**: the chosen frames are warped into the target (``models.geometry.warp``) and composited
   per pixel: the nearest surface wins, and among frames that see the same surface the one with
   the best pixel (highest confidence, least resampling) wins. The output says per pixel which
   frame and which source pixel its colour came from.
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cameras import Camera, transform_points, unproject_depth
-from .warp import depth_edges, forward_warp
+from models.geometry.cameras import Camera, transform_points, unproject_depth
+from models.geometry.warp import depth_edges, forward_warp
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 

@@ -28,12 +28,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import align_scale_shift
-from .cameras import Camera, intrinsics_from_exif, intrinsics_from_fov, scale_intrinsics
-from .depth import DepthBackend, DepthResult, create_depth_backend
-from .fill import push_pull
-from .memory import ROUTE_DECAY, Correspondence, SpatialMemory
-from .synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
+from models.depth import DepthBackend, DepthResult, create_depth_backend
+from models.geometry.align import align_scale_shift
+from models.geometry.cameras import (
+    Camera,
+    intrinsics_from_exif,
+    intrinsics_from_fov,
+    scale_intrinsics,
+)
+from models.geometry.fill import push_pull
+from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
+from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
 
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory

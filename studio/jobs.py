@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.cameras import Camera
+from models.geometry.cameras import Camera
 from models.pipeline import FrameEvent
 from storage.db import Conflict, NotFound
 from studio.errors import StudioError, clean_id, error_message
@@ -132,7 +132,7 @@ class GenerationJobs:
         self, ws: WorldState, cell_id: str, job_id: str, cams: list[Camera], use_memory: bool,
         done_before: int,
     ) -> Iterator[GenerationUpdate]:  # fmt: skip
-        from storage.video import VideoStream
+        from storage.formats.video import VideoStream
 
         total = done_before + len(cams)
         stop = threading.Event()
@@ -196,7 +196,7 @@ class GenerationJobs:
                 return
 
     def _store_cell_video(self, cell_id: str) -> None:
-        from storage.video import VideoStream
+        from storage.formats.video import VideoStream
         from studio.world_store import load_rgb
 
         frames = self.repo.list_frames(cell_id)

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from models.cameras import Camera, intrinsics_from_fov
+from models.geometry.cameras import Camera, intrinsics_from_fov
+from models.paths.trajectory import PRESET_NAMES, Trajectory, make_preset
+from models.paths.waypoints import GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
-from models.trajectory import PRESET_NAMES, Trajectory, make_preset
-from models.waypoints import GroundFrame, from_waypoints
 from storage.db import (
     ArtifactStore,
     Conflict,
@@ -37,11 +37,11 @@ from storage.db import (
     WorldFrame,
     open_database,
 )
-from storage.images import load_photo
+from storage.formats.images import load_photo
 from studio.context import StudioContext
 from studio.errors import StudioError, clean_id, error_message
+from studio.exports.lift import FORMATS, export_bundle, lift_bundle
 from studio.jobs import GenerationJobs, GenerationUpdate
-from studio.lift import FORMATS, export_bundle, lift_bundle
 from studio.world_store import bundle_for, load_records, save_frame, world_digest
 
 __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
@@ -334,7 +334,7 @@ class Studio(GenerationJobs):
         Points near the floor and above the eyes are left out so the plan shows walls and
         furniture, not the floor texture and ceiling.
         """
-        from models.pointcloud import frame_points
+        from models.geometry.pointcloud import frame_points
         from studio.world_store import load_rgb, load_state
 
         # A path preview checks waypoints against these points and the map draws them: read

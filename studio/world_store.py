@@ -27,11 +27,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.cameras import Camera
+from models.geometry.cameras import Camera
 from models.pipeline import FrameEvent, FrameRecord, World
-from storage.bundle import BundleWriter, read_bundle
 from storage.db import ArtifactStore, Repository, WorldFrame
 from storage.errors import StorageError
+from storage.formats.bundle import BundleWriter, read_bundle
 
 __all__ = [
     "bundle_for",
@@ -173,7 +173,7 @@ def bundle_for(
             return out
         except StorageError:
             pass  # damaged cache: rebuild below
-    from storage.video import VideoStream
+    from storage.formats.video import VideoStream
 
     width, height = int(meta["width"]), int(meta["height"])
     with (

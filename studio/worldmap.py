@@ -1,6 +1,6 @@
 """The top-down map of a world: a floor plan of the points seen so far, the cameras, the path.
 
-Ground coordinates are those of :class:`models.waypoints.GroundFrame` under the photo's camera:
+Ground coordinates are those of :class:`models.paths.waypoints.GroundFrame` under the photo's camera:
 metres, x to the photo's right, y straight ahead. The map image puts +y up, so the photo looks
 "north". :class:`MapView` maps between ground metres and image pixels both ways; it is a pure
 function of the points, so the server can recompute it for a click without keeping any state.

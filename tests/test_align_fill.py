@@ -1,12 +1,12 @@
-"""models.align (robust scale/shift) and models.fill (push-pull, background-first hole filling)."""
+"""models.geometry.align (robust scale/shift) and models.geometry.fill (push-pull, background-first hole filling)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.align import Alignment, align_scale_shift
-from models.fill import background_known, fill_depth, inpaint_rgb, push_pull
+from models.geometry.align import Alignment, align_scale_shift
+from models.geometry.fill import background_known, fill_depth, inpaint_rgb, push_pull
 
 H, W = 48, 64
 FAR, NEAR_D = 5.0, 1.0

@@ -1,4 +1,4 @@
-"""models.cameras: projection against OpenCV, intrinsics, poses, quaternions and every conversion
+"""models.geometry.cameras: projection against OpenCV, intrinsics, poses, quaternions and every conversion
 out of the OpenCV convention (OpenGL, Z-up, glTF Y-up)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from models.cameras import (
+from models.geometry.cameras import (
     Camera,
     CameraError,
     axis_angle,

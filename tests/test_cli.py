@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage.bundle import read_bundle
-from storage.ply import read_pointcloud_ply
+from storage.formats.bundle import read_bundle
+from storage.formats.ply import read_pointcloud_ply
 from studio.cli import main
 from tests.helpers import PHOTOS, tum_trajectory
 

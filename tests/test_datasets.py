@@ -11,16 +11,16 @@ import pytest
 from plyfile import PlyData
 from scipy.spatial.transform import Rotation
 
-from storage.bundle import read_bundle
-from storage.dataset_formats import write_colmap_text
 from storage.errors import StorageError
-from storage.ply import read_pointcloud_ply
+from storage.formats.bundle import read_bundle
+from storage.formats.datasets import write_colmap_text
+from storage.formats.ply import read_pointcloud_ply
 from studio.cli import main
-from studio.export_datasets import export_colmap, export_nerfstudio
+from studio.exports.datasets import export_colmap, export_nerfstudio
 from tests.helpers import PHOTOS
 
 PHOTO = PHOTOS / "interior_office_03_dsine.png"
-GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # independent of models.cameras on purpose
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # independent of models.geometry.cameras on purpose
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from models.cameras import intrinsics_from_fov
 from models.depth import (
     DepthError,
     DepthResult,
@@ -20,8 +19,9 @@ from models.depth import (
     register_depth_backend,
 )
 from models.depth.layout import LayoutDepth, ground_plane_depth
-from models.depth.metrics import depth_metrics
-from storage.rgbd import load_rgbd_benchmark
+from models.geometry.cameras import intrinsics_from_fov
+from models.metrics.depth import depth_metrics
+from storage.formats.rgbd import load_rgbd_benchmark
 from tests.helpers import tiny_dav2
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rgbd"

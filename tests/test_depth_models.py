@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models.cameras import intrinsics_from_fov
 from models.depth import DepthError, create_depth_backend
+from models.geometry.cameras import intrinsics_from_fov
 from tests.helpers import tiny_clip_tokenizer, tiny_dav2
 
 pytest.importorskip("diffusers")

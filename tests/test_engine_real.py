@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
-from models.trajectory import make_preset
-from storage.images import load_photo
+from storage.formats.images import load_photo
 from studio.cli import main
 from tests.helpers import PHOTOS, masked_psnr, tum_depth_path, tum_frame_path, tum_trajectory
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.cameras import Camera, intrinsics_from_fov, look_at
+from models.geometry.cameras import Camera, intrinsics_from_fov, look_at
 from models.memory import SpatialMemory, retrieve_reference
 
 W, H = 64, 48

@@ -11,8 +11,8 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from models.cameras import look_at, transform_points, unproject_depth, world_to_gltf
-from models.tsdf import (
+from models.geometry.cameras import look_at, transform_points, unproject_depth, world_to_gltf
+from models.lift.tsdf import (
     TSDFError,
     decimate,
     extract_mesh,
@@ -20,9 +20,9 @@ from models.tsdf import (
     fuse,
     fuse_reference,
 )
-from models.tsdf_mesh import volume_to_dense
+from models.lift.tsdf_mesh import volume_to_dense
 from storage.errors import StorageError
-from storage.mesh_formats import write_glb, write_mesh_ply, write_obj
+from storage.formats.mesh import write_glb, write_mesh_ply, write_obj
 from tests.helpers import PHOTOS, TUM, tum_depth_path, tum_frame_path
 
 CENTER = np.array([0.0, 0.0, 0.0])
@@ -161,7 +161,7 @@ def test_tum_sensor_depth_mesh() -> None:
 
 @pytest.fixture(scope="module")
 def photo_world(tmp_path_factory):
-    from storage.bundle import read_bundle
+    from storage.formats.bundle import read_bundle
     from studio.cli import main as loci
 
     out = tmp_path_factory.mktemp("mesh") / "world"

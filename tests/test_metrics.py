@@ -3,7 +3,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from models.metrics import psnr, ssim
-from storage.images import load_image_rgb
+from storage.formats.images import load_image_rgb
 from tests.helpers import PHOTOS
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import trimesh
 
-from models import physics
-from models.cameras import c2w_for_zup_camera
-from storage.bundle import read_bundle
+from models.geometry.cameras import c2w_for_zup_camera
+from models.lift import physics
 from storage.errors import StorageError
-from storage.mjcf_format import write_mjcf
-from storage.usd_format import write_usd
+from storage.formats.bundle import read_bundle
+from storage.formats.mjcf import write_mjcf
+from storage.formats.usd import write_usd
 from studio.cli import main
-from studio.export_physics import depth_mesh, export_mjcf, export_usd, floor_hint_z
+from studio.exports.physics import depth_mesh, export_mjcf, export_usd, floor_hint_z
 from tests.helpers import PHOTOS
 
 PHOTO = PHOTOS / "interior_office_03_dsine.png"

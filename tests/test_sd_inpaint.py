@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from models.manager import MANAGER, ModelError, weights_present
+from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from models.synthesis import (
     SynthesisRequest,
     create_synthesis_backend,
     sd_inpaint,  # registers "sd-inpaint"
 )
-from models.trajectory import make_preset
 from tests.helpers import PHOTOS, tiny_clip_tokenizer
 
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"

@@ -15,12 +15,12 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from models.cameras import invert_pose, project_points, transform_points
-from models.splat_refine import refine
-from models.splat_render import render, render_gaussians, render_reference
-from models.splats import Gaussians, depth_edge_confidence, init_from_frames
-from storage.bundle import read_bundle
-from storage.splat_formats import (
+from models.geometry.cameras import invert_pose, project_points, transform_points
+from models.lift.splat_refine import refine
+from models.lift.splat_render import render, render_gaussians, render_reference
+from models.lift.splats import Gaussians, depth_edge_confidence, init_from_frames
+from storage.formats.bundle import read_bundle
+from storage.formats.splats import (
     read_inria_ply,
     read_splat,
     read_spz,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from storage.atomic import atomic_write_json, save_npy_atomic, save_png_atomic
-from storage.bundle import BundleInfo, BundleWriter, frame_relnames, read_bundle
 from storage.errors import BundleError, StorageError
+from storage.formats.bundle import BundleInfo, BundleWriter, frame_relnames, read_bundle
 
 H, W = 24, 32
 

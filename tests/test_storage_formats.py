@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from storage.errors import StorageError
-from storage.ply import read_pointcloud_ply, write_pointcloud_ply
-from storage.video import VideoStream, write_video
+from storage.formats.ply import read_pointcloud_ply, write_pointcloud_ply
+from storage.formats.video import VideoStream, write_video
 
 plyfile = pytest.importorskip("plyfile")
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from storage.errors import PhotoError, StorageError
-from storage.images import Photo, load_image_rgb, load_photo, resize_to_width
+from storage.formats.images import Photo, load_image_rgb, load_photo, resize_to_width
 
 PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
 

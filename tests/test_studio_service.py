@@ -11,12 +11,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
-from models.trajectory import make_preset
 from storage.db import Conflict, Forbidden, NotFound
 from storage.db.models import Job, utcnow
 from storage.errors import PhotoError
-from storage.images import load_photo
+from storage.formats.images import load_photo
 from studio.context import StudioContext
 from studio.service import Studio, StudioError
 from studio.world_store import load_rgb

@@ -1,4 +1,4 @@
-"""Tests for models.trajectory (the trajectory.json contract, presets) and models.waypoints."""
+"""Tests for models.paths.trajectory (the trajectory.json contract, presets) and models.paths.waypoints."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ import math
 import numpy as np
 import pytest
 
-from models.cameras import (
+from models.geometry.cameras import (
     Camera,
     axis_angle,
     intrinsics_from_fov,
     look_at,
     opencv_to_opengl_c2w,
 )
-from models.trajectory import (
+from models.paths.trajectory import (
     PRESET_NAMES,
     Trajectory,
     TrajectoryError,
     make_preset,
     rotation_angle_deg,
 )
-from models.waypoints import GroundFrame, catmull_rom, from_waypoints
+from models.paths.waypoints import GroundFrame, catmull_rom, from_waypoints
 
 W, H = 64, 48
 UP_LEVEL = np.array([0.0, -1.0, 0.0])

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from models.fill import fill_depth, inpaint_rgb
+from models.geometry.fill import fill_depth, inpaint_rgb
 from models.manager import MANAGER, ModelError, weights_present
+from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from models.synthesis import create_synthesis_backend
 from models.synthesis import video as video_mod  # registers "video"
-from models.trajectory import make_preset
 from tests.helpers import PHOTOS
 
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"

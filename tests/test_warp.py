@@ -1,4 +1,4 @@
-"""models.warp: forward warping (identity, known shifts), the z-buffer splat against its slow
+"""models.geometry.warp: forward warping (identity, known shifts), the z-buffer splat against its slow
 twin, no background bleed when moving closer, occlusion, and depth edges."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.cameras import (
+from models.geometry.cameras import (
     axis_angle,
     intrinsics_from_fov,
     look_at,
@@ -17,7 +17,7 @@ from models.cameras import (
     transform_points,
     unproject_depth,
 )
-from models.warp import (
+from models.geometry.warp import (
     NEAR,
     depth_edges,
     forward_warp,

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from models.cameras import unproject_depth
 from models.depth.base import DepthError, DepthResult, check_inputs
+from models.geometry.cameras import unproject_depth
 
 DEFAULT_PNG_SCALE = 1000.0
 

@@ -26,8 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.cameras import scale_intrinsics
 from models.depth.base import DepthError, DepthResult, check_inputs
+from models.geometry.cameras import scale_intrinsics
 
 LEVEL_UP_CAM = np.array([0.0, -1.0, 0.0])
 _WORK_PIXELS = 256 * 192  # working resolution: enough for layout, cheap enough for 0.5 s

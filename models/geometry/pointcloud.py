@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cameras import Camera, transform_points, unproject_depth
+from models.geometry.cameras import Camera, transform_points, unproject_depth
 
 
 def frame_points(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cameras import project_points, transform_points, unproject_depth
+from models.geometry.cameras import project_points, transform_points, unproject_depth
 
 NEAR = 1e-3  # metres: points closer than this to the target camera are dropped
 

@@ -10,7 +10,7 @@ decimetres above the real floor. So the physics scene is split in two:
   when coacd fails, then hulls of small spatial chunks (see :func:`obstacle_pieces`).
 
 All inputs are numpy arrays; the Loci world (OpenCV cameras, arbitrary "up") is converted to
-Z-up only through :mod:`models.cameras`.
+Z-up only through :mod:`models.geometry.cameras`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cameras import c2w_for_zup_camera, transform_points, world_to_zup
+from models.geometry.cameras import c2w_for_zup_camera, transform_points, world_to_zup
 
 __all__ = [
     "HeightField",

@@ -1,7 +1,7 @@
 """Refinement of pixel-aligned splats against their frames (Adam on L1).
 
 Uses gsplat's CUDA rasteriser when CUDA exists, and our differentiable CPU renderer
-(:mod:`models.splat_render`) otherwise.
+(:mod:`models.lift.splat_render`) otherwise.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.splat_render import render
-from models.splats import Frame, Gaussians
+from models.lift.splat_render import render
+from models.lift.splats import Frame, Gaussians
 
 # ---------------------------------------------------------------------------------------------
 # Refinement

@@ -1,4 +1,4 @@
-"""Differentiable CPU Gaussian-splat renderer (tiles, front-to-back) and its slow twin (refinement: models.splat_refine).
+"""Differentiable CPU Gaussian-splat renderer (tiles, front-to-back) and its slow twin (refinement: models.lift.splat_refine).
 
 gsplat's ``rasterization`` only runs on CUDA, and its pure-PyTorch path builds tile lists with a
 Python loop (seconds per frame). This renderer keeps gsplat's *image formation* exactly (EWA
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.splats import SH_C0, Gaussians
+from models.lift.splats import SH_C0, Gaussians
 
 __all__ = [
     "Projected",

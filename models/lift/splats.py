@@ -16,7 +16,7 @@ one Gaussian per occupied voxel with the mean position/colour/opacity of its mem
 defaults to the median footprint, so a surface keeps about one Gaussian per pixel of its sharpest
 view. All steps are deterministic (no randomness, stable orderings).
 
-Arrays are float32 numpy; the renderer and refinement live in ``models.splat_render``.
+Arrays are float32 numpy; the renderer and refinement live in ``models.lift.splat_render``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.cameras import rotmat_to_quat_wxyz, transform_points, unproject_depth
+from models.geometry.cameras import rotmat_to_quat_wxyz, transform_points, unproject_depth
 
 __all__ = [
     "SH_C0",

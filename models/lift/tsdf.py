@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.tsdf_mesh import UNOBSERVED, decimate, extract_mesh, extract_mesh_reference
+from models.lift.tsdf_mesh import UNOBSERVED, decimate, extract_mesh, extract_mesh_reference
 
 __all__ = [
     "TSDFError",

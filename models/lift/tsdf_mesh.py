@@ -17,7 +17,7 @@ import numpy as np
 from skimage import measure
 
 if TYPE_CHECKING:
-    from models.tsdf import TSDFVolume
+    from models.lift.tsdf import TSDFVolume
 
 # tsdf value of a voxel never observed (real values are in [-1, 1]).
 UNOBSERVED = 2.0

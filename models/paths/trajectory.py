@@ -1,7 +1,7 @@
 """Camera paths: the ``trajectory.json`` contract and the preset paths.
 
-A :class:`Trajectory` is a list of :class:`~models.cameras.Camera` of one image size, in the
-OpenCV ``c2w`` convention of :mod:`models.cameras`. ``to_dict`` / ``from_dict`` read and write
+A :class:`Trajectory` is a list of :class:`~models.geometry.cameras.Camera` of one image size, in the
+OpenCV ``c2w`` convention of :mod:`models.geometry.cameras`. ``to_dict`` / ``from_dict`` read and write
 the ``trajectory.json`` format of DESIGN.md::
 
     {"convention": "opencv_c2w", "width": 640, "height": 480,
@@ -9,7 +9,7 @@ the ``trajectory.json`` format of DESIGN.md::
 
 Presets (:func:`make_preset`) start exactly at the photo's camera and move in the horizontal plane
 (orthogonal to the world ``up``), so the eye height stays constant. Paths drawn on the ground
-plane live in :mod:`models.waypoints`.
+plane live in :mod:`models.paths.waypoints`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from models.cameras import Camera, CameraError, axis_angle, opengl_to_opencv_c2w
+from models.geometry.cameras import Camera, CameraError, axis_angle, opengl_to_opencv_c2w
 
 CONVENTION = "opencv_c2w"
 PRESET_NAMES: tuple[str, ...] = ("forward", "orbit", "look-around", "dolly", "loop")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from models.cameras import Camera
-from models.trajectory import (
+from models.geometry.cameras import Camera
+from models.paths.trajectory import (
     Trajectory,
     TrajectoryError,
     ease,

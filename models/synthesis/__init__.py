@@ -1,10 +1,7 @@
 """Synthesis backends: a Protocol, a registry, and the offline ``reproject`` default."""
 
 # Importing registers the backends; their heavy imports (diffusers) happen in their factories.
-from . import reproject as _reproject  # noqa: F401  (registers "reproject")
-from . import sd_inpaint as _sd_inpaint  # noqa: F401  (registers "sd-inpaint")
-from . import video as _video  # noqa: F401  (registers "video")
-from .base import (
+from models.synthesis.base import (
     SynthesisBackend,
     SynthesisError,
     SynthesisRequest,
@@ -13,6 +10,10 @@ from .base import (
     register_synthesis_backend,
     synthesis_backend_names,
 )
+
+from . import reproject as _reproject  # noqa: F401  (registers "reproject")
+from . import sd_inpaint as _sd_inpaint  # noqa: F401  (registers "sd-inpaint")
+from . import video as _video  # noqa: F401  (registers "video")
 
 __all__ = [
     "SynthesisBackend",

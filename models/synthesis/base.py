@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..cameras import Camera
+from models.geometry.cameras import Camera
 
 
 class SynthesisError(ValueError):

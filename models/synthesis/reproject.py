@@ -1,13 +1,13 @@
 """``reproject``: the offline synthesis default. No weights, no randomness.
 
 Memory-covered pixels are routed through unchanged (bit for bit); only the never-seen pixels are
-painted, from the background side of the hole (see ``models.fill``).
+painted, from the background side of the hole (see ``models.geometry.fill``).
 """
 
 from __future__ import annotations
 
-from ..fill import fill_depth, inpaint_rgb
-from .base import SynthesisRequest, SynthesisResult, register_synthesis_backend
+from models.geometry.fill import fill_depth, inpaint_rgb
+from models.synthesis.base import SynthesisRequest, SynthesisResult, register_synthesis_backend
 
 
 class ReprojectSynthesis:

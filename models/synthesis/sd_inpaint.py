@@ -1,7 +1,7 @@
 """``sd-inpaint``: per-frame synthesis with a Stable Diffusion inpainting pipeline (diffusers).
 
 For each target frame the warped memory image is the init image (its holes pre-filled by
-:func:`models.fill.inpaint_rgb`, so the diffusion starts from a plausible picture rather than
+:func:`models.geometry.fill.inpaint_rgb`, so the diffusion starts from a plausible picture rather than
 black), the never-seen mask (dilated a few pixels so the seam is repainted too) is the
 inpainting mask, and the frame is generated at the model's native resolution. After decoding,
 every memory-covered pixel is pasted back bit for bit; only the painted side of the seam is
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..fill import fill_depth, inpaint_rgb
-from ..manager import (
+from models.geometry.fill import fill_depth, inpaint_rgb
+from models.manager import (
     MANAGER,
     ModelError,
     free_vram_gb,
@@ -39,7 +39,7 @@ from ..manager import (
     pick_device,
     pick_dtype,
 )
-from .base import SynthesisRequest, SynthesisResult, register_synthesis_backend
+from models.synthesis.base import SynthesisRequest, SynthesisResult, register_synthesis_backend
 
 BACKEND = "sd-inpaint"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-inpainting"

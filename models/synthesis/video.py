@@ -3,7 +3,7 @@ without training by warped-latent guidance.
 
 Per chunk of ``chunk_size`` target cameras (the pipeline hands them over together):
 
-1. every request's warped memory image is pre-filled (``models.fill.inpaint_rgb``, background
+1. every request's warped memory image is pre-filled (``models.geometry.fill.inpaint_rgb``, background
    first) and encoded with the pipeline's VAE into ``z_mem`` (one latent per frame);
 2. each ``valid`` mask is reduced to the latent grid; a latent cell counts as covered only if
    *all* its pixels are covered (max-pool of the uncovered mask), so no unseen pixel is forced;
@@ -40,9 +40,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fill import fill_depth, inpaint_rgb
-from ..manager import MANAGER, ModelError, free_vram_gb, gpu, load_error, local_path, pick_device
-from .base import SynthesisRequest, SynthesisResult, register_synthesis_backend
+from models.geometry.fill import fill_depth, inpaint_rgb
+from models.manager import (
+    MANAGER,
+    ModelError,
+    free_vram_gb,
+    gpu,
+    load_error,
+    local_path,
+    pick_device,
+)
+from models.synthesis.base import SynthesisRequest, SynthesisResult, register_synthesis_backend
 
 OFFLINE_ALTERNATIVE = "--synthesis reproject"
 

@@ -10,7 +10,7 @@ Typical use::
 
 from __future__ import annotations
 
-from storage.db.artifacts import ArtifactStore
+from storage.blobs import ArtifactStore
 from storage.db.engine import Database, open_database
 from storage.db.models import (
     CELL_KINDS,

@@ -4,7 +4,7 @@ Numpy in, files out; every file is written atomically (temp file in the same fol
 ``os.replace``), so a failed export leaves no partial file and never clobbers a good one.
 
 Coordinates are written as given. glTF is Y-up: callers convert Loci world points first (the
-conversion lives with the camera conventions, models.cameras.world_to_gltf; storage does not
+conversion lives with the camera conventions, models.geometry.cameras.world_to_gltf; storage does not
 import models). Colours are (V, 3) uint8 RGB per vertex, optional.
 """
 

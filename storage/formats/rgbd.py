@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from storage.errors import StorageError
-from storage.images import load_image_rgb
+from storage.formats.images import load_image_rgb
 
 
 @dataclass

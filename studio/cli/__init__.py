@@ -13,18 +13,18 @@ import sys
 import time
 from pathlib import Path
 
-from models.cameras import CameraError, scale_intrinsics
 from models.depth import DepthError, create_depth_backend, depth_backend_names
+from models.geometry.cameras import CameraError, scale_intrinsics
+from models.geometry.pointcloud import VoxelCloud, frame_points
 from models.manager import ModelError
+from models.paths.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
 from models.pipeline import PipelineConfig, PipelineError, WorldPipeline
-from models.pointcloud import VoxelCloud, frame_points
 from models.synthesis import SynthesisError, synthesis_backend_names
-from models.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
-from storage.bundle import BundleWriter
 from storage.errors import StorageError
-from storage.images import load_photo
-from storage.ply import write_pointcloud_ply
-from storage.video import VideoStream
+from storage.formats.bundle import BundleWriter
+from storage.formats.images import load_photo
+from storage.formats.ply import write_pointcloud_ply
+from storage.formats.video import VideoStream
 
 # Errors that mean "the input is bad": reported as one line, exit status 2.
 USER_ERRORS = (
@@ -163,7 +163,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from studio.evaluate import DEFAULT_SEQUENCE, EvalOptions, run_eval, summarise
+    from studio.cli.eval import DEFAULT_SEQUENCE, EvalOptions, run_eval, summarise
 
     opts = EvalOptions(
         width=args.width, frames=args.frames, lpips_model=args.lpips_model, fid_model=args.fid_model
@@ -185,7 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_lift(args: argparse.Namespace) -> int:
-    from studio.lift import lift_bundle
+    from studio.exports.lift import lift_bundle
 
     if not (args.splats or args.mesh):
         args.splats = args.mesh = True
@@ -209,7 +209,7 @@ def cmd_lift(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from studio.lift import export_bundle
+    from studio.exports.lift import export_bundle
 
     path = export_bundle(args.dir, args.format, args.out)
     print(f"wrote {path}", file=sys.stderr)
@@ -230,7 +230,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from studio.bench import run_bench
+    from studio.cli.bench import run_bench
 
     run_bench(out=args.out, quick=args.quick, repeats=args.repeats, baselines=args.baselines)
     return 0
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--quiet", action="store_true")
     lf.set_defaults(func=cmd_lift)
 
-    from studio.lift import FORMATS
+    from studio.exports.lift import FORMATS
 
     ex = sub.add_parser("export", help="world bundle -> a viewer, engine or dataset format")
     ex.add_argument("dir", help="world bundle folder")

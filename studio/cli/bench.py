@@ -31,14 +31,14 @@ import cv2
 import numpy as np
 import torch
 
-from models.cameras import Camera, intrinsics_from_fov, look_at, scale_intrinsics
+from models.geometry.cameras import Camera, intrinsics_from_fov, look_at, scale_intrinsics
+from models.geometry.warp import forward_warp
 from models.memory import SpatialMemory
+from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
-from models.trajectory import make_preset
-from models.warp import forward_warp
-from storage.images import load_photo
+from storage.formats.images import load_photo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 PHOTO = DATA / "photos" / "interior_office_03_dsine.png"
 TUM = DATA / "posed" / "tum_fr3_long_office_household"
@@ -251,7 +251,7 @@ def bench_peak_memory(frames: int) -> dict:
 def bench_lift_export(repeats: int) -> dict:
     """Lift (splats, mesh) and every export of a 12-frame 512 px world: median seconds."""
     from studio.cli import main as cli
-    from studio.lift import FORMATS, export_bundle, make_mesh, make_splats
+    from studio.exports.lift import FORMATS, export_bundle, make_mesh, make_splats
 
     with tempfile.TemporaryDirectory() as d:
         world = Path(d) / "w"
@@ -268,7 +268,7 @@ def bench_lift_export(repeats: int) -> dict:
                 "--quiet",
             ]
         )
-        from storage.bundle import read_bundle
+        from storage.formats.bundle import read_bundle
 
         bundle = read_bundle(world)
         out = {

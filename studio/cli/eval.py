@@ -28,20 +28,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.cameras import Camera, scale_intrinsics
 from models.depth import create_depth_backend
-from models.depth.metrics import depth_metrics
+from models.geometry.cameras import Camera, scale_intrinsics
 from models.metrics import PerceptualMetrics, psnr, ssim
+from models.metrics.depth import depth_metrics
+from models.paths.trajectory import make_preset
+from models.paths.waypoints import from_waypoints
 from models.pipeline import FrameEvent, PipelineConfig, WorldPipeline
-from models.trajectory import make_preset
-from models.waypoints import from_waypoints
 from storage.atomic import atomic_write_json
-from storage.images import load_photo
-from storage.rgbd import load_posed_sequence, load_rgbd_benchmark
-from studio.bench import machine_info
-from studio.plots import PNG_NOTE, save_figure
+from storage.formats.images import load_photo
+from storage.formats.rgbd import load_posed_sequence, load_rgbd_benchmark
+from studio.cli.bench import machine_info
+from studio.cli.plots import PNG_NOTE, save_figure
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 DEFAULT_SEQUENCE = DATA / "posed" / "tum_fr3_long_office_household"
 DEFAULT_PHOTOS = (

@@ -5,7 +5,7 @@ Layouts (``out_dir`` is created whole or not at all: built in a hidden sibling, 
     nerfstudio:  out_dir/transforms.json, out_dir/images/frame_NNNNN.png, out_dir/sparse_pc.ply
     COLMAP:      out_dir/images/frame_NNNNN.png, out_dir/sparse/0/{cameras,images,points3D}.txt
 
-Both keep the bundle's world frame; poses are converted only through :mod:`models.cameras`
+Both keep the bundle's world frame; poses are converted only through :mod:`models.geometry.cameras`
 (OpenGL c2w for nerfstudio, w2c quaternions for COLMAP).
 """
 
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.cameras import invert_pose, opencv_to_opengl_c2w, rotmat_to_quat_wxyz
-from storage.bundle import BundleInfo, read_bundle
-from storage.dataset_formats import write_colmap_text, write_nerfstudio_transforms
+from models.geometry.cameras import invert_pose, opencv_to_opengl_c2w, rotmat_to_quat_wxyz
 from storage.errors import StorageError
-from storage.ply import read_pointcloud_ply
+from storage.formats.bundle import BundleInfo, read_bundle
+from storage.formats.datasets import write_colmap_text, write_nerfstudio_transforms
+from storage.formats.ply import read_pointcloud_ply
 
 __all__ = ["export_colmap", "export_nerfstudio", "staging_dir"]
 

@@ -3,7 +3,7 @@
 Lifting writes into the bundle, each file atomically: ``splats.ply`` (INRIA 3DGS layout, world
 frame), ``mesh.ply`` (TSDF mesh, world frame, vertex colours) and ``lift.json`` (parameters and
 timings). Exports read those when present and lift on the fly otherwise, convert through
-``models.cameras`` (glTF Y-up, USD/MuJoCo Z-up, OpenGL for nerfstudio) and write via ``storage``.
+``models.geometry.cameras`` (glTF Y-up, USD/MuJoCo Z-up, OpenGL for nerfstudio) and write via ``storage``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from models.cameras import transform_points, world_to_gltf
-from models.splats import Gaussians, init_from_frames
-from models.tsdf import decimate, extract_mesh, fuse
+from models.geometry.cameras import transform_points, world_to_gltf
+from models.lift.splats import Gaussians, init_from_frames
+from models.lift.tsdf import decimate, extract_mesh, fuse
 from storage.atomic import atomic_write_json
-from storage.bundle import BundleInfo, read_bundle
 from storage.errors import BundleError, StorageError
-from storage.mesh_formats import write_glb, write_mesh_ply, write_obj
-from storage.splat_formats import read_inria_ply, write_inria_ply, write_splat, write_spz
+from storage.formats.bundle import BundleInfo, read_bundle
+from storage.formats.mesh import write_glb, write_mesh_ply, write_obj
+from storage.formats.splats import read_inria_ply, write_inria_ply, write_splat, write_spz
 
 SPLAT_FORMATS = ("ply", "splat", "spz")
 MESH_FORMATS = ("glb", "obj")
@@ -182,7 +182,7 @@ def export_bundle(
         return writer(out, v_yup.astype(np.float32), f, c)
     if fmt in ("usd", "usdz", "mjcf"):
         try:
-            from studio.export_physics import export_mjcf, export_usd
+            from studio.exports.physics import export_mjcf, export_usd
 
             if fmt == "mjcf":
                 import mujoco  # noqa: F401  (fail here, before any work, when missing)
@@ -196,11 +196,11 @@ def export_bundle(
             return export_mjcf(bundle.root, out, mesh=_load_mesh(bundle), overwrite=True)
         return export_usd(bundle.root, out, mesh=_load_mesh(bundle))
     if fmt == "nerfstudio":
-        from studio.export_datasets import export_nerfstudio
+        from studio.exports.datasets import export_nerfstudio
 
         return export_nerfstudio(bundle.root, out, overwrite=True)
     if fmt == "colmap":
-        from studio.export_datasets import export_colmap
+        from studio.exports.datasets import export_colmap
 
         return export_colmap(bundle.root, out, overwrite=True)
     # mp4: the walkthrough, copied atomically.

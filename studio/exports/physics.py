@@ -1,7 +1,7 @@
 """Physics exports of a world bundle: USD (Isaac Sim) and MJCF (MuJoCo).
 
 Both read the bundle, convert the world to the simulator's Z-up frame through
-:mod:`models.cameras` (via :mod:`models.physics`), and write through ``storage``. The mesh comes
+:mod:`models.geometry.cameras` (via :mod:`models.lift.physics`), and write through ``storage``. The mesh comes
 from the caller (e.g. a TSDF mesh); without one, :func:`depth_mesh` triangulates the frames'
 depth maps directly (a per-frame grid, cut at depth edges), which is enough for collisions.
 """
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models import physics
-from models.cameras import Camera, transform_points, unproject_depth
-from storage.bundle import BundleInfo, read_bundle
+from models.geometry.cameras import Camera, transform_points, unproject_depth
+from models.lift import physics
 from storage.errors import StorageError
-from storage.mjcf_format import write_mjcf
-from storage.usd_format import write_usd
-from studio.export_datasets import staging_dir
+from storage.formats.bundle import BundleInfo, read_bundle
+from storage.formats.mjcf import write_mjcf
+from storage.formats.usd import write_usd
+from studio.exports.datasets import staging_dir
 
 __all__ = ["Mesh", "depth_mesh", "export_mjcf", "export_usd", "floor_hint_z"]
 

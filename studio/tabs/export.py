@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.lift import FORMATS
+from studio.exports.lift import FORMATS
 from studio.tabs.common import Shared, friendly
 
 DESCRIPTIONS = {

@@ -11,8 +11,8 @@ import gradio as gr
 import numpy as np
 
 from models.metrics import psnr
-from models.trajectory import rotation_angle_deg
-from storage.splat_formats import read_inria_ply
+from models.paths.trajectory import rotation_angle_deg
+from storage.formats.splats import read_inria_ply
 from studio.service import Studio, StudioError, WorldState
 from studio.tabs.common import Shared, friendly
 from studio.world_store import decode_png, load_rgb
@@ -104,7 +104,7 @@ def listen(shared: Shared, c: dict) -> None:
                 raise StudioError("Load the world first: the splats are made then.")
             path = s.artifact(lifts[-1], "splats", "splats.ply")
             g = _splats(str(path))
-            from models.splat_render import render as render_splats
+            from models.lift.splat_render import render as render_splats
 
             cam = ws.camera(i)
             out = render_splats(g["means"], g["quats_wxyz"], g["log_scales"], g["opacity_logits"],

@@ -12,7 +12,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from storage.images import load_photo
+from storage.formats.images import load_photo
 from studio.service import Studio
 from studio.tabs.common import Shared, friendly
 from studio.world_store import load_rgb, load_state
@@ -36,7 +36,7 @@ def point_cloud_figure(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, stride
     """An interactive 3D scatter of the seeded points (OpenCV camera axes, y flipped to up)."""
     import plotly.graph_objects as go
 
-    from models.cameras import unproject_depth
+    from models.geometry.cameras import unproject_depth
 
     d = depth[::stride, ::stride]
     Ks = np.asarray(K, float).copy()

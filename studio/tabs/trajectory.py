@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from models.trajectory import PRESET_NAMES
+from models.paths.trajectory import PRESET_NAMES
 from studio.service import PathPlan, Studio, StudioError, WorldState
 from studio.tabs.common import Shared, friendly
 from studio.worldmap import MapView, plotly_map, render_map

@@ -31,8 +31,8 @@ PHOTO = ROOT.parent / "shared" / "data" / "photos" / "interior_office_03_dsine.p
 
 
 def make_scene(workdir: Path):
-    from models.splats import depth_edge_confidence, init_from_frames
-    from storage.bundle import read_bundle
+    from models.lift.splats import depth_edge_confidence, init_from_frames
+    from storage.formats.bundle import read_bundle
     from studio.cli import main
 
     out = workdir / "world512"
@@ -91,7 +91,7 @@ def gsplat_torch_render(g, c2w, K, width, height, tile=16):
 
 
 def ours_render(g, c2w, K, width, height):
-    from models.splat_render import render
+    from models.lift.splat_render import render
 
     with torch.no_grad():
         return render(

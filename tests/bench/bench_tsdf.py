@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.tsdf import extract_mesh, fuse  # noqa: E402
+from models.lift.tsdf import extract_mesh, fuse  # noqa: E402
 from tests.helpers import PHOTOS, TUM, tum_depth_path, tum_frame_path, tum_trajectory  # noqa: E402
 
 Frame = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -55,7 +55,7 @@ def _tum_frame0() -> list[Frame]:
 
 
 def _bundle_frames(directory: Path) -> list[Frame]:
-    from storage.bundle import read_bundle
+    from storage.formats.bundle import read_bundle
 
     info = read_bundle(directory)
     return [(info.frame_rgb(i), info.frame_depth(i), info.K(i), info.c2w(i)) for i in info.indices]
