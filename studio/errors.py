@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
-__all__ = ["StudioError", "clean_id", "error_message"]
+from models.depth import DepthError
+from models.geometry.cameras import CameraError
+from models.manager import ModelError
+from models.paths.trajectory import TrajectoryError
+from models.pipeline import PipelineError
+from models.synthesis import SynthesisError
+from storage.errors import StorageError
+
+__all__ = ["USER_ERRORS", "StudioError", "clean_id", "error_message"]
+
+# Errors that mean "the input is bad": the CLI reports them as one line (exit status 2), the
+# studio shows their message as is.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    StorageError,
+    DepthError,
+    SynthesisError,
+    TrajectoryError,
+    PipelineError,
+    CameraError,
+    ModelError,
+)
 
 
 class StudioError(ValueError):

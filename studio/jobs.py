@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,10 +23,8 @@ from models.geometry.cameras import Camera
 from models.pipeline import FrameEvent
 from storage.db import Conflict, NotFound
 from studio.errors import StudioError, clean_id, error_message
+from studio.state import WorldState
 from studio.world_store import save_frame
-
-if TYPE_CHECKING:
-    from studio.service import WorldState
 
 __all__ = ["CHUNK_FRAMES", "GenerationJobs", "GenerationUpdate"]
 

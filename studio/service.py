@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,70 +26,26 @@ from models.geometry.cameras import Camera, intrinsics_from_fov
 from models.paths.trajectory import PRESET_NAMES, Trajectory, make_preset
 from models.paths.waypoints import GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
+from storage.blobs import ArtifactStore
 from storage.db import (
-    ArtifactStore,
     Conflict,
     Forbidden,
     HistoryCell,
     NotFound,
     Repository,
-    WorldFrame,
     open_database,
 )
 from storage.formats.images import load_photo
 from studio.context import StudioContext
-from studio.errors import StudioError, clean_id, error_message
+from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
 from studio.jobs import GenerationJobs, GenerationUpdate
-from studio.world_store import bundle_for, load_records, save_frame, world_digest
+from studio.state import PathPlan, WorldState
+from studio.world_store import bundle_for, load_records, save_frame
 
 __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
 
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
-
-
-@dataclass
-class WorldState:
-    """A project's world as stored: its photo cell, world metadata and frames (index order)."""
-
-    cells: list[HistoryCell]
-    photo: HistoryCell
-    meta: dict[str, Any]
-    frames: list[WorldFrame]
-
-    @property
-    def width(self) -> int:
-        return int(self.meta["width"])
-
-    @property
-    def height(self) -> int:
-        return int(self.meta["height"])
-
-    def camera(self, i: int) -> Camera:
-        f = self.frames[i]
-        return Camera(np.asarray(f.K), np.asarray(f.c2w), self.width, self.height)
-
-    def ground(self) -> GroundFrame:
-        """The map's ground frame: under the photo's camera."""
-        return GroundFrame.from_camera(
-            self.camera(0), np.asarray(self.meta["up"]), float(self.meta["camera_height"])
-        )
-
-    @property
-    def digest(self) -> str:
-        return world_digest(self.frames)
-
-
-@dataclass
-class PathPlan:
-    """A camera path ready to save: cameras, their ground track and memory coverage preview."""
-
-    trajectory: Trajectory
-    params: dict[str, Any]
-    ground_xy: np.ndarray  # (N, 2) on the map
-    headings: np.ndarray  # (N,) radians, 0 = map +y, positive to the right
-    coverage: list[float]  # per frame: fraction of its view memory already sees (every frame)
-    warnings: list[str] = field(default_factory=list)
 
 
 class Studio(GenerationJobs):
@@ -485,6 +440,4 @@ def _mime(fmt: str) -> str:
 
 def user_facing() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the person using the studio (shown as is)."""
-    from studio.cli import USER_ERRORS
-
     return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

@@ -29,7 +29,8 @@ import numpy as np
 
 from models.geometry.cameras import Camera
 from models.pipeline import FrameEvent, FrameRecord, World
-from storage.db import ArtifactStore, Repository, WorldFrame
+from storage.blobs import ArtifactStore
+from storage.db import Repository, WorldFrame
 from storage.errors import StorageError
 from storage.formats.bundle import BundleWriter, read_bundle
 

@@ -11,7 +11,7 @@ import torch
 from models.metrics import PerceptualMetrics
 from storage.errors import StorageError
 from studio.cli import main
-from studio.cli.eval import EvalOptions, run_eval
+from studio.evaluation.protocols import EvalOptions, run_eval
 from tests.helpers import TUM
 
 TINY = EvalOptions(width=128, frames=4)
@@ -53,7 +53,7 @@ def test_posed_protocol_tiny(tmp_path):
 
 
 def test_revisit_protocol_tiny(tmp_path):
-    from studio.cli.eval import protocol_revisit
+    from studio.evaluation.protocols import protocol_revisit
 
     rep = protocol_revisit(
         tmp_path, EvalOptions(width=128, frames=8), photos=["interior_office_03_dsine.png"]

@@ -1,5 +1,5 @@
 """Mesh lift: TSDF fusion (models/tsdf.py), marching cubes (models/tsdf_mesh.py), and the mesh
-writers (storage/mesh_formats.py) read back with independent readers (trimesh, pygltflib)."""
+writers (storage/formats/mesh.py) read back with independent readers (trimesh, pygltflib)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 import storage.atomic
+from storage.blobs import ArtifactStore
 from storage.db import (
     Artifact,
-    ArtifactStore,
     CellArtifact,
     Conflict,
     Database,

@@ -1,16 +1,16 @@
-"""Database layer of the studio (no torch): schema, repository, content-addressed artifacts.
+"""Database layer of the studio (no torch): schema, migrations, repository (projects, history,
+jobs, world frames). The content-addressed file store is :mod:`storage.blobs`.
 
 Typical use::
 
     db = open_database("sqlite:///data/loci.db", migrate=True)
     repo = Repository(db)
-    store = ArtifactStore("data/artifacts", db)
+    store = storage.blobs.ArtifactStore("data/artifacts", db)
     project, view_key, edit_key = repo.create_project("Kitchen")
 """
 
 from __future__ import annotations
 
-from storage.blobs import ArtifactStore
 from storage.db.engine import Database, open_database
 from storage.db.models import (
     CELL_KINDS,
@@ -28,7 +28,6 @@ __all__ = [
     "CELL_KINDS",
     "STATUSES",
     "Artifact",
-    "ArtifactStore",
     "CellArtifact",
     "Conflict",
     "Database",

@@ -1,325 +1,33 @@
-"""The ``loci`` command line: ``loci generate`` and ``loci bench``.
+"""The ``loci`` command line, one module per command group.
 
-``loci generate PHOTO --out DIR`` writes a world bundle (DESIGN.md). The bundle is built in a
-hidden sibling folder and renamed into place at the end, so DIR is never left half-written;
-bad input exits with status 2 and a message that says what to fix.
+- :mod:`studio.cli.world`: ``generate`` (photo + path -> world bundle), ``lift``, ``export``;
+- :mod:`studio.cli.eval`: ``eval`` (protocols on real data);
+- :mod:`studio.cli.bench`: ``bench`` (the speed suite);
+- :mod:`studio.cli.models`: ``models`` (backends and their weights).
+
+Bad input (any of :data:`studio.errors.USER_ERRORS` or a :class:`UsageError`) exits with status 2
+and one line that says what to fix; heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
-import time
-from pathlib import Path
 
-from models.depth import DepthError, create_depth_backend, depth_backend_names
-from models.geometry.cameras import CameraError, scale_intrinsics
-from models.geometry.pointcloud import VoxelCloud, frame_points
-from models.manager import ModelError
-from models.paths.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
-from models.pipeline import PipelineConfig, PipelineError, WorldPipeline
-from models.synthesis import SynthesisError, synthesis_backend_names
-from storage.errors import StorageError
-from storage.formats.bundle import BundleWriter
-from storage.formats.images import load_photo
-from storage.formats.ply import write_pointcloud_ply
-from storage.formats.video import VideoStream
+from studio.cli import bench, eval, models, world
+from studio.cli.common import UsageError
+from studio.errors import USER_ERRORS
 
-# Errors that mean "the input is bad": reported as one line, exit status 2.
-USER_ERRORS = (
-    StorageError,
-    DepthError,
-    SynthesisError,
-    TrajectoryError,
-    PipelineError,
-    CameraError,
-    ModelError,
-)
-DEFAULT_FRAMES = 24
-
-
-class UsageError(ValueError):
-    """A command line that cannot work (contradicting or missing options)."""
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, file=sys.stderr)
-
-
-def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline:
-    from studio.backends import build_depth, build_synthesis
-
-    depth_name = args.depth or ("file" if args.depth_file else "layout")
-    if depth_name == "file":
-        if not args.depth_file:
-            raise UsageError("--depth file needs --depth-file PATH")
-        depth = create_depth_backend("file", path=args.depth_file, scale=args.depth_scale)
-    elif args.depth_file:
-        raise UsageError(f"--depth-file only works with --depth file, not --depth {depth_name}")
-    else:
-        # --model names the synthesis model when synthesis uses weights, else the depth model.
-        depth_model = args.depth_model or (args.model if args.synthesis == "reproject" else None)
-        depth = build_depth(depth_name, depth_model, notes)
-    synth_model = args.model if args.synthesis != "reproject" else None
-    synthesis = build_synthesis(
-        args.synthesis, synth_model, notes, steps=args.steps, prompt=args.prompt
-    )
-    config = PipelineConfig(
-        width=args.width,
-        hfov_deg=args.fov,
-        memory_stride=args.memory_stride,
-        max_retrieved=args.max_retrieved,
-        use_memory=not args.no_memory,
-        seed=args.seed,
-    )
-    return WorldPipeline(depth=depth, synthesis=synthesis, config=config)
-
-
-def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
-    traj = Trajectory.load(path)
-    if abs(traj.width / traj.height - photo_w / photo_h) > 0.01 * photo_w / photo_h:
-        raise TrajectoryError(
-            f"the first camera of {path} is not the photo's camera: it is for {traj.width}x"
-            f"{traj.height} images, but the photo is {photo_w}x{photo_h} (another aspect ratio)"
-        )
-    return traj
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    t_start = time.perf_counter()
-    if args.frames is not None and args.frames < 1:
-        raise UsageError("--frames must be at least 1")
-    photo = load_photo(args.photo)
-    ph, pw = photo.rgb.shape[:2]
-    traj_file = args.path if args.path.endswith(".json") else None
-    if traj_file is None and args.path not in PRESET_NAMES:
-        raise UsageError(f"--path must be one of {', '.join(PRESET_NAMES)} or a .json file")
-    traj = _load_path_file(traj_file, pw, ph) if traj_file else None
-    notes: list[str] = []
-    pipe = _build_pipeline(args, notes)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    # Refuse an occupied --out before any work is done.
-    writer = BundleWriter(args.out, overwrite=args.overwrite)
-
-    if traj is not None:
-        K_photo = scale_intrinsics(traj[0].K, (traj.width, traj.height), (pw, ph))
-        world = pipe.seed(photo.rgb, K_photo, c2w=traj[0].c2w)
-        cameras = [c.resized(world.width, world.height) for c in traj.cameras[1:]]
-        if args.frames is not None and args.frames != len(traj):
-            print(f"note: --frames ignored, {traj_file} has {len(traj)} frames", file=sys.stderr)
-    else:
-        world = pipe.seed(photo.rgb, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
-        n = args.frames or DEFAULT_FRAMES
-        cameras = make_preset(
-            args.path, world.cameras[0], n, up=world.up, scene_depth=world.scene_depth
-        ).cameras[1:]
-    for note in photo.notes:
-        print(f"note: {note}", file=sys.stderr)
-
-    # Sky backdrops sit at a far constant depth: keep them out of the preview cloud.
-    max_depth = 10.0 * world.scene_depth
-    cloud = VoxelCloud(voxel_size=max(world.scene_depth / 150.0, 1e-3))
-    timings: list[dict[str, float]] = []
-    with (
-        writer as bundle,
-        VideoStream(bundle.path("video.mp4"), world.width, world.height, fps=args.fps) as video,
-    ):
-        seed_event = world.seed_event
-        bar = _progress(1 + len(cameras), "generating", not args.quiet)
-        for event in itertools.chain([seed_event], pipe.explore(world, cameras)):
-            bundle.write_frame(
-                event.index, event.rgb, event.depth, event.source_mask, event.record()
-            )
-            video.write(event.rgb)
-            cloud.add(*frame_points(event.rgb, event.depth, event.camera, 2, max_depth))
-            if event.index:
-                timings.append(event.timings)
-            bar.update(1)
-        bar.close()
-        xyz, rgb = cloud.points()
-        write_pointcloud_ply(bundle.path("pointcloud.ply"), xyz, rgb)
-        used = Trajectory(list(world.cameras))
-        bundle.write_json("trajectory.json", used.to_dict())
-        meta = world.meta()
-        meta.update(
-            source_photo=Path(args.photo).name,
-            path=args.path if traj_file is None else Path(traj_file).name,
-            memory=not args.no_memory,
-            depth_meta=world.depth_meta,
-        )
-        bundle.finish(meta)
-    elapsed = time.perf_counter() - t_start
-    fps = len(timings) / max(1e-9, sum(t["total"] for t in timings)) if timings else 0.0
-    print(
-        f"wrote {args.out}: {len(world.cameras)} frames at {world.width}x{world.height}, "
-        f"{len(xyz)} points, {elapsed:.1f} s ({fps:.1f} frames/s exploring)",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from studio.cli.eval import DEFAULT_SEQUENCE, EvalOptions, run_eval, summarise
-
-    opts = EvalOptions(
-        width=args.width, frames=args.frames, lpips_model=args.lpips_model, fid_model=args.fid_model
-    )
-    kwargs = {}
-    if args.sequence and args.protocol in ("posed", "ablations"):
-        kwargs["seq_dir"] = Path(args.sequence)
-    if args.photos and args.protocol == "revisit":
-        kwargs["photos"] = args.photos
-    if args.protocol == "all" and (args.sequence or args.photos):
-        raise UsageError("--sequence/--photos go with a single protocol, not 'all'")
-    seq = Path(args.sequence) if args.sequence else DEFAULT_SEQUENCE
-    if args.protocol in ("posed", "ablations", "all") and not seq.is_dir():
-        raise UsageError(f"posed sequence folder not found: {seq}")
-    reports = run_eval(args.protocol, args.out, opts, **kwargs)
-    print(summarise(reports))
-    print(f"reports and plots in {args.out}", file=sys.stderr)
-    return 0
-
-
-def cmd_lift(args: argparse.Namespace) -> int:
-    from studio.exports.lift import lift_bundle
-
-    if not (args.splats or args.mesh):
-        args.splats = args.mesh = True
-    bar = _progress(int(args.splats) + int(args.mesh), "lifting", not args.quiet)
-    info = lift_bundle(
-        args.dir,
-        splats=args.splats,
-        mesh=args.mesh,
-        voxel=args.voxel,
-        progress=lambda step: (bar.set_postfix_str(step), bar.update(0)),
-    )
-    bar.update(bar.total - bar.n)
-    bar.close()
-    parts = []
-    if "splats" in info:
-        parts.append(f"{info['splats']['count']} splats")
-    if "mesh" in info:
-        parts.append(f"a mesh of {info['mesh']['faces']} faces")
-    print(f"lifted {args.dir}: {', '.join(parts)}", file=sys.stderr)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from studio.exports.lift import export_bundle
-
-    path = export_bundle(args.dir, args.format, args.out)
-    print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from studio.backends import list_models
-
-    rows = list_models()
-    print(f"{'kind':10s} {'backend':18s} {'default model':48s} {'weights':11s} note")
-    for r in rows:
-        print(
-            f"{r['kind']:10s} {r['backend']:18s} {r['default_model']:48s} {r['weights']:11s} "
-            f"{r['note']}"
-        )
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from studio.cli.bench import run_bench
-
-    run_bench(out=args.out, quick=args.quick, repeats=args.repeats, baselines=args.baselines)
-    return 0
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="loci", description="One photo -> an explorable 3D world.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    g = sub.add_parser("generate", help="photo + camera path -> world bundle")
-    g.add_argument("photo", help="input photo (jpg, png, ...)")
-    g.add_argument("--out", required=True, help="output folder (the world bundle)")
-    g.add_argument(
-        "--path",
-        default="forward",
-        help=f"{' | '.join(PRESET_NAMES)} | TRAJ.json (default forward)",
-    )
-    g.add_argument(
-        "--frames", type=int, default=None, help=f"frames incl. the photo ({DEFAULT_FRAMES})"
-    )
-    g.add_argument("--width", type=int, default=512, help="working width, multiple of 8 (512)")
-    g.add_argument("--fov", type=float, default=60.0, help="horizontal fov when EXIF has none")
-    g.add_argument(
-        "--depth",
-        choices=[*depth_backend_names(), "auto"],
-        default=None,
-        help="depth backend (default layout; auto = a model if present, else layout)",
-    )
-    g.add_argument("--depth-model", default=None, help="hub id or local dir for the depth model")
-    g.add_argument("--depth-file", default=None, help="depth for the photo (.npy or 16-bit .png)")
-    g.add_argument("--depth-scale", type=float, default=None, help="PNG units per metre")
-    g.add_argument(
-        "--synthesis",
-        choices=[*synthesis_backend_names(), "auto"],
-        default="reproject",
-        help="synthesis backend (auto = sd-inpaint if its weights are present)",
-    )
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (model backends)")
-    g.add_argument("--prompt", default=None, help="text prompt (model backends that take one)")
-    g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")
-    g.add_argument("--memory-stride", type=int, default=1, help="every k-th frame joins memory")
-    g.add_argument("--max-retrieved", type=int, default=4, help="memory frames per target")
-    g.add_argument("--fps", type=float, default=12.0, help="video frame rate")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing world in --out")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.set_defaults(func=cmd_generate)
-
-    lf = sub.add_parser("lift", help="world bundle -> splats.ply and mesh.ply (in the bundle)")
-    lf.add_argument("dir", help="world bundle folder")
-    lf.add_argument("--splats", action="store_true", help="Gaussian splats (default: both)")
-    lf.add_argument("--mesh", action="store_true", help="TSDF mesh (default: both)")
-    lf.add_argument("--voxel", type=float, default=None, help="mesh voxel size in metres")
-    lf.add_argument("--quiet", action="store_true")
-    lf.set_defaults(func=cmd_lift)
-
-    from studio.exports.lift import FORMATS
-
-    ex = sub.add_parser("export", help="world bundle -> a viewer, engine or dataset format")
-    ex.add_argument("dir", help="world bundle folder")
-    ex.add_argument("--format", required=True, choices=FORMATS)
-    ex.add_argument("--out", default=None, help="file or folder (default DIR/exports/...)")
-    ex.set_defaults(func=cmd_export)
-
-    e = sub.add_parser("eval", help="evaluation protocols on real data (JSON + plots)")
-    e.add_argument("protocol", choices=["posed", "revisit", "depth", "ablations", "all"])
-    e.add_argument("--out", required=True, help="folder for report_*.json and plots")
-    e.add_argument("--sequence", default=None, help="posed sequence folder (cameras_opencv.json)")
-    e.add_argument("--photos", nargs="*", default=None, help="photos for the revisit protocol")
-    e.add_argument("--frames", type=int, default=None, help="frames per sequence / path")
-    e.add_argument("--width", type=int, default=512)
-    e.add_argument("--lpips-model", default=None, help="TorchScript LPIPS module (optional)")
-    e.add_argument("--fid-model", default=None, help="TorchScript feature extractor for FID")
-    e.set_defaults(func=cmd_eval)
-
-    mo = sub.add_parser("models", help="backends, default model ids, weights present here")
-    mo.set_defaults(func=cmd_models)
-
-    b = sub.add_parser("bench", help="speed suite (medians, ratios to baselines)")
-    b.add_argument("--out", default=None, help="write the JSON report here")
-    b.add_argument("--quick", action="store_true", help="fewer frames and repeats")
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument(
-        "--baselines",
-        action="store_true",
-        help="also splat rendering vs gsplat's torch path, TSDF vs Open3D",
-    )
-    b.set_defaults(func=cmd_bench)
+    world.register(sub)
+    eval.register(sub)
+    models.register(sub)
+    bench.register(sub)
     return p
 
 
@@ -333,7 +41,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("loci: interrupted; nothing was written", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -37,6 +35,7 @@ from models.memory import SpatialMemory
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from storage.formats.images import load_photo
+from studio.evaluation.machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -223,11 +222,21 @@ def bench_retrieval(sizes: list[int], repeats: int) -> dict:
     return out
 
 
+def _loci(*argv: str) -> None:
+    """Run a ``loci`` command in a child process (the suite is not part of the CLI's imports)."""
+    subprocess.run(
+        [sys.executable, "-m", "studio.cli", *argv, "--quiet"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+
+
 def bench_peak_memory(frames: int) -> dict:
     """Peak RSS of `loci generate` over a ``frames``-frame walk, in its own process."""
     with tempfile.TemporaryDirectory() as d:
         code = (
-            "import sys; from studio.cli import main; "
+            "import sys; from studio.cli import main; "  # its own process: VmHWM is its own
             f"rc = main(['generate', {str(PHOTO)!r}, '--out', {d + '/w'!r}, '--path', 'loop', "
             f"'--frames', '{frames}', '--quiet']); "
             # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent.
@@ -250,24 +259,11 @@ def bench_peak_memory(frames: int) -> dict:
 
 def bench_lift_export(repeats: int) -> dict:
     """Lift (splats, mesh) and every export of a 12-frame 512 px world: median seconds."""
-    from studio.cli import main as cli
-    from studio.exports.lift import FORMATS, export_bundle, make_mesh, make_splats
+    from studio.exports.lift import FORMATS, export_bundle, lift_bundle, make_mesh, make_splats
 
     with tempfile.TemporaryDirectory() as d:
         world = Path(d) / "w"
-        cli(
-            [
-                "generate",
-                str(PHOTO),
-                "--out",
-                str(world),
-                "--path",
-                "orbit",
-                "--frames",
-                "12",
-                "--quiet",
-            ]
-        )
+        _loci("generate", str(PHOTO), "--out", str(world), "--path", "orbit", "--frames", "12")
         from storage.formats.bundle import read_bundle
 
         bundle = read_bundle(world)
@@ -275,7 +271,7 @@ def bench_lift_export(repeats: int) -> dict:
             "splats_s": _median_time(lambda: make_splats(bundle), repeats),
             "mesh_s": _median_time(lambda: make_mesh(bundle), repeats),
         }
-        cli(["lift", str(world), "--quiet"])
+        lift_bundle(world)
         for fmt in FORMATS:
             target = (
                 Path(d)
@@ -312,18 +308,6 @@ def bench_baselines(repeats: int) -> dict:
     except Exception as e:  # open3d missing, or not a source checkout
         out["tsdf"] = {"skipped": f"{type(e).__name__}: {e}"}
     return out
-
-
-def machine_info() -> dict:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.is_available(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 def run_bench(

@@ -38,8 +38,8 @@ from models.pipeline import FrameEvent, PipelineConfig, WorldPipeline
 from storage.atomic import atomic_write_json
 from storage.formats.images import load_photo
 from storage.formats.rgbd import load_posed_sequence, load_rgbd_benchmark
-from studio.cli.bench import machine_info
-from studio.cli.plots import PNG_NOTE, save_figure
+from studio.evaluation.machine import machine_info
+from studio.evaluation.plots import PNG_NOTE, save_figure
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

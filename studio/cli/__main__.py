@@ -1,0 +1,7 @@
+"""``python -m studio.cli`` runs the ``loci`` command."""
+
+import sys
+
+from studio.cli import main
+
+sys.exit(main())
