@@ -71,7 +71,10 @@ class Correspondence:
     rgb: (H, W, 3) float32 [0, 1]; depth: (H, W) float32 (0 = not seen); valid: (H, W) bool;
     source_frame: (H, W) int64 memory frame id (-1 = not seen); source_uv: (H, W, 2) float32
     pixel in that frame; confidence: (H, W) float32 of the routed pixel; observed: (H, W) bool,
-    True where the routed pixel traces back to a real observation (False: earlier paint).
+    True where the routed pixel traces back to a real observation (False: earlier paint);
+    stretch: (H, W) float32 or None, the linear magnification of each routed pixel's source
+    footprint in the target (1 = seen at native resolution, 2 = one source pixel spans about two
+    target pixels across; painters may treat strongly stretched pixels as "seen, low detail").
     """
 
     rgb: torch.Tensor
@@ -81,6 +84,7 @@ class Correspondence:
     source_uv: torch.Tensor
     confidence: torch.Tensor
     observed: torch.Tensor
+    stretch: torch.Tensor | None = None
 
     @property
     def coverage(self) -> float:

@@ -357,7 +357,9 @@ class WorldPipeline:
                 t2 = time.perf_counter()
                 seed = self.config.seed * 1_000_003 + index
                 requests.append(
-                    SynthesisRequest(index, cam, corr.rgb, corr.depth, corr.valid, seed)
+                    SynthesisRequest(
+                        index, cam, corr.rgb, corr.depth, corr.valid, seed, stretch=corr.stretch
+                    )
                 )
                 metas.append((corr, retrieved, {"retrieve": t1 - t0, "correspond": t2 - t1}))
             t3 = time.perf_counter()

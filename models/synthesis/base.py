@@ -20,7 +20,9 @@ class SynthesisRequest:
     """Conditions for one target frame.
 
     warped_rgb: (H, W, 3) float32 [0, 1] memory routed into the target (0 where unseen);
-    warped_depth: (H, W) float32 metres (0 where unseen); valid: (H, W) bool memory coverage.
+    warped_depth: (H, W) float32 metres (0 where unseen); valid: (H, W) bool memory coverage;
+    stretch: (H, W) float32 or None, linear magnification of each routed pixel's source footprint
+    (1 = native resolution; see :class:`models.memory.Correspondence`).
     """
 
     index: int
@@ -30,6 +32,7 @@ class SynthesisRequest:
     valid: torch.Tensor
     seed: int = 0
     prompt: str | None = None
+    stretch: torch.Tensor | None = None
 
 
 @dataclass
