@@ -235,11 +235,14 @@ def test_correspond_higher_confidence_wins_per_pixel(order):
     "near_conf,near_wins", [(0.2, False), (0.45, False), (0.55, True), (1.0, True)]
 )
 @pytest.mark.parametrize("real_first", [True, False])
+@pytest.mark.parametrize("same_centre", [False, True])
 def test_correspond_weak_nearer_surface_does_not_hide_real_observation(
-    near_conf, near_wins, real_first
+    near_conf, near_wins, real_first, same_centre
 ):
     """The rule in correspond(): a nearer surface occludes unless it is a far weaker guess:
-    the nearer one wins iff 2 * q_near >= q_far (q = confidence at unit magnification)."""
+    the nearer one wins iff 2 * q_near >= q_far (q = confidence at unit magnification). Seen
+    from the target's own centre (no parallax) the better frame's visibility holds: nothing
+    nearer was along its rays, so a weaker nearer claim loses (how a pure rotation returns)."""
     mem = SpatialMemory(point_stride=4, cell_size=8)
     cam = _camera([0, 0, 0], 0)
     rgb, depth, _ = _render_room(cam)
@@ -253,14 +256,20 @@ def test_correspond_weak_nearer_surface_does_not_hide_real_observation(
         inserts.reverse()
     for fid, r, d, c in inserts:
         mem.insert(fid, cam, r, d, confidence=c)
-    corr = mem.correspond(cam, [fid for fid, *_ in inserts])
-    inner = torch.zeros_like(blob)
-    inner[17:31, 21:43] = True
-    expect_src, expect_depth = (21, 1.5) if near_wins else (20, 3.0)
+    # a small step sideways: the pixels keep about unit magnification, but parallax is real
+    target = cam if same_centre else _camera([0.02, 0, 0], 0)
+    corr = mem.correspond(target, [fid for fid, *_ in inserts])
+    alone = mem.correspond(target, [21])  # where the blob lands in the target
+    inner = (alone.depth > 1.4) & (alone.depth < 1.6)
+    inner = torch.nn.functional.max_pool2d((~inner)[None, None].float(), 3, 1, 1)[0, 0] == 0
+    assert int(inner.sum()) > 150
+    wins = near_wins and (not same_centre or near_conf >= 1.0)
+    expect_src, expect_depth = (21, 1.5) if wins else (20, 3.0)
     assert bool((corr.source_frame[inner] == expect_src).all())
     assert torch.allclose(
         corr.depth[inner], torch.full_like(corr.depth[inner], expect_depth), atol=0.1
     )
     # outside the blob both frames see the same wall
-    assert bool(corr.valid[~blob].all())
-    assert torch.allclose(corr.depth[~blob], depth[~blob])
+    if same_centre:
+        assert bool(corr.valid[~blob].all())
+        assert torch.allclose(corr.depth[~blob], depth[~blob])

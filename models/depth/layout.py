@@ -365,7 +365,8 @@ class LayoutDepth:
         gx = cv2.Sobel(logd, cv2.CV_32F, 1, 0, ksize=3) / 8
         gy = cv2.Sobel(logd, cv2.CV_32F, 0, 1, ksize=3) / 8
         edge = cv2.dilate(np.hypot(gx, gy), np.ones((3, 3), np.uint8))
-        conf *= np.exp(-edge / 0.08).astype(np.float32)
+        # Floor of 0.01: an estimator's pixel is never "unknown" (0 would drop it from memory).
+        conf *= np.maximum(np.exp(-edge / 0.08), 0.03).astype(np.float32)
         if (w, h) != (W, H):
             logd = cv2.resize(logd, (W, H), interpolation=cv2.INTER_LINEAR)
             conf = cv2.resize(conf, (W, H), interpolation=cv2.INTER_LINEAR)
