@@ -24,7 +24,6 @@ it is: that is the correspondence the synthesis step routes pixels through.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
