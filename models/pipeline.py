@@ -368,7 +368,9 @@ class WorldPipeline:
             for req, res, (corr, retrieved, timings) in zip(requests, results, metas, strict=True):
                 t4 = time.perf_counter()
                 rgb = torch.where(res.source_mask[..., None], corr.rgb, res.rgb.clamp(0, 1))
-                depth = self._lift_depth(rgb, req.camera, corr, res.depth_hint, res.source_mask)
+                depth = self._lift_depth(
+                    rgb, req.camera, corr, res.depth_hint, res.source_mask, world
+                )
                 rgb8 = (rgb * 255).round().to(torch.uint8)
                 t5 = time.perf_counter()
                 index = req.index
@@ -423,6 +425,7 @@ class WorldPipeline:
         corr: Correspondence,
         hint: torch.Tensor | None,
         routed: torch.Tensor,
+        world: World | None = None,
     ) -> torch.Tensor:
         """Depth (H, W) of a new frame: memory depth where routed; elsewhere the lift backend's
         estimate, aligned to memory (robust scale/shift) and bent to meet it at hole borders."""
@@ -435,7 +438,7 @@ class WorldPipeline:
         # depth estimator for them would cost more than the whole rest of the frame.
         if painted_frac < 0.02 and hint is not None:
             return torch.where(known, corr.depth, hint)
-        est = self._estimate_small(rgb, camera)
+        est = self._estimate_small(rgb, camera, world)
         if self.config.align_depth and bool(known.any()):
             est = align_scale_shift(est, corr.depth, known).apply(est).clamp(min=1e-3)
             # Residual push-pull: the aligned estimate gets the offset memory has at the hole's
@@ -445,15 +448,28 @@ class WorldPipeline:
         est = est.clamp(min=1e-3)
         return torch.where(known, corr.depth, est)
 
-    def _estimate_small(self, rgb: torch.Tensor, camera: Camera) -> torch.Tensor:
+    def _estimate_small(
+        self, rgb: torch.Tensor, camera: Camera, world: World | None = None
+    ) -> torch.Tensor:
+        """The lift backend's depth (H, W) for a new frame, estimated at ``lift_width``. A
+        backend that takes hints gets what the world knows (its up vector in this camera, the
+        seed's scene type and camera height), so every frame shares the seed's geometry."""
         H, W = rgb.shape[:2]
         lw = min(W, self.config.lift_width)
         lh = max(8, int(round(H * lw / W)))
         small = F.interpolate(rgb.permute(2, 0, 1)[None], size=(lh, lw), mode="area")[0]
         small8 = (small.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         K_small = scale_intrinsics(camera.K, (W, H), (lw, lh))
+        hints: dict[str, Any] = {}
+        if world is not None and getattr(self.lift_depth, "accepts_hints", False):
+            hints["up_cam"] = camera.c2w[:3, :3].T @ np.asarray(world.up, np.float64)
+            meta = world.depth_meta
+            if meta.get("scene") in ("indoor", "outdoor"):
+                hints["scene"] = meta["scene"]
+            if isinstance(meta.get("camera_height_m"), int | float):
+                hints["camera_height"] = float(meta["camera_height_m"])
         d = torch.from_numpy(
-            np.asarray(self.lift_depth.estimate(small8, K_small).depth, np.float32)
+            np.asarray(self.lift_depth.estimate(small8, K_small, **hints).depth, np.float32)
         )
         if math.isclose(lw, W) and lh == H:
             return d
