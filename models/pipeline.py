@@ -206,6 +206,11 @@ class WorldPipeline:
             lift_depth = self.depth if own else create_depth_backend("layout")
         self.lift_depth = lift_depth
         self.config = config or PipelineConfig()
+        # Painted share below which a frame's depth is continued from its borders instead of
+        # estimated: cheap for the layout prior, but a network on a CPU runs only for frames
+        # with large painted areas (the seed always gets it), so exploring stays interactive.
+        cheap = lift_depth.name in ("layout", "file") or torch.cuda.is_available()
+        self._min_painted = 0.02 if cheap else 0.10
 
     # -----------------------------------------------------------------------------------------
     def seed(
@@ -436,7 +441,7 @@ class WorldPipeline:
         painted_frac = 1.0 - float(known.float().mean())
         # Slivers (cracks, thin disocclusions) are continued from their borders; running the
         # depth estimator for them would cost more than the whole rest of the frame.
-        if painted_frac < 0.02 and hint is not None:
+        if painted_frac < self._min_painted and hint is not None:
             return torch.where(known, corr.depth, hint)
         est = self._estimate_small(rgb, camera, world)
         if self.config.align_depth and bool(known.any()):

@@ -23,7 +23,9 @@ class StudioContext:
 
     data_dir: folder of the embedded database and files. database_url: any SQLAlchemy URL
     (default ``sqlite:///<data_dir>/loci.db``). width: working width of generated frames.
-    depth / synthesis: backend names (``auto`` uses local weights when present, else offline).
+    depth / synthesis: backend names. Depth defaults to ``auto`` (Depth Anything V2 when its
+    weights are local or downloadable, else the offline layout prior with a note); synthesis
+    ``auto`` uses local weights only.
     max_frames: most frames one generation may ask for. stale_after_s: a running job whose
     heartbeat is older than this at start-up is marked interrupted (resumable).
     """
@@ -31,7 +33,7 @@ class StudioContext:
     data_dir: Path = field(default_factory=lambda: Path("data").absolute())
     database_url: str | None = None
     width: int = 512
-    depth: str = "layout"
+    depth: str = "auto"
     synthesis: str = "reproject"
     max_frames: int = 600
     stale_after_s: float = 45.0
@@ -61,7 +63,7 @@ class StudioContext:
             "data_dir": Path(env.get("LOCI_DATA_DIR", "data")),
             "database_url": env.get("LOCI_DATABASE_URL") or None,
             "width": int(env.get("LOCI_WIDTH", "512")),
-            "depth": env.get("LOCI_DEPTH", "layout"),
+            "depth": env.get("LOCI_DEPTH", "auto"),
             "synthesis": env.get("LOCI_SYNTHESIS", "reproject"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
