@@ -25,7 +25,12 @@ import numpy as np
 import torch
 
 from models.geometry.cameras import Camera, transform_points, unproject_depth
-from models.geometry.warp import depth_edges, flying_pixels, forward_warp
+from models.geometry.warp import (
+    depth_edges,
+    flying_pixels,
+    forward_warp,
+    inverse_depth_range,
+)
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 
@@ -38,7 +43,8 @@ class MemoryFrame:
     (1 = photographed, lower = routed several times or painted); observed: (H, W) bool, True
     where the pixel traces back to a real observation (not painted); edges: (H, W) bool depth
     edges; flying: (H, W) bool mixed pixels on depth ramps (not surfaces, see
-    :func:`models.geometry.warp.flying_pixels`).
+    :func:`models.geometry.warp.flying_pixels`); inv_range: (H, W) float16 local spread of
+    inverse depth (how far a baseline moves the two sides of an edge apart).
     points_world: (P, 3) float32 downsampled points used for retrieval; points_conf: (P,).
     """
 
@@ -52,6 +58,7 @@ class MemoryFrame:
     points_world: torch.Tensor
     points_conf: torch.Tensor
     flying: torch.Tensor | None = None
+    inv_range: torch.Tensor | None = None
 
 
 @dataclass
@@ -112,6 +119,23 @@ def _grid_points(
     x = (u.reshape(-1) - float(K[0, 2])) / float(K[0, 0]) * z
     y = (v.reshape(-1) - float(K[1, 2])) / float(K[1, 1]) * z
     return torch.stack([x, y, z], -1)[keep], sub_conf[keep]
+
+
+def _neighbour_pairs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index pairs (a, b) into the 8 neighbour offsets of ``_close_cracks`` whose offsets point
+    to opposite sides of the centre (cosine < -0.1), and that cosine."""
+    offs = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    a, b, c = [], [], []
+    for i in range(8):
+        for j in range(i + 1, 8):
+            (y0, x0), (y1, x1) = offs[i], offs[j]
+            cos = (y0 * y1 + x0 * x1) / math.hypot(y0, x0) / math.hypot(y1, x1)
+            if cos < -0.1:
+                a.append(i), b.append(j), c.append(cos)
+    return torch.tensor(a), torch.tensor(b), torch.tensor(c)
+
+
+_NEIGHBOUR_PAIRS = _neighbour_pairs()
 
 
 class SpatialMemory:
@@ -196,6 +220,7 @@ class SpatialMemory:
             pts,
             pts_conf,
             flying_pixels(depth, edges),
+            inverse_depth_range(depth).half(),
         )
         self.frames[frame_id] = frame
         self._order.append(frame_id)
@@ -331,7 +356,8 @@ class SpatialMemory:
         frame that would have seen it (its parallax at that depth under half a pixel: seen from
         about the target's centre, nothing nearer was there). Those two kept pure rotations
         from returning exactly. On the same surface the better pixel
-        wins. The result does not depend on the order of ``frame_ids``.
+        wins (by 5 %: near-ties keep the earlier frame, so regions stay coherent); apart from
+        such ties the result does not depend on the order of ``frame_ids``.
         """
         W, H = target.width, target.height
         rgb = torch.zeros(H, W, 3)
@@ -360,6 +386,7 @@ class SpatialMemory:
                 H,
                 edges=f.edges,
                 flying=f.flying,
+                inv_range=None if f.inv_range is None else f.inv_range.float(),
             )
             if not bool(w.valid.any()):
                 continue
@@ -378,7 +405,9 @@ class SpatialMemory:
             occludes = nearer & (q * 2 >= quality) & ~((w.edge | holder_saw) & weaker)
             saw_holder = w.baseline * f_t < 0.5 * depth  # ... and this frame the holder's?
             uncovers = ~nearer & ~same & ((q > 2 * quality) | ((rim | saw_holder) & (q > quality)))
-            take = w.valid & (~have | occludes | (same & (q > quality)) | uncovers)
+            # On one surface a pixel must be 5 % better to switch frames: near-ties keep the
+            # earlier (retrieval order) frame, so routed regions stay coherent per frame.
+            take = w.valid & (~have | occludes | (same & (q > 1.05 * quality)) | uncovers)
             rgb = torch.where(take[..., None], w.rgb, rgb)
             depth = torch.where(take, w.depth, depth)
             src = torch.where(take, fid, src)
@@ -389,7 +418,108 @@ class SpatialMemory:
             stretch = torch.where(take, w.stretch, stretch)
             rim = torch.where(take, w.edge, rim)
             base_px = torch.where(take, w.baseline * f_t, base_px)
-        return Correspondence(rgb, depth, depth > 0, src, uv, conf, observed, stretch)
+        corr = Correspondence(rgb, depth, depth > 0, src, uv, conf, observed, stretch)
+        for _ in range(3):  # a crack two pixels wide closes from both sides in two passes
+            n_holes = int((~corr.valid).sum())
+            corr = self._close_cracks(corr, target)
+            if int((~corr.valid).sum()) == n_holes:
+                break
+        return corr
+
+    def _close_cracks(
+        self, corr: Correspondence, target: Camera, pair_tol: float = 0.3
+    ) -> Correspondence:
+        """Route small holes inside a routed surface instead of leaving them to the painter.
+
+        A hole with at least 5 routed 8-neighbours (or two opposite ones) lies between a pair of
+        them on one surface (depths within ``pair_tol``): the most opposite pair nearest the
+        neighbourhood's median depth, i.e. the surface most of the neighbourhood shows. The
+        hole gets the depth interpolated between the pair's (harmonically, at its position on
+        the segment between them) and is sampled, like any warped pixel, in the pair's first
+        frame: unprojected, projected into that frame, accepted when that frame's depth there
+        agrees (within 10 %). Confidence is the pair's lower, stretch its larger. Isolated
+        painted pixels inside routed regions were the dotted contours of the street walks.
+        """
+        valid = corr.valid
+        holes = torch.nonzero(~valid)
+        if holes.numel() == 0 or not bool(valid.any()):
+            return corr
+        H, W = valid.shape
+        y, x = holes[:, 0], holes[:, 1]
+        offs = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
+        ny, nx = y[:, None] + offs[:, 0], x[:, None] + offs[:, 1]  # (N, 8)
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        ny, nx = ny.clamp(0, H - 1), nx.clamp(0, W - 1)
+        nv = valid[ny, nx] & inside
+        count = nv.sum(1)
+        nd = torch.where(nv, corr.depth[ny, nx], math.inf)
+        med = nd.sort(dim=1).values.gather(1, ((count - 1).clamp(min=0) // 2)[:, None])
+        pa, pb, dot = _NEIGHBOUR_PAIRS
+        da, db = nd[:, pa], nd[:, pb]
+        ok = nv[:, pa] & nv[:, pb]
+        ok &= torch.maximum(da, db) <= torch.minimum(da, db) * (1 + pair_tol)
+        score = dot[None] + (torch.log(da / med).abs() + torch.log(db / med).abs())
+        score = torch.where(ok, score, math.inf)
+        best = score.argmin(1)
+        rows = torch.arange(len(y))
+        good = torch.isfinite(score[rows, best]) & ((count >= 5) | (dot[best] < -0.99))
+        if not bool(good.any()):
+            return corr
+        y, x, best = y[good], x[good], best[good]
+        rows = torch.arange(len(y))
+        i, j = pa[best], pb[best]
+        on, om = offs[i].float(), offs[j].float()
+        seg = om - on
+        t = (-(on * seg).sum(1) / (seg * seg).sum(1)).clamp(0, 1)  # the hole on segment n-m
+        ya, xa = ny[good][rows, i], nx[good][rows, i]
+        yb, xb = ny[good][rows, j], nx[good][rows, j]
+        z = 1.0 / ((1 - t) / corr.depth[ya, xa] + t / corr.depth[yb, xb])
+        fid = corr.source_frame[ya, xa]
+        # Unproject the holes into the world once, then project into each source frame.
+        Kt = target.K
+        xyz_cam = torch.stack(
+            [
+                (x - float(Kt[0, 2])) / float(Kt[0, 0]) * z,
+                (y - float(Kt[1, 2])) / float(Kt[1, 1]) * z,
+                z,
+            ],
+            -1,
+        )
+        xyz_world = transform_points(torch.from_numpy(target.c2w.astype(np.float32)), xyz_cam)
+        out = {k: v.clone() for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}
+        filled = torch.zeros(len(y), dtype=torch.bool)
+        for frame_id in torch.unique(fid).tolist():
+            m = torch.nonzero(fid == frame_id).squeeze(1)
+            fr = self.frames[int(frame_id)]
+            Hs, Ws = fr.depth.shape
+            p = transform_points(torch.from_numpy(fr.camera.w2c.astype(np.float32)), xyz_world[m])
+            zs = p[:, 2].clamp(min=1e-6)
+            u = p[:, 0] / zs * float(fr.camera.K[0, 0]) + float(fr.camera.K[0, 2])
+            v = p[:, 1] / zs * float(fr.camera.K[1, 1]) + float(fr.camera.K[1, 2])
+            ui, vi = u.round().long(), v.round().long()
+            inb = (ui >= 0) & (ui < Ws) & (vi >= 0) & (vi < Hs) & (p[:, 2] > 1e-3)
+            d_src = fr.depth[vi.clamp(0, Hs - 1), ui.clamp(0, Ws - 1)]
+            agree = inb & (d_src > 0) & ((d_src - p[:, 2]).abs() <= 0.1 * p[:, 2])
+            m, u, v = m[agree], u[agree], v[agree]
+            if m.numel() == 0:
+                continue
+            grid = torch.stack([u * (2.0 / max(Ws - 1, 1)) - 1, v * (2.0 / max(Hs - 1, 1)) - 1], -1)
+            img = fr.rgb.permute(2, 0, 1)[None].float() / 255.0
+            col = torch.nn.functional.grid_sample(img, grid[None, None], align_corners=True)[
+                0, :, 0
+            ].T
+            out["rgb"][y[m], x[m]] = col
+            out["source_frame"][y[m], x[m]] = int(frame_id)
+            out["source_uv"][y[m], x[m]] = torch.stack([u, v], -1)
+            filled[m] = True
+        y, x, ya, xa, yb, xb, z = (a[filled] for a in (y, x, ya, xa, yb, xb, z))
+        out["depth"][y, x] = z
+        out["confidence"][y, x] = torch.minimum(corr.confidence[ya, xa], corr.confidence[yb, xb])
+        out["observed"][y, x] = corr.observed[ya, xa] & corr.observed[yb, xb]
+        if corr.stretch is not None:
+            out["stretch"][y, x] = torch.maximum(corr.stretch[ya, xa], corr.stretch[yb, xb])
+        out["valid"] = out["depth"] > 0
+        return Correspondence(**out)
 
 
 def retrieve_reference(

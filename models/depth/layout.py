@@ -150,6 +150,33 @@ def contact_rows(
     return contact.astype(np.float64)
 
 
+def _clean_sky(depth: np.ndarray, sky_depth: float, min_area: int) -> np.ndarray:
+    """Depth (H, W) with specks removed from the sky's outline: sky islands smaller than
+    ``min_area`` pixels (sky glimpsed through foliage) join the surface around them, and
+    surface islands that small inside the sky join the sky. Walked towards, such specks
+    turned into dotted contours of tiny disocclusions."""
+    sky = depth >= 0.999 * sky_depth
+    out = depth.copy()
+    for mask, to_sky in ((sky, False), (~sky, True)):
+        n, lab, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        small = st[:, cv2.CC_STAT_AREA] < min_area
+        small[0] = False
+        speck = small[lab]
+        if not speck.any():
+            continue
+        if to_sky:
+            out[speck] = sky_depth
+        else:  # the surface's depth around the speck: a masked box mean in log-depth
+            keep = (~sky).astype(np.float32)
+            logd = np.where(sky, 0.0, np.log(np.maximum(depth, 1e-6))).astype(np.float32)
+            k = (15, 15)
+            num = cv2.boxFilter(logd * keep, -1, k, normalize=False)
+            den = cv2.boxFilter(keep, -1, k, normalize=False)
+            fill = np.exp(num / np.maximum(den, 1e-6))
+            out[speck] = np.where(den[speck] > 0, fill[speck], sky_depth)
+    return out
+
+
 class LayoutDepth:
     """Offline geometric depth prior (floor, standing surfaces, ceiling, sky); no weights.
 
@@ -281,6 +308,8 @@ class LayoutDepth:
         radius = max(1, round(self.snap_radius * W / 512)) if self.snap_radius > 0 else 0
         if radius:
             depth_full = snap_depth_edges(depth_full, rgb, radius)
+        if outdoor:
+            depth_full = _clean_sky(depth_full, self.sky_depth, min_area=max(16, H * W // 2000))
         depth_full = np.clip(depth_full, 0.05, max(self.sky_depth, far)).astype(np.float32)
         conf = np.full((H, W), 0.35, np.float32)
         conf[edge_band(depth_full, max(radius, 1))] = 0.1

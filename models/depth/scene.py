@@ -142,6 +142,23 @@ def _line_mask(segs: np.ndarray, shape: tuple[int, int], min_len: float) -> np.n
     return m
 
 
+def _grow_sky(rgb: np.ndarray, sky: np.ndarray, grad: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """The accepted sky grown into connected pixels of its own colour (within 3 standard
+    deviations in Lab, fairly smooth, above the horizon): haze near a roofline or a cloud's
+    darker edge is sky too, and left as a surface it is stretched into a band when walked
+    towards."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    mu = lab[sky].mean(0)
+    sd = np.maximum(lab[sky].std(0), (6.0, 3.0, 3.0))
+    like = (np.abs(lab - mu) / sd).max(-1) < 3.0
+    like &= (grad < 90.0) & above
+    n, labels = cv2.connectedComponents((like | sky).astype(np.uint8), connectivity=4)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[sky])] = True
+    keep[0] = False
+    return keep[labels]
+
+
 def classify_scene(
     rgb: np.ndarray,
     horizon_row: np.ndarray,
@@ -203,6 +220,8 @@ def classify_scene(
                         "straight": round(straight, 3),
                     }
                 )
+    if sky.any():
+        sky = _grow_sky(rgb, sky, grad, above)
     sky_frac = float(sky.mean())
     outdoor = force_outdoor or sky_frac >= MIN_SKY_FRACTION
     cues["sky_fraction"] = sky_frac

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 NEAR = 1e-3  # metres: points closer than this to the target camera are dropped
 SAME_SURFACE = 0.1  # relative depth step between neighbours beyond which they are two surfaces
-PARALLAX_PX = 0.5  # below this parallax (pixels) edge and flying pixels cannot have moved
+PARALLAX_PX = 0.5  # parallax differences (pixels) below this cannot have moved an edge
 
 Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -237,11 +237,11 @@ def splat_frame(
     K_tgt: np.ndarray,
     width: int,
     height: int,
-    flying: torch.Tensor | None = None,
+    drop: torch.Tensor | None = None,
 ) -> Splat:
     """Footprints and z-buffer splat of a source depth map (Hs, Ws) into a ``width`` x
-    ``height`` target; ``T`` (4, 4) float64 source -> target. ``flying`` (Hs, Ws) bool pixels
-    are left out where parallax could have moved them (more than PARALLAX_PX)."""
+    ``height`` target; ``T`` (4, 4) float64 source -> target. ``drop`` (Hs, Ws) bool pixels are
+    left out (flying pixels whose parallax differs from their neighbours')."""
     u, v, z = project_frame(depth, K_src, T, K_tgt)
     f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
@@ -250,8 +250,8 @@ def splat_frame(
     zc = z.clamp(min=NEAR)
     ext_u, ext_v, stretch, g_u, g_v = footprints((u, v, z), depth, front, (f_t / f_s) * depth / zc)
     ok = front & (u > -1) & (u < width) & (v > -1) & (v < height)
-    if flying is not None:
-        ok &= ~(flying & (zc < baseline * f_t / PARALLAX_PX))
+    if drop is not None:
+        ok &= ~drop
     i = torch.nonzero(ok.reshape(-1)).squeeze(1)
 
     def pick(*planes: torch.Tensor) -> torch.Tensor:
