@@ -36,7 +36,7 @@ from models.geometry.cameras import (
     intrinsics_from_fov,
     scale_intrinsics,
 )
-from models.geometry.fill import push_pull
+from models.geometry.fill import background_known, push_pull
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
 
@@ -447,9 +447,12 @@ class WorldPipeline:
         if self.config.align_depth and bool(known.any()):
             est = align_scale_shift(est, corr.depth, known).apply(est).clamp(min=1e-3)
             # Residual push-pull: the aligned estimate gets the offset memory has at the hole's
-            # border, so the filled surface meets the seen one without a step.
+            # border, so the filled surface meets the seen one without a step. Only the
+            # background side of the border counts: a disocclusion opens behind the
+            # foreground, and a fill bent towards both sides hangs between them (in front of
+            # the background, where other views see it as a ghost).
             resid = torch.where(known, corr.depth - est, torch.zeros_like(est))
-            est = est + push_pull(resid[..., None], known)[..., 0]
+            est = est + push_pull(resid[..., None], background_known(corr.depth, known))[..., 0]
         est = est.clamp(min=1e-3)
         return torch.where(known, corr.depth, est)
 
