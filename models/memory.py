@@ -376,7 +376,7 @@ class SpatialMemory:
         for fid in frame_ids:
             f = self.frames[fid]
             w = forward_warp(
-                f.rgb.float() / 255.0,
+                f.rgb,
                 f.depth,
                 f.camera.K,
                 f.camera.c2w,
@@ -419,7 +419,7 @@ class SpatialMemory:
             rim = torch.where(take, w.edge, rim)
             base_px = torch.where(take, w.baseline * f_t, base_px)
         corr = Correspondence(rgb, depth, depth > 0, src, uv, conf, observed, stretch)
-        for _ in range(3):  # a crack two pixels wide closes from both sides in two passes
+        for _ in range(2):  # a crack two pixels wide closes from both sides in two passes
             n_holes = int((~corr.valid).sum())
             corr = self._close_cracks(corr, target)
             if int((~corr.valid).sum()) == n_holes:
@@ -441,10 +441,17 @@ class SpatialMemory:
         painted pixels inside routed regions were the dotted contours of the street walks.
         """
         valid = corr.valid
-        holes = torch.nonzero(~valid)
-        if holes.numel() == 0 or not bool(valid.any()):
+        if bool(valid.all()) or not bool(valid.any()):
             return corr
         H, W = valid.shape
+        # Candidates first, densely: holes between two routed opposite neighbours (the inside
+        # of a large painted region has none, and is never visited).
+        vp = torch.nn.functional.pad(valid, (1, 1, 1, 1))
+        opposite = (vp[1:-1, :-2] & vp[1:-1, 2:]) | (vp[:-2, 1:-1] & vp[2:, 1:-1])
+        opposite |= (vp[:-2, :-2] & vp[2:, 2:]) | (vp[:-2, 2:] & vp[2:, :-2])
+        holes = torch.nonzero(~valid & opposite)  # (5 of 8 routed neighbours hold a pair)
+        if holes.numel() == 0:
+            return corr
         y, x = holes[:, 0], holes[:, 1]
         offs = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
         ny, nx = y[:, None] + offs[:, 0], x[:, None] + offs[:, 1]  # (N, 8)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from models.geometry.zbuffer import (
     NEAR,
     PARALLAX_PX,
+    box_max,
     close_cracks,
     project_frame,
     splat_depth,
@@ -129,7 +130,7 @@ def flying_pixels(
         return torch.zeros_like(depth, dtype=torch.bool)
     if edges is None:
         edges = depth_edges(depth)
-    near_edge = F.max_pool2d(edges.float()[None, None], 3, 1, 1)[0, 0] > 0
+    near_edge = box_max(edges.float(), 1) > 0
     d = depth
     out = torch.zeros_like(depth, dtype=torch.bool)
     for a, b, c in (
@@ -147,11 +148,11 @@ def inverse_depth_range(depth: torch.Tensor, radius: int = 2) -> torch.Tensor:
     """(H, W) spread of inverse depth (1/m) over each pixel's (2r+1)^2 window: a camera moving
     by ``b`` metres shifts the two sides of a depth edge there by up to ``b f`` times this many
     pixels relative to each other. Unknown depth (0) does not count."""
-    inv = torch.where(depth > 0, 1.0 / depth.clamp(min=1e-6), math.nan)[None, None]
-    k = 2 * radius + 1
-    hi = F.max_pool2d(torch.nan_to_num(inv, nan=-math.inf), k, 1, radius)
-    lo = -F.max_pool2d(torch.nan_to_num(-inv, nan=-math.inf), k, 1, radius)
-    return (hi - lo).clamp(min=0).nan_to_num(0.0, posinf=0.0, neginf=0.0)[0, 0]
+    known = depth > 0
+    inv = 1.0 / depth.clamp(min=1e-6)
+    hi = box_max(torch.where(known, inv, -math.inf), radius)
+    lo = -box_max(torch.where(known, -inv, -math.inf), radius)
+    return torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, 0.0).clamp(min=0)
 
 
 def forward_warp(
@@ -187,7 +188,6 @@ def forward_warp(
             focal length times this range, exceeds half a pixel. A sky whose depth varies
             from 130 to 150 m has edges, but walking 30 cm moves them less than that.
     """
-    Hs, Ws = depth.shape
     if edges is None:
         edges = depth_edges(depth)
     if flying is None:
@@ -195,6 +195,26 @@ def forward_warp(
     if inv_range is None:
         inv_range = inverse_depth_range(depth)
     T = _relative(c2w_src, c2w_tgt)
+    # Only the part of the source that lands in the target is warped (walking forward, the
+    # target sees the middle of the older frames): crop it, with a 2-pixel margin for the
+    # footprints' neighbours and bilinear sampling, and shift K_src to the crop.
+    u, v, z = project_frame(depth, K_src, T, K_tgt)
+    lands = (depth > 0) & (z > NEAR) & (u > -4) & (u < width + 3) & (v > -4) & (v < height + 3)
+    rows, cols = torch.nonzero(lands.any(1)).squeeze(1), torch.nonzero(lands.any(0)).squeeze(1)
+    x0 = y0 = 0
+    if rows.numel() and cols.numel():
+        y0, y1 = max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, depth.shape[0])
+        x0, x1 = max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, depth.shape[1])
+        if (y1 - y0) * (x1 - x0) < 0.9 * depth.numel():
+            crop = (slice(y0, y1), slice(x0, x1))
+            rgb, depth, edges = rgb[crop], depth[crop], edges[crop]
+            flying, inv_range = flying[crop], inv_range[crop]
+            K_src = np.array(K_src, np.float64)
+            K_src[0, 2] -= x0
+            K_src[1, 2] -= y0
+        else:
+            x0 = y0 = 0
+    Hs, Ws = depth.shape
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     moved = inv_range * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
     sp = splat_frame(depth, K_src, T, K_tgt, width, height, flying & moved)
@@ -225,13 +245,18 @@ def forward_warp(
     # (nearly) the same centre (a revisit, a pure rotation) their depth errors cannot shift them.
     src_edge = edges.reshape(-1)[near_idx]
     valid &= ~((edges | flying) & moved).reshape(-1)[near_idx]
-    col = torch.where((on_edge & valid)[None], rgb_p.reshape(3, -1)[:, near_idx], bil[:3])
+    col = bil[:3] * valid
+    at_edge = torch.nonzero((on_edge & valid).reshape(-1)).squeeze(1)  # few: gather only them
+    if at_edge.numel():
+        col = col.reshape(3, -1)
+        col[:, at_edge] = rgb_p.reshape(3, -1)[:, near_idx.reshape(-1)[at_edge]]
+        col = col.view(3, height, width)
     vf = valid.float()
     return WarpResult(
-        (col * vf).permute(1, 2, 0),
+        col.permute(1, 2, 0),
         zt * vf,
         valid,
-        torch.where(valid[..., None], torch.stack([us, vs], -1), -1.0),
+        torch.where(valid[..., None], torch.stack([us + x0, vs + y0], -1), -1.0),
         (sp.f_t * z_s) / (sp.f_s * zt) * vf,
         sp.stretch.reshape(-1)[near_idx] * vf,
         src_edge & valid,
