@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from models.depth import DepthBackend, DepthResult, create_depth_backend
-from models.geometry.align import align_scale_shift
+from models.geometry.align import align_scale_shift, far_side
 from models.geometry.cameras import (
     Camera,
     intrinsics_from_exif,
@@ -37,7 +37,6 @@ from models.geometry.cameras import (
     scale_intrinsics,
 )
 from models.geometry.fill import push_pull
-from models.geometry.zbuffer import box_max
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
 
@@ -166,25 +165,10 @@ class World:
             "backends": dict(self.backends),
             "seed": self.seed,
             "scale_policy": self.scale_policy,
+            # What the seed's depth found (scene type, camera height, horizon): new frames are
+            # lifted with it, so a restored world must carry it to continue identically.
+            "depth_meta": dict(self.depth_meta),
         }
-
-
-def _far_side(
-    depth: torch.Tensor, known: torch.Tensor, band: int = 8, step: float = 0.08
-) -> torch.Tensor:
-    """(H, W) bool: the known pixels within ``band`` of a hole that are not foreground, i.e.
-    not ``step`` (relative) nearer than the farthest known depth within ``band`` pixels.
-
-    A disocclusion opens behind the foreground, so its depth is continued from the far side of
-    its border. (Two max-pools: a cheap local version of the painter's background test; a hole
-    wider than 2 * band is bent towards both of its borders.)
-    """
-    if bool(known.all()) or not bool(known.any()):
-        return known
-    far = box_max(torch.where(known, depth, 0.0), band)
-    near_hole = box_max((~known).float(), band) > 0
-    side = known & near_hole & (depth >= far * (1 - step))
-    return side if bool(side.any()) else known
 
 
 def working_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -471,7 +455,7 @@ class WorldPipeline:
             # foreground, and a fill bent towards both sides hangs between them (in front of
             # the background, where other views see it as a ghost).
             resid = torch.where(known, corr.depth - est, torch.zeros_like(est))
-            est = est + push_pull(resid[..., None], _far_side(corr.depth, known))[..., 0]
+            est = est + push_pull(resid[..., None], far_side(corr.depth, known))[..., 0]
         est = est.clamp(min=1e-3)
         return torch.where(known, corr.depth, est)
 

@@ -119,7 +119,15 @@ def _fake_hub_cache(root, repo_id: str, make) -> None:
     (repo / "refs" / "main").write_text(rev)
 
 
-def test_auto_depth_uses_dav2_from_the_local_cache(monkeypatch, tmp_path):
+@pytest.fixture
+def fresh_manager():
+    """The model cache emptied after the test: a tiny model loaded under a real hub id must
+    not be handed to later tests asking for that id."""
+    yield
+    MANAGER.clear()
+
+
+def test_auto_depth_uses_dav2_from_the_local_cache(monkeypatch, tmp_path, fresh_manager):
     pytest.importorskip("transformers")
     import huggingface_hub.constants as hub_constants
 

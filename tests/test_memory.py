@@ -273,3 +273,23 @@ def test_correspond_weak_nearer_surface_does_not_hide_real_observation(
     if same_centre:
         assert bool(corr.valid[~blob].all())
         assert torch.allclose(corr.depth[~blob], depth[~blob])
+
+
+def test_correspond_fills_stretch_and_routes_one_pixel_cracks():
+    mem = _room_memory()
+    f = mem.frames[0]
+    # Knock single pixels out of the frame's depth: unknown, so never splatted. In the
+    # correspondence they are holes inside a routed wall, and get routed from around them.
+    depth = f.depth.clone()
+    depth[10, 10] = 0.0
+    depth[20, 33] = 0.0
+    mem2 = SpatialMemory(point_stride=4, cell_size=8)
+    mem2.insert(0, f.camera, f.rgb, depth)
+    corr = mem2.correspond(f.camera, [0])
+    assert corr.stretch is not None and corr.stretch.shape == (H, W)
+    np.testing.assert_allclose(corr.stretch[corr.valid].numpy(), 1.0, atol=1e-4)
+    for y, x in ((10, 10), (20, 33)):
+        assert bool(corr.valid[y, x]) and int(corr.source_frame[y, x]) == 0
+        assert float(corr.depth[y, x]) == pytest.approx(float(f.depth[y, x]), rel=0.02)
+        np.testing.assert_allclose(corr.source_uv[y, x].numpy(), [x, y], atol=0.05)
+        assert (corr.rgb[y, x] * 255 - f.rgb[y, x].float()).abs().max() <= 1.0

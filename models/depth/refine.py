@@ -46,8 +46,8 @@ def snap_depth_edges(
     Pixels away from discontinuities are returned unchanged. In the band, each pixel's two
     candidates are the minimum and maximum depth of its (2r+1)^2 window; the window's pixels
     nearer than its mid-depth form the near layer, the rest the far layer, and the pixel joins
-    the layer whose mean colour is closer to its own (ties: far, so the outline of the near
-    object does not grow).
+    the layer whose mean colour is closer to its own (on a tie, the layer nearer its own
+    depth; a window holding one layer only leaves the pixel alone).
     """
     depth = np.asarray(depth, np.float32)
     band = edge_band(depth, radius, rel_jump)
@@ -76,8 +76,13 @@ def snap_depth_edges(
         m_far = (s_all - s_near) / np.maximum(n_far, 1.0)
         d_near += (ch - m_near) ** 2
         d_far += (ch - m_far) ** 2
-    take_near = (d_near < d_far) & (n_near > 0)
-    take_far = ~take_near & (n_far > 0)
+    # Colour decides; on a tie, the side nearer the pixel's own depth. A window with one
+    # layer only (no step inside it) leaves the pixel alone.
+    own_near = np.abs(np.log(depth / near)) <= np.abs(np.log(far / depth))
+    take_near = (d_near < d_far) | ((d_near == d_far) & own_near)
+    both = (n_near > 0) & (n_far > 0)
+    take_far = ~take_near & both
+    take_near &= both
     out = depth.copy()
     out[band & take_near] = near[band & take_near]
     out[band & take_far] = far[band & take_far]
@@ -111,13 +116,12 @@ def snap_reference(
             win_d = pad_d[y : y + 2 * radius + 1, x : x + 2 * radius + 1]
             win_n = pad_near[y : y + 2 * radius + 1, x : x + 2 * radius + 1]
             win_c = pad_c[y : y + 2 * radius + 1, x : x + 2 * radius + 1]
+            if win_n.all() or not win_n.any():
+                continue  # one layer only
             c = rgb[y, x].astype(np.float32)
-            dist = {}
-            for side, sel in (("near", win_n), ("far", ~win_n)):
-                if sel.any():
-                    dist[side] = float(((c - win_c[sel].mean(0)) ** 2).sum())
-            if "near" in dist and ("far" not in dist or dist["near"] < dist["far"]):
-                out[y, x] = win_d.min()
-            elif "far" in dist:
-                out[y, x] = win_d.max()
+            dn = float(((c - win_c[win_n].mean(0)) ** 2).sum())
+            df = float(((c - win_c[~win_n].mean(0)) ** 2).sum())
+            lo, hi, d = win_d.min(), win_d.max(), depth[y, x]
+            own_near = abs(np.log(d / lo)) <= abs(np.log(hi / d))
+            out[y, x] = lo if dn < df or (dn == df and own_near) else hi
     return out

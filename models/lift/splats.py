@@ -12,9 +12,10 @@ Every kept pixel of every frame becomes one Gaussian:
 - **colour**: spherical harmonics degree 0, ``sh0 = (rgb - 0.5) / C0``.
 
 Frames overlap (a later frame re-sees what memory already holds), so they are fused
-(``models.lift.splat_fusion``): per voxel the sharpest frame's Gaussians are kept unaveraged,
-Gaussians that would block another frame's view are dropped, and sky / far backdrop pixels form
-a shell (one Gaussian per direction) instead of a black hole. All steps are deterministic.
+(``models.lift.splat_fusion``): per voxel the best frame's Gaussians are kept unaveraged (the
+photo's pixels first: every later copy is resampled), a Gaussian whose surface point another
+frame saw better is dropped, and sky / far backdrop pixels form a shell (one Gaussian per
+direction) instead of a black hole. All steps are deterministic.
 
 Arrays are float32 numpy; the renderer and refinement live in ``models.lift.splat_render``.
 """
@@ -208,15 +209,15 @@ def init_from_frames(
     footprint_scale: float = 0.75,
     base_opacity: float = 0.95,
     far: float | None = None,
-    free_space: bool = True,
+    dedupe: bool = True,
     observed: list[np.ndarray | None] | None = None,
 ) -> Gaussians:
     """Pixel-aligned Gaussians from frames ``(rgb uint8 (H,W,3), depth (H,W), K, c2w, conf|None)``.
 
     ``stride`` keeps every stride-th pixel in x and y (footprints grow to match). Overlapping
     frames are fused (``models.lift.splat_fusion``): per voxel of ``voxel`` metres (None = the
-    median footprint, 0 = no fusion) the sharpest frame's Gaussians are kept as they are, and
-    with ``free_space`` a Gaussian that would block another frame's view is dropped. Pixels at
+    median footprint, 0 = no fusion) the best frame's Gaussians are kept as they are, and with
+    ``dedupe`` a Gaussian whose surface point another frame saw better is dropped. Pixels at
     depth ``far`` or beyond (sky, far backdrop) form a backdrop shell, one Gaussian per viewing
     direction, nearly opaque. ``observed`` (one (H, W) bool mask or None per frame) ranks a
     frame's pixels traced to the photo above its painted ones when fusing (a later frame's paint
@@ -224,7 +225,7 @@ def init_from_frames(
     (0.75 px plus the renderer's 0.3 px² dilation lets neighbouring splats blend without
     holes). Deterministic.
     """
-    from models.lift.splat_fusion import View, backdrop_keep, fuse_views, keep_sharpest
+    from models.lift.splat_fusion import View, backdrop_keep, duplicates, keep_sharpest
 
     if not frames:
         raise ValueError("no frames to build splats from")
@@ -257,21 +258,20 @@ def init_from_frames(
         keep[idx] = keep_sharpest(
             means[idx], footprint[idx], frame[idx], voxel, None if obs is None else obs[idx]
         )
-    if free_space and len(frames) > 1 and keep.any():
+    if dedupe and len(frames) > 1 and keep.any():
         views = [
             View(
                 np.where(np.isfinite(d), d, 0.0),
                 K,
                 c2w,
-                None if observed is None or observed[i] is None else ~np.asarray(observed[i], bool),
+                None if o is None else ~np.asarray(o, bool),
             )
-            for i, (_, d, K, c2w, _) in enumerate(frames)
+            for (_, d, K, c2w, _), o in zip(frames, observed or [None] * len(frames), strict=True)
         ]
         idx = np.flatnonzero(keep)
         painted = np.zeros(len(idx), bool) if obs is None else ~obs[idx]
         # Footprints compared per pixel of the full-resolution view: undo the stride.
-        block, dup = fuse_views(means[idx], footprint[idx] / stride, frame[idx], painted, views)
-        keep[idx] = (block == 0) & (dup == 0)
+        keep[idx] = duplicates(means[idx], footprint[idx] / stride, frame[idx], painted, views) == 0
     if back.any():
         idx = np.flatnonzero(back)
         origin = np.asarray(frames[0][3], np.float64)[:3, 3]

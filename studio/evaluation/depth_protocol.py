@@ -15,7 +15,6 @@ a setting is ``AbsRel - delta1`` (lower is better), averaged over frames.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from models.metrics.depth import depth_metrics
 from storage.formats.rgbd import RGBDFrame, load_rgbd_benchmark
 from studio.evaluation.plots import save_figure
 
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # The free settings of ``layout`` searched under leave-one-out (defaults are in the grid).
 LAYOUT_GRID: dict[str, Sequence[Any]] = {
     "floor_bias": (0.1, 0.2, 0.3),
@@ -114,8 +114,6 @@ def protocol_depth(
 ) -> dict[str, Any]:
     """Every backend in ``backends`` with its defaults on the RGB-D frames, plus leave-one-out
     for ``layout``; writes a bar plot of held-out AbsRel per frame against the baselines."""
-    from studio.evaluation.protocols import DATA
-
     frames = load_rgbd_benchmark(rgbd_root or DATA / "rgbd")
     results: dict[str, Any] = {}
     for name in backends:
@@ -171,7 +169,3 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"{m['metric']['abs_rel']} | beats both: {loo['beats_both_baselines']}"
         )
     return lines
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
