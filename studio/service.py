@@ -14,7 +14,6 @@ and a cancel, a crash or a closed browser loses nothing that was finished.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -32,6 +31,7 @@ from storage.db import (
     Forbidden,
     HistoryCell,
     NotFound,
+    Owner,
     Repository,
     open_database,
 )
@@ -51,18 +51,29 @@ FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 class Studio(GenerationJobs):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
-    def __init__(self, ctx: StudioContext) -> None:
+    def __init__(self, ctx: StudioContext, executor: str | None = None) -> None:
+        from studio.executors import build_executor
+
         self.ctx = ctx
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(ctx.db_url, migrate=True)
         self.repo = Repository(self.db)
-        self.store = ArtifactStore(ctx.artifacts_dir, self.db)
-        # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
-        self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
+        self.store = ArtifactStore(ctx.artifacts_url, self.db)
+        # Who runs this process's jobs. Whatever an earlier instance under the same name left
+        # running is dead now: interrupted (resumable) at once, not after a heartbeat timeout;
+        # other owners count as dead when their pid is gone here or their heartbeat is stale.
+        self.owner = Owner.this_process(ctx.instance)
+        self.interrupted_at_start = self.repo.interrupt_owned(self.owner) + self.reap()
         self._backends: dict[str, Any] = {}
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
+        self.executor = build_executor(executor or ctx.executor, self)
+
+    def close(self) -> None:
+        """Stop this process's workers (running jobs end "interrupted") and close the database."""
+        self.executor.close()
+        self.db.dispose()
 
     # ---- components ---------------------------------------------------------------------------
     def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
@@ -99,19 +110,7 @@ class Studio(GenerationJobs):
     # ---- world --------------------------------------------------------------------------------
     def world(self, project_id: str, key: str) -> WorldState:
         """The project's current world (either key). StudioError when there is no photo yet."""
-        cells = self.repo.list_cells(clean_id(project_id), key)
-        photos = [c for c in cells if c.kind == "photo" and c.status == "done"]
-        if not photos:
-            raise StudioError("This project has no photo yet: add one in the Photo tab.")
-        photo = photos[-1]
-        frames = list(self.repo.list_frames(photo.id))
-        for c in cells:
-            if c.kind == "generation" and c.position > photo.position:
-                frames.extend(self.repo.list_frames(c.id))
-        frames.sort(key=lambda f: f.frame_index)
-        # Frames are contiguous by construction; stop at a gap rather than build a broken world.
-        n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
-        return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
+        return WorldState.from_cells(self.repo, self.repo.list_cells(clean_id(project_id), key))
 
     def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
         pipe = self.pipeline(use_memory)
@@ -137,7 +136,7 @@ class Studio(GenerationJobs):
             "size": [photo.width, photo.height],
         }
         cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
             art = self.store.put_bytes(data, mime)
@@ -334,17 +333,22 @@ class Studio(GenerationJobs):
         return bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
 
     def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
-        """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
+        """Splats and mesh of the current world (a lift cell), reused while the world is the same.
+        Runs on a worker of the executor (in this thread for the local one)."""
+        return self.repo.get_cell(self.executor.call("lift", project_id, key, force, author))
+
+    def lift_here(self, project_id: str, key: str, force: bool = False, author: str = "") -> str:
+        """:meth:`lift` in this process; returns the lift cell's id."""
         pid = clean_id(project_id)
         ws = self.world(pid, key)
         if not force:
             cached = self.cached_cell(ws, "lift")
             if cached is not None:
-                return cached
+                return cached.id
         self.require_edit(pid, key)
         cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=2)
+        job = self.repo.create_job(cell.id, total=2, owner=self.owner)
         try:
             root = self.bundle(ws)
             info = lift_bundle(root)
@@ -358,7 +362,7 @@ class Studio(GenerationJobs):
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.repo.get_cell(cell.id)
+        return cell.id
 
     def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
         for c in reversed(ws.cells):
@@ -374,7 +378,12 @@ class Studio(GenerationJobs):
 
     def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
         """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
-        and format, then served from the artifact store."""
+        and format (on a worker of the executor), then served from the artifact store."""
+        sha256, name = self.executor.call("export", project_id, key, fmt, author)
+        return self.named_file(sha256, name)
+
+    def export_here(self, project_id: str, key: str, fmt: str, author: str = "") -> tuple[str, str]:
+        """:meth:`export` in this process; returns the stored file's ``(sha256, download name)``."""
         if fmt not in FORMATS:
             raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         pid = clean_id(project_id)
@@ -384,13 +393,13 @@ class Studio(GenerationJobs):
         if cached is not None:
             links = self.repo.cell_artifacts(cached.id, "export")
             if links:
-                return self.named_file(links[-1].sha256, name)
+                return links[-1].sha256, name
         self.require_edit(pid, key)
         if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
-            self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
+            self.lift_here(pid, key, author=author)  # exports of splats/meshes reuse the lift
         cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             root = self.bundle(ws)
             out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
@@ -406,21 +415,14 @@ class Studio(GenerationJobs):
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.named_file(art.sha256, name)
+        return art.sha256, name
 
     def named_file(self, sha256: str, filename: str) -> Path:
         """A stored file under a readable name (a hard link when possible), for downloads and
         viewers that go by the file extension."""
         target = self.ctx.cache_dir / "files" / sha256[:24] / filename
         if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = self.store.path_of(sha256)
-            tmp = target.with_name(f".{filename}.{os.getpid()}.tmp")
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
+            self.store.copy_to(sha256, target)  # streamed from a bucket; a hard link locally
         return target
 
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:

@@ -116,6 +116,11 @@ def load_rgb(store: ArtifactStore, frame: WorldFrame) -> np.ndarray:
     return decode_png(store.read_bytes(frame.rgb_sha256))
 
 
+def read_mask(store: ArtifactStore, frame: WorldFrame) -> np.ndarray | None:
+    """The frame's source mask (H, W) uint8 (255 = routed from memory), None when not stored."""
+    return decode_png(store.read_bytes(frame.mask_sha256)) if frame.mask_sha256 else None
+
+
 def load_state(store: ArtifactStore, frame: WorldFrame) -> dict[str, np.ndarray]:
     if frame.depth_sha256 is None:
         raise StorageError(f"frame {frame.frame_index} has no stored depth")
@@ -184,7 +189,7 @@ def bundle_for(
         for f in frames:
             rgb = load_rgb(store, f)
             state = load_state(store, f)
-            mask = decode_png(store.read_bytes(f.mask_sha256)) if f.mask_sha256 else None
+            mask = read_mask(store, f)
             extra = dict(f.meta or {})
             extra.pop("timings", None)
             bundle.write_frame(

@@ -15,7 +15,7 @@ from tests.services import pg_server, pg_url, s3_server, s3_url  # noqa: F401 (f
 
 
 @pytest.fixture
-def store(s3_url: str, pg_url: str):
+def store(s3_url: str, pg_url: str):  # noqa: F811 (fixtures)
     db = open_database(pg_url, migrate=True)
     yield ArtifactStore(s3_url, db)
     db.dispose()

@@ -15,8 +15,11 @@ from studio.service import GenerationUpdate, Studio
 from studio.tabs.common import Shared, friendly
 from studio.tabs.trajectory import draw
 
-#: All generation-like events share one slot per process (Gradio's queue bounds them).
+#: Generation-like events share one group. They only create the job and stream its rows (the
+#: executor's workers do the work and bound it), so many can follow at once; a second Generate
+#: in a busy project is refused at once by the database instead of waiting in Gradio's queue.
 CONCURRENCY_ID = "generation"
+FOLLOWERS = 16
 
 
 def progress_html(u: GenerationUpdate | None, note: str = "") -> str:
@@ -88,7 +91,7 @@ def listen(shared: Shared, c: dict) -> None:
         yield from stream(s, pid, key, s.generate(pid, key, None, bool(use_memory)))
 
     c["go"].click(generate, [*ids, c["memory"]], outs, api_name="generate",
-                  concurrency_id=CONCURRENCY_ID, concurrency_limit=1, trigger_mode="once")  # fmt: skip
+                  concurrency_id=CONCURRENCY_ID, concurrency_limit=FOLLOWERS, trigger_mode="once")  # fmt: skip
 
     @friendly
     def cancel(pid: str, key: str):
