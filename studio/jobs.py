@@ -120,7 +120,9 @@ class GenerationJobs:
         n = 0
         for job in self.repo.active_jobs(pid):
             try:
-                self.repo.finish_job(job.id, "cancelled", "Cancelled; every finished frame is kept.")
+                self.repo.finish_job(
+                    job.id, "cancelled", "Cancelled; every finished frame is kept."
+                )
                 n += 1
             except Conflict:
                 pass
@@ -235,4 +237,3 @@ def _remove_old_dirs(parent: Path, older_than_s: float) -> None:
                 shutil.rmtree(d, ignore_errors=True)
         except OSError:
             pass  # another process removed it first
-

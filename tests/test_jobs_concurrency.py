@@ -108,8 +108,10 @@ def test_eight_generations_in_eight_projects_on_postgresql(tmp_path: Path, pg_se
             assert [f.frame_index for f in ws.frames] == list(range(5))
         with studio.db.engine.connect() as conn:
             deadlocks, conflicts = conn.execute(
-                text("SELECT deadlocks, conflicts FROM pg_stat_database "
-                     "WHERE datname = current_database()")  # fmt: skip
+                text(
+                    "SELECT deadlocks, conflicts FROM pg_stat_database "
+                    "WHERE datname = current_database()"
+                )  # fmt: skip
             ).one()
             failed = conn.execute(text("SELECT count(*) FROM jobs WHERE status != 'done'")).scalar()
         assert (deadlocks, conflicts, failed) == (0, 0, 0)

@@ -30,8 +30,9 @@ class LocalExecutor:
         self._stop = self.runner.stopping
         self._wakes = [threading.Event() for _ in range(slots)]
         self._threads = [
-            threading.Thread(target=self.runner.serve, args=(self._stop, wake),
-                             name=f"loci-job-{i}", daemon=True)  # fmt: skip
+            threading.Thread(
+                target=self.runner.serve, args=(self._stop, wake), name=f"loci-job-{i}", daemon=True
+            )  # fmt: skip
             for i, wake in enumerate(self._wakes)
         ]
         for t in self._threads:
