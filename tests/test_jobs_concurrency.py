@@ -71,7 +71,10 @@ def test_racing_clients_exactly_one_generates(tmp_path: Path, database_url: str)
         studio.close()
 
 
-def test_eight_generations_in_eight_projects_on_postgresql(tmp_path: Path, pg_server: str) -> None:
+def test_eight_generations_in_eight_projects_on_postgresql(
+    tmp_path: Path,
+    pg_server: str,  # noqa: F811 (fixture)
+) -> None:
     """8 generations (different projects) run at once on PostgreSQL: all finish, with zero
     lock, deadlock or serialization errors (PostgreSQL's own counters say so)."""
     url = new_pg_database(pg_server)
