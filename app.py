@@ -17,7 +17,8 @@ from studio.app import StudioContext, build_app, launch_kwargs  # noqa: E402
 from studio.context import EXECUTORS  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The studio's flags (``deploy/`` files are checked against this parser by the tests)."""
     env = os.environ
     p = argparse.ArgumentParser(description="Loci studio")
     p.add_argument(
@@ -58,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="file store: a folder or s3://bucket/prefix (default DATA_DIR/artifacts)")  # fmt: skip
     p.add_argument("--instance", default=None,
                    help="this process's stable name (default studio@HOST:PORT)")  # fmt: skip
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = os.environ
+    args = build_parser().parse_args(argv)
     ctx = StudioContext.from_env(
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
         depth=args.depth, synthesis=args.synthesis, artifacts=args.artifacts,

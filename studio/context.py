@@ -20,7 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXECUTORS", "StudioContext"]
+__all__ = ["ENV_VARS", "EXECUTORS", "StudioContext"]
+
+#: Environment variables the studio reads (``from_env``; ``app.py`` adds LOCI_HOST, LOCI_PORT,
+#: LOCI_ROOT_PATH). ``deploy/`` is checked against this list.
+ENV_VARS = (
+    "LOCI_DATA_DIR", "LOCI_DATABASE_URL", "LOCI_ARTIFACTS", "LOCI_WIDTH", "LOCI_DEPTH",
+    "LOCI_SYNTHESIS", "LOCI_EXECUTOR", "LOCI_RAY_ADDRESS", "LOCI_RAY_WORKERS", "LOCI_INSTANCE",
+    "LOCI_HOST", "LOCI_PORT", "LOCI_ROOT_PATH",
+)  # fmt: skip
 
 #: Where jobs run: "local" (threads of this process, the default) or "ray" (Ray actors).
 EXECUTORS = ("local", "ray")
