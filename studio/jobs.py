@@ -128,6 +128,17 @@ class GenerationJobs:
                 pass
         return n
 
+    def watch(self, project_id: str, key: str) -> Iterator[GenerationUpdate]:
+        """Follow the project's running generation from here (either key: a collaborator, a
+        second front-end, a reopened page). StudioError when nothing is running."""
+        pid = clean_id(project_id)
+        self.repo.open_project(pid, key)  # either key may watch; a wrong one is Forbidden
+        self.reap()
+        jobs = [j for j in self.repo.active_jobs(pid) if j.kind == "generation"]
+        if not jobs:
+            raise StudioError("No generation is running in this project.")
+        yield from self.follow(jobs[0].id)
+
     def reap(self) -> list[Job]:
         """Interrupt running jobs whose worker is dead (pid gone on this host, or no heartbeat
         for ``stale_after_s``), so nobody waits on them."""

@@ -112,9 +112,21 @@ def test_two_generations_on_two_ray_actors_kill_one_and_resume(
         assert outputs_a[-1][2].startswith(f"done: {FRAMES - 1}/{FRAMES - 1} frames")
         assert sum(1 for o in outputs_a if o[0]) >= 2  # frames arrived while it ran
 
-        # Resume on any worker (the restarted actor or the other one).
-        resumed = list(studio.resume(pid_b, key_b, cell_b))
-        assert resumed[-1].status == "done" and resumed[-1].frames_done == FRAMES - 1
+        # Resume on any worker (the restarted actor or the other one); this front-end goes away
+        # after two frames, and a new front-end (another process's studio) watches it finish.
+        resumed = studio.resume(pid_b, key_b, cell_b)
+        first_two = [next(resumed).frames_done, next(resumed).frames_done]
+        assert first_two == [kept + 1, kept + 2]
+        resumed.close()
+        app.close()
+        studio.close()  # the front-end stops; the detached actors go on
+        app = None
+        studio = Studio(StudioContext(**{**ctx.to_dict(), "instance": "front-end-2"}))
+        watched = list(studio.watch(pid_b, key_b))
+        assert watched[-1].status == "done" and watched[-1].frames_done == FRAMES - 1
+        # Lift and export run on an actor; the file comes back from the bucket.
+        with open(studio.export(pid_a, key_a, "ply"), "rb") as handle:
+            assert handle.read(3) == b"ply"
 
         # Every frame is in PostgreSQL and its files are in the bucket.
         for name, (pid, key, preset) in projects.items():

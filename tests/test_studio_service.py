@@ -216,3 +216,20 @@ def test_waypoint_path_preview_fork_and_exports_are_cached(seeded):
     fork_id, fork_view, fork_edit = studio.fork(pid, key)
     assert len(studio.world(fork_id, fork_edit).frames) == 6
     assert studio.export(fork_id, fork_edit, "ply").read_bytes() == first.read_bytes()
+
+
+def test_a_second_front_end_watches_and_a_closed_page_does_not_stop_the_job(seeded):
+    studio, pid, view_key, key = seeded
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=12))
+    gen = studio.generate(pid, key)
+    next(gen)
+    gen.close()  # the page closes: the worker goes on
+    other = Studio(StudioContext(**{**studio.ctx.to_dict(), "instance": "second-front-end"}))
+    try:
+        watched = list(other.watch(pid, view_key))  # a view link may watch
+        assert watched[-1].status == "done" and watched[-1].frames_done == 11
+        assert len(studio.world(pid, key).frames) == 12
+        with pytest.raises(StudioError, match="No generation is running"):
+            next(other.watch(pid, view_key))
+    finally:
+        other.close()
