@@ -27,23 +27,28 @@ from models.paths.waypoints import GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
-    Conflict,
     Forbidden,
     HistoryCell,
-    NotFound,
     Owner,
     Repository,
     open_database,
 )
 from storage.formats.images import load_photo
 from studio.context import StudioContext
-from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
+from studio.errors import StudioError, clean_id, error_message, user_facing
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
 
-__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
+__all__ = [
+    "GenerationUpdate",
+    "PathPlan",
+    "Studio",
+    "StudioError",
+    "WorldState",
+    "user_facing",
+]
 
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
@@ -438,8 +443,3 @@ def _mime(fmt: str) -> str:
     return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
             "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
         fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
-
-
-def user_facing() -> tuple[type[BaseException], ...]:
-    """Errors whose message is meant for the person using the studio (shown as is)."""
-    return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

@@ -63,7 +63,7 @@ class RayExecutor:
                 name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                 max_restarts=-1, max_task_retries=0, num_cpus=0 if gpus else 1, num_gpus=gpus,
                 max_concurrency=4,
-            ).remote(settings, name)
+            ).remote(type(studio), settings, name)
             for name in worker_names(ctx.ray_workers)
         ]  # fmt: skip
         self._next = itertools.cycle(range(len(self.actors)))
@@ -74,7 +74,7 @@ class RayExecutor:
             a.wake.remote()
 
     def call(self, method: str, *args: Any) -> Any:
-        from studio.service import user_facing
+        from studio.errors import user_facing
 
         actor = self.actors[next(self._next)]
         status, value, message = self._ray.get(actor.call.remote(method, *args))

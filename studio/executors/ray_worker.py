@@ -27,15 +27,16 @@ __all__ = ["LociWorker"]
 
 
 class LociWorker:
-    """A job worker process. ``settings``: :meth:`StudioContext.to_dict` of the front-end (its
-    database URL and artifact store, backends, limits); ``name``: the actor's stable name."""
+    """A job worker process. ``studio_cls``: the service class (:class:`studio.service.Studio`,
+    passed in so this module does not import it); ``settings``: :meth:`StudioContext.to_dict` of
+    the front-end (its database URL and artifact store, backends, limits); ``name``: the actor's
+    stable name."""
 
-    def __init__(self, settings: dict[str, Any], name: str) -> None:
+    def __init__(self, studio_cls: type, settings: dict[str, Any], name: str) -> None:
         # Several workers share a machine's cores: a busy-waiting OpenMP collapses throughput.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from studio.context import StudioContext
         from studio.executors.runner import JobRunner
-        from studio.service import Studio
 
         values = dict(settings)
         # Rebuildable files (bundles, videos in the making) stay on the worker's own disk.
@@ -43,7 +44,7 @@ class LociWorker:
         values.update(instance=name, executor="local")
         ctx = StudioContext(**values)
         self.name = name
-        self.studio = Studio(ctx, executor="inline")  # interrupts its previous instance's job
+        self.studio = studio_cls(ctx, executor="inline")  # interrupts its previous instance's job
         self.studio.pipeline()  # load the backends now: the first job starts warm
         self.runner = JobRunner(self.studio, self.studio.owner)
         self._wake = threading.Event()
@@ -65,7 +66,7 @@ class LociWorker:
     def call(self, method: str, *args: Any) -> tuple[str, Any, str]:
         """``Studio.<method>_here(*args)``: ``("ok", result, "")``, or ``("error", kind,
         message)`` for the errors a person is meant to read (re-raised by the front-end)."""
-        from studio.service import user_facing
+        from studio.errors import user_facing
 
         try:
             return "ok", getattr(self.studio, f"{method}_here")(*args), ""
