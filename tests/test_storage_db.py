@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,6 +88,30 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+@contextmanager
+def _old_schema(tmp_path: Path, revision: str) -> Iterator[tuple[Database, Any]]:
+    """A SQLite database migrated only to ``revision``; yields it and a connection (inside one
+    write transaction) for inserting rows the way that release stored them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from storage.db.engine import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = open_database(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url)
+    with db.write_engine.connect() as conn, conn.begin():
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        conn.exec_driver_sql(
+            "INSERT INTO projects (id, name, view_key_hash, edit_key_hash, created_at, updated_at)"
+            " VALUES ('p1', 'Old', 'v', 'e', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+        yield db, conn
+
+
 # ---- engine and migrations ------------------------------------------------------------------
 def test_migrations_create_schema_from_empty_and_are_idempotent(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
@@ -105,23 +132,8 @@ def test_migrations_create_schema_from_empty_and_are_idempotent(db_url: str) -> 
 
 def test_upgrade_from_0001_keeps_saved_rows(tmp_path: Path) -> None:
     """A database made by the first release upgrades in place: projects and frames survive."""
-    from alembic import command
-    from alembic.config import Config
-
-    from storage.db.engine import MIGRATIONS_DIR
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    db = open_database(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", url)
-    with db.write_engine.connect() as conn, conn.begin():
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
-        conn.exec_driver_sql(
-            "INSERT INTO projects (id, name, view_key_hash, edit_key_hash, created_at, updated_at)"
-            " VALUES ('p1', 'Old', 'v', 'e', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-        )
+    with _old_schema(tmp_path, "0001") as (db, _conn):
+        pass
     assert db.current_revision() == "0001"
     assert db.migrate() == "0003"
     with db.engine.connect() as conn:
@@ -553,23 +565,7 @@ def test_owner_with_a_dead_pid_on_this_host_is_dead_at_once(repo: Repository) ->
 def test_upgrade_from_0002_resolves_double_generations(tmp_path: Path) -> None:
     """A database where the race already happened (two running generations in a project)
     upgrades: the newest stays running, the other becomes interrupted, the index is built."""
-    from alembic import command
-    from alembic.config import Config
-
-    from storage.db.engine import MIGRATIONS_DIR
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    db = open_database(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", url)
-    with db.write_engine.connect() as conn, conn.begin():
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0002")
-        conn.exec_driver_sql(
-            "INSERT INTO projects (id, name, view_key_hash, edit_key_hash, created_at, updated_at)"
-            " VALUES ('p1', 'Old', 'v', 'e', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-        )
+    with _old_schema(tmp_path, "0002") as (db, conn):
         for i in (1, 2):
             conn.exec_driver_sql(
                 "INSERT INTO history_cells (id, project_id, position, kind, params, status, "

@@ -204,8 +204,6 @@ class Repository(Jobs):
         author: str = "",
     ) -> HistoryCell:
         """Append a cell to the history (edit key). Its position is one past the last cell's."""
-        if kind not in CELL_KINDS:
-            raise StorageError(f"Unknown step kind {kind!r}; use one of {', '.join(CELL_KINDS)}.")
         return self._write(
             lambda s: self._append_cell(s, project_id, key, kind, params, parent, author)
         )
@@ -225,8 +223,6 @@ class Repository(Jobs):
         """Append a cell and its job in one transaction (edit key): ``pending`` for a worker to
         claim, or ``running`` under ``owner``. A refused claim (:class:`GenerationBusy`: the
         project already runs a generation) leaves no cell behind."""
-        if kind not in CELL_KINDS:
-            raise StorageError(f"Unknown step kind {kind!r}; use one of {', '.join(CELL_KINDS)}.")
 
         def run(session: Session) -> tuple[HistoryCell, Job]:
             cell = self._append_cell(session, project_id, key, kind, params, parent, author)
@@ -239,6 +235,8 @@ class Repository(Jobs):
         self, session: Session, project_id: str, key: str, kind: str,
         params: dict[str, Any] | None, parent: str | None, author: str,
     ) -> HistoryCell:  # fmt: skip
+        if kind not in CELL_KINDS:
+            raise StorageError(f"Unknown step kind {kind!r}; use one of {', '.join(CELL_KINDS)}.")
         project = self._editable(session, project_id, key, lock=True)
         if parent is not None:
             parent_cell = session.get(HistoryCell, parent)
