@@ -147,7 +147,8 @@ class GenerationJobs:
     # ---- streaming by following the job's rows ------------------------------------------------
     def follow(self, job_id: str, poll_s: float | None = None) -> Iterator[GenerationUpdate]:
         """Stream a job as its worker stores frames: one update per new frame (read back from the
-        database and store), video chunks every ``CHUNK_FRAMES`` frames, then a final update.
+        database and store), video chunks every ``CHUNK_FRAMES`` frames, then a final update;
+        one "pending" update when no worker has taken the job after a second.
 
         Starts after the frames already stored (a resumed or watched job). Works from any
         process on the same database and store; stopping the iteration leaves the job running.
@@ -164,6 +165,7 @@ class GenerationJobs:
         pending: list[np.ndarray] = []
         t0 = time.perf_counter()
         next_reap = time.monotonic() + 2.0
+        waiting = False
         while True:
             job = self.repo.get_job(job_id)  # read before the frames: none can be missed
             for f in self.repo.list_frames(cell.id, after_index=last):
@@ -180,6 +182,11 @@ class GenerationJobs:
                                        (total - done) / rate if rate else None, event, chunk)  # fmt: skip
             if job.status not in ACTIVE:
                 break
+            if job.status == "pending" and not waiting and time.perf_counter() - t0 > 1.0:
+                waiting = True  # all workers are busy: say so rather than look stuck
+                yield GenerationUpdate(cell.id, job_id, "pending", done, total,
+                                       time.perf_counter() - t0, None,
+                                       message="Waiting for a free worker…")  # fmt: skip
             if time.monotonic() > next_reap:
                 self.reap()
                 next_reap = time.monotonic() + 2.0

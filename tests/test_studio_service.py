@@ -233,3 +233,18 @@ def test_a_second_front_end_watches_and_a_closed_page_does_not_stop_the_job(seed
             next(other.watch(pid, view_key))
     finally:
         other.close()
+
+
+def test_with_one_slot_another_project_waits_and_says_so(seeded):
+    """One worker thread: a second project's generation queues (pending, with a message) and
+    runs when the slot frees; nothing is refused, nothing is lost."""
+    studio, pid, _, key = seeded
+    other, _, other_key = studio.fork(pid, key)  # a second project with the same photo
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=60))
+    studio.save_path(other, other_key, studio.plan_path(other, other_key, preset="orbit", frames=4))
+    first = studio.generate(pid, key)
+    next(first)  # the only worker is busy with this one
+    second = list(studio.generate(other, other_key))
+    assert second[0].status == "pending" and "free worker" in second[0].message
+    assert second[-1].status == "done" and second[-1].frames_done == 3
+    assert list(first)[-1].status == "done"
