@@ -273,17 +273,20 @@ class ArtifactStore:
         return target
 
     def presigned_url(
-        self, sha256: str, expires_s: int = 300, filename: str | None = None
-    ) -> str | None:
+        self, sha256: str, expires_s: int = 300, filename: str | None = None,
+        download: bool = True,
+    ) -> str | None:  # fmt: skip
         """A short-lived URL that downloads the file straight from the object store (with
-        ``filename`` as its download name), or None for a local folder (serve it yourself)."""
+        ``filename`` as its name; ``download=False`` lets a browser show it inline), or None for
+        a local folder (serve it yourself)."""
         row = self.get(sha256)
         if self.root is not None:
             return None
         extra: dict[str, str] = {"ResponseContentType": row.mime}
         if filename:
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename)[:120]
-            extra["ResponseContentDisposition"] = f'attachment; filename="{safe}"'
+            kind = "attachment" if download else "inline"
+            extra["ResponseContentDisposition"] = f'{kind}; filename="{safe}"'
         return self.fs.url(self._key(row.relpath), expires=int(expires_s), **extra)
 
     def verify(self, sha256: str) -> bool:

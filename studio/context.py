@@ -5,7 +5,12 @@ reads it. The embedded default keeps all state under one data directory::
 
     data/loci.db        SQLite database (projects, history, jobs, frames, artifact rows)
     data/artifacts/     content-addressed files (frames, videos, splats, exports)
-    data/cache/         derived, rebuildable files (world bundles for lifting, named downloads)
+    data/cache/         derived, rebuildable files (world bundles for lifting and exports)
+    data/file-secret    the key that signs file URLs (made once; or ``$LOCI_FILE_SECRET``)
+
+Nothing in it is served directly: files reach a browser through signed URLs
+(:mod:`studio.files`) or as copies handed to Gradio in ``handoff_dir``, which lives in Gradio's
+temp dir (``$GRADIO_TEMP_DIR``) and is emptied after ``temp_ttl_s``.
 
 Scaled out (README, "Scaling out"), the database is PostgreSQL (``database_url``), the files
 are in a bucket (``artifacts``: ``s3://bucket/prefix``) and generations run on Ray actors
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,7 @@ __all__ = ["ENV_VARS", "EXECUTORS", "StudioContext"]
 ENV_VARS = (
     "LOCI_DATA_DIR", "LOCI_DATABASE_URL", "LOCI_ARTIFACTS", "LOCI_WIDTH", "LOCI_DEPTH",
     "LOCI_SYNTHESIS", "LOCI_EXECUTOR", "LOCI_RAY_ADDRESS", "LOCI_RAY_WORKERS", "LOCI_INSTANCE",
-    "LOCI_HOST", "LOCI_PORT", "LOCI_ROOT_PATH",
+    "LOCI_FILE_SECRET", "LOCI_HOST", "LOCI_PORT", "LOCI_ROOT_PATH",
 )  # fmt: skip
 
 #: Where jobs run: "local" (threads of this process, the default) or "ray" (Ray actors).
@@ -65,6 +71,10 @@ class StudioContext:
     ray_workers: int = 1
     instance: str = field(default_factory=lambda: f"studio@{socket.gethostname()}")
     poll_s: float = 0.2
+    root_path: str = ""
+    file_url_ttl_s: float = 1800.0
+    temp_ttl_s: float = 3600.0
+    file_secret: str | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -91,6 +101,22 @@ class StudioContext:
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 
+    @property
+    def gradio_temp_dir(self) -> Path:
+        """Gradio's upload and cache folder (``$GRADIO_TEMP_DIR``, else ``<tmp>/gradio``)."""
+        env = os.environ.get("GRADIO_TEMP_DIR")
+        return Path(env).absolute() if env else (Path(tempfile.gettempdir()) / "gradio").resolve()
+
+    @property
+    def handoff_dir(self) -> Path:
+        """Where files for Gradio components are put (see the module docstring)."""
+        return self.gradio_temp_dir / "loci-handoff"
+
+    @property
+    def chunks_dir(self) -> Path:
+        """Video chunks streamed during a generation (transient, beside ``handoff_dir``)."""
+        return self.gradio_temp_dir / "loci-chunks"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for handing the settings to a worker process)."""
         values = asdict(self)
@@ -101,7 +127,8 @@ class StudioContext:
     def from_env(cls, **overrides: object) -> StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_ARTIFACTS``,
         ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_EXECUTOR``,
-        ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_INSTANCE``; keyword arguments win."""
+        ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_INSTANCE``, ``LOCI_FILE_SECRET``;
+        keyword arguments win."""
         env = os.environ
         values: dict[str, object] = {
             "data_dir": Path(env.get("LOCI_DATA_DIR", "data")),
@@ -113,6 +140,7 @@ class StudioContext:
             "executor": env.get("LOCI_EXECUTOR", "local"),
             "ray_address": env.get("LOCI_RAY_ADDRESS") or None,
             "ray_workers": int(env.get("LOCI_RAY_WORKERS", "1")),
+            "file_secret": env.get("LOCI_FILE_SECRET") or None,
         }
         if env.get("LOCI_INSTANCE"):
             values["instance"] = env["LOCI_INSTANCE"]

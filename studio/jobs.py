@@ -160,7 +160,7 @@ class GenerationJobs:
         stored = self.repo.list_frames(cell.id)
         last = stored[-1].frame_index if stored else None
         done = done_before = len(stored)
-        chunk_dir = self.ctx.cache_dir / "chunks" / f"{job_id}-{uuid.uuid4().hex[:8]}"
+        chunk_dir = self.ctx.chunks_dir / f"{job_id}-{uuid.uuid4().hex[:8]}"
         _remove_old_dirs(chunk_dir.parent, older_than_s=600)  # streamed chunks are transient
         pending: list[np.ndarray] = []
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from storage.formats.images import load_photo
 from studio.context import StudioContext
 from studio.errors import StudioError, clean_id, error_message, user_facing
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
+from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
@@ -64,6 +66,12 @@ class Studio(GenerationJobs):
         self.db = open_database(ctx.db_url, migrate=True)
         self.repo = Repository(self.db)
         self.store = ArtifactStore(ctx.artifacts_url, self.db)
+        self.secret = load_secret(ctx.data_dir, ctx.file_secret)
+        self.throttle = Throttle()  # wrong keys and forged links, per client
+        self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
+                               ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
+        prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
+        self._pruned = time.monotonic()
         # Who runs this process's jobs. Whatever an earlier instance under the same name left
         # running is dead now: interrupted (resumable) at once, not after a heartbeat timeout;
         # other owners count as dead when their pid is gone here or their heartbeat is stale.
@@ -423,12 +431,33 @@ class Studio(GenerationJobs):
         return art.sha256, name
 
     def named_file(self, sha256: str, filename: str) -> Path:
-        """A stored file under a readable name (a hard link when possible), for downloads and
-        viewers that go by the file extension."""
-        target = self.ctx.cache_dir / "files" / sha256[:24] / filename
-        if not target.is_file():
-            self.store.copy_to(sha256, target)  # streamed from a bucket; a hard link locally
+        """A stored file under a readable name, handed over for a Gradio component (downloads
+        and viewers go by the file extension); see :func:`studio.files.handoff`."""
+        return self.handoff(self.local_path(sha256), filename)
+
+    def local_path(self, sha256: str) -> Path:
+        """A stored file on this machine's disk: in the store itself when it is a folder, else a
+        copy streamed from the bucket into the cache (kept, keyed by the content hash)."""
+        if self.store.is_local:
+            return self.store.path_of(sha256)
+        target = self.ctx.cache_dir / "objects" / sha256[:2] / sha256[2:]
+        if not (target.is_file() and target.stat().st_size == self.store.get(sha256).size):
+            self.store.copy_to(sha256, target)
         return target
+
+    def handoff(self, path: Path, filename: str) -> Path:
+        """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""
+        if time.monotonic() - self._pruned > 60:  # a folder listing at most once a minute
+            self._pruned = time.monotonic()
+            prune_folder(self.ctx.handoff_dir, self.ctx.temp_ttl_s)
+        return handoff(path, filename, self.ctx.handoff_dir, self.secret)
+
+    def file_url(
+        self, project_id: str, key: str, sha256: str, filename: str, download: bool = False
+    ) -> str:
+        """A short-lived signed URL for one stored file of a project (view or edit key), for
+        viewers and links in the page: see :mod:`studio.files`."""
+        return self.files.url(clean_id(project_id), key, sha256, filename, download=download)
 
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)
