@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,13 @@ def test_two_generations_on_two_ray_actors_kill_one_and_resume(
         outputs_a = list(stream_a)
         assert outputs_a[-1][2].startswith(f"done: {FRAMES - 1}/{FRAMES - 1} frames")
         assert sum(1 for o in outputs_a if o[0]) >= 2  # frames arrived while it ran
+
+        # A signed file link of the studio sends the browser to the bucket (presigned, short).
+        first = studio.repo.list_frames(studio.world(pid_a, key_a).photo.id)[0]
+        link = app.local_url.rstrip("/") + studio.file_url(pid_a, key_a, first.rgb_sha256, "f.png")
+        with urllib.request.urlopen(link, timeout=30) as response:
+            assert "Signature=" in response.url and response.url.startswith("http://127.0.0.1")
+            assert response.read() == studio.store.read_bytes(first.rgb_sha256)
 
         # Resume on any worker (the restarted actor or the other one); this front-end goes away
         # after two frames, and a new front-end (another process's studio) watches it finish.
