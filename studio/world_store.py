@@ -75,9 +75,14 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 
 def save_frame(
-    store: ArtifactStore, repo: Repository, cell_id: str, event: FrameEvent, world: World
-) -> WorldFrame:
-    """Persist one finished frame of ``world`` (its memory state included) under ``cell_id``."""
+    store: ArtifactStore, repo: Repository, cell_id: str, event: FrameEvent, world: World,
+    **job: Any,
+) -> WorldFrame:  # fmt: skip
+    """Persist one finished frame of ``world`` (its memory state included) under ``cell_id``.
+
+    ``job``: ``job_id``, ``nonce``, ``total`` of the worker's job: the row is then written only
+    while that worker still owns the job, with the job's progress, in one transaction
+    (:meth:`storage.db.Repository.add_frame`)."""
     arrays: dict[str, np.ndarray] = {"depth": np.asarray(event.depth, np.float32)}
     mem = world.memory.frames.get(event.index) if event.in_memory else None
     if mem is not None:
@@ -105,6 +110,7 @@ def save_frame(
         mask_sha256=mask.sha256,
         memory_coverage=event.memory_coverage,
         meta=meta,
+        **job,
     )
 
 

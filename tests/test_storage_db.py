@@ -582,3 +582,24 @@ def test_upgrade_from_0002_resolves_double_generations(tmp_path: Path) -> None:
     assert [repo.get_job(j).status for j in ("j1", "j2")] == ["interrupted", "running"]
     assert repo.get_job("j2").project_id == "p1" and repo.get_job("j2").kind == "generation"
     db.dispose()
+
+
+def test_only_the_jobs_owner_adds_frames(repo: Repository, store: ArtifactStore) -> None:
+    """The frame row and the job's progress are one write, fenced by the owner's nonce."""
+    project, _, key = repo.create_project("Fence")
+    old, new = Owner.this_process("w"), Owner.this_process("w")
+    cell, job = repo.add_job_cell(project.id, key, "generation", {}, total=4, owner=old)
+    rgb = store.put_bytes(b"frame").sha256
+    eye = np.eye(4)
+    repo.add_frame(cell.id, 1, rgb, np.eye(3), eye, job_id=job.id, nonce=old.nonce)
+    assert repo.get_job(job.id).frames_done == 1 and repo.get_job(job.id).progress == 0.25
+    repo.interrupt_owned(new)
+    repo.resume_job(job.id, owner=new)
+    with pytest.raises(Conflict):  # the replaced worker wakes up: its frame is refused
+        repo.add_frame(cell.id, 2, rgb, np.eye(3), eye, job_id=job.id, nonce=old.nonce)
+    repo.add_frame(cell.id, 2, rgb, np.eye(3), eye, job_id=job.id, nonce=new.nonce)
+    assert [f.frame_index for f in repo.list_frames(cell.id)] == [1, 2]
+    assert repo.get_job(job.id).frames_done == 2
+    repo.finish_job(job.id, "cancelled")
+    with pytest.raises(Conflict):  # nor after a cancel
+        repo.add_frame(cell.id, 3, rgb, np.eye(3), eye, job_id=job.id, nonce=new.nonce)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.db.errors import NotFound
@@ -87,14 +87,23 @@ class FramesAndLinks(RepositoryBase):
         mask_sha256: str | None = None,
         memory_coverage: float | None = None,
         meta: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        nonce: str | None = None,
+        total: int | None = None,
     ) -> WorldFrame:
         """Store one memory frame of a cell (files by hash, ``K`` 3x3, ``c2w`` 4x4 as lists).
 
         Conflict when that index is already stored (a resumed job starts after ``frames_done``).
+        With ``job_id`` (a worker storing its job's frame) the frame and the job's progress are
+        one transaction, and it happens only while the job is still running under ``nonce``:
+        a worker that was cancelled, or declared dead and replaced, cannot add a frame (the
+        fencing that keeps each index written by one owner). The job's ``frames_done`` becomes
+        the number of the cell's frames, its heartbeat now.
         """
 
         def run(session: Session) -> WorldFrame:
             self._cell(session, cell_id)
+            job = self._running(session, job_id, nonce) if job_id is not None else None
             for sha in (rgb_sha256, depth_sha256, mask_sha256):
                 if sha is not None and session.get(Artifact, sha) is None:
                     raise NotFound("A file of this frame is not in the artifact store.")
@@ -111,6 +120,15 @@ class FramesAndLinks(RepositoryBase):
             )
             session.add(frame)
             session.flush()
+            if job is not None:
+                done = session.scalar(
+                    select(func.count()).select_from(WorldFrame).where(
+                        WorldFrame.cell_id == cell_id)
+                )  # fmt: skip
+                job.frames_done = int(done)
+                job.total = total if total is not None else job.total
+                job.progress = min(1.0, job.frames_done / job.total) if job.total else 0.0
+                job.updated_at = job.heartbeat_at = utcnow()
             return frame
 
         return self._write(run)

@@ -33,7 +33,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.db.errors import Conflict, NotFound, StorageError
+from storage.db.errors import Conflict, StorageError
 from storage.db.frames import FramesAndLinks
 from storage.db.models import WORLD_WRITING_KINDS, HistoryCell, Job, new_id, utcnow
 from storage.db.repo_base import ACTIVE
@@ -186,16 +186,6 @@ class Jobs(FramesAndLinks):
                 s.scalars(select(Job).where(Job.cell_id == cell_id).order_by(Job.started_at))
             )
         )
-
-    def _running(self, session: Session, job_id: str, nonce: str | None) -> Job:
-        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
-        if job is None:
-            raise NotFound("That job does not exist.")
-        if job.status != "running":
-            raise Conflict(f"This job is {job.status}, not running; stop working on it.")
-        if nonce is not None and job.owner_nonce != nonce:
-            raise Conflict("This job was taken over by another worker; stop working on it.")
-        return job
 
     def update_progress(
         self, job_id: str, frames_done: int, total: int | None = None, *, nonce: str | None = None

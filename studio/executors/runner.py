@@ -5,13 +5,14 @@ actor on another machine (``ray``). A worker needs only the job's id and the sha
 artifact store; it rebuilds the world its job continues from stored frames (bit for bit, so a
 resumed job gives exactly the frames an uninterrupted one would have), and it writes:
 
-- each finished frame: files, then the ``world_frames`` row (:func:`studio.world_store.save_frame`),
-  then progress (which counts as a heartbeat). Front-ends stream by following these rows;
+- each finished frame: files, then the ``world_frames`` row together with the job's progress (a
+  heartbeat too), in one transaction that succeeds only while the job is still running under
+  this worker's nonce (:func:`studio.world_store.save_frame`). Front-ends follow these rows;
 - a heartbeat every ``heartbeat_s`` while a slow frame is computed;
 - the end: done / failed / cancelled, guarded by the worker's nonce, so a worker that was
   declared dead and replaced cannot overwrite its successor's work.
 
-A cancel is seen at the next progress write (the job is no longer running) and stops the loop;
+A cancel is seen at the next frame's write (the job is no longer running) and stops the loop;
 every finished frame stays, and the step can be resumed from there.
 """
 
@@ -94,12 +95,12 @@ class JobRunner:
             pipe, world = s.restore(ws, bool(cell.params.get("use_memory", True)))
             beat.start()
             for event in pipe.explore(world, cams[done:]):
-                save_frame(s.store, s.repo, cell.id, event, world)
-                done += 1
-                try:
-                    s.repo.update_progress(job.id, done, total, nonce=self.owner.nonce)
+                try:  # the frame and the progress, only while the job is still ours
+                    save_frame(s.store, s.repo, cell.id, event, world, job_id=job.id,
+                               nonce=self.owner.nonce, total=total)  # fmt: skip
                 except Conflict:  # cancelled, or declared dead and taken over: stop here
                     return s.repo.get_job(job.id).status
+                done += 1
                 if self.on_frame is not None:
                     self.on_frame(job.id, done)
                 if self.stopping.is_set() and done < total:
