@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: threads of this process (default); ray: Ray actors")  # fmt: skip
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster: auto, ray://host:10001 (default: start Ray here)")  # fmt: skip
-    p.add_argument("--ray-workers", type=int, default=None, help="Ray actors in the pool (1)")
+    p.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray actors generating (1; a GPU each when the cluster has GPUs)")  # fmt: skip
+    p.add_argument("--ray-lift-workers", type=int, default=None,
+                   help="Ray CPU actors for lift and export (0: the generating actors do it)")  # fmt: skip
     p.add_argument("--artifacts", default=None,
                    help="file store: a folder or s3://bucket/prefix (default DATA_DIR/artifacts)")  # fmt: skip
     p.add_argument("--instance", default=None,
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
         depth=args.depth, synthesis=args.synthesis, artifacts=args.artifacts,
         executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
+        ray_lift_workers=args.ray_lift_workers,
         concurrent_jobs=args.concurrent_jobs,
         instance=args.instance or env.get("LOCI_INSTANCE") or f"studio@{gethostname()}:{args.port}",
     )  # fmt: skip

@@ -32,8 +32,9 @@ __all__ = ["ENV_VARS", "EXECUTORS", "StudioContext"]
 #: LOCI_ROOT_PATH). ``deploy/`` is checked against this list.
 ENV_VARS = (
     "LOCI_DATA_DIR", "LOCI_DATABASE_URL", "LOCI_ARTIFACTS", "LOCI_WIDTH", "LOCI_DEPTH",
-    "LOCI_SYNTHESIS", "LOCI_EXECUTOR", "LOCI_RAY_ADDRESS", "LOCI_RAY_WORKERS", "LOCI_INSTANCE",
-    "LOCI_FILE_SECRET", "LOCI_HOST", "LOCI_PORT", "LOCI_ROOT_PATH",
+    "LOCI_SYNTHESIS", "LOCI_EXECUTOR", "LOCI_RAY_ADDRESS", "LOCI_RAY_WORKERS",
+    "LOCI_RAY_LIFT_WORKERS", "LOCI_INSTANCE", "LOCI_FILE_SECRET", "LOCI_HOST", "LOCI_PORT",
+    "LOCI_ROOT_PATH",
 )  # fmt: skip
 
 #: Where jobs run: "local" (threads of this process, the default) or "ray" (Ray actors).
@@ -52,7 +53,8 @@ class StudioContext:
     heartbeat is older than this is interrupted (resumable) by whoever looks.
     executor: "local" or "ray"; concurrent_jobs: generations at once (local threads);
     ray_address: ``auto``, ``ray://host:10001`` or None (a Ray started in this process);
-    ray_workers: actors in the pool. instance: this process's stable name: a process that starts
+    ray_workers: generation actors in the pool; ray_lift_workers: CPU actors for lift and export
+    (0: the generation actors do it). instance: this process's stable name: a process that starts
     again under the same name interrupts what its previous instance left running, at once.
     """
 
@@ -69,6 +71,7 @@ class StudioContext:
     concurrent_jobs: int = 1
     ray_address: str | None = None
     ray_workers: int = 1
+    ray_lift_workers: int = 0
     instance: str = field(default_factory=lambda: f"studio@{socket.gethostname()}")
     poll_s: float = 0.2
     root_path: str = ""
@@ -80,7 +83,7 @@ class StudioContext:
         self.data_dir = Path(self.data_dir).absolute()
         if self.executor not in EXECUTORS:
             raise ValueError(f"Unknown executor {self.executor!r}; use one of {EXECUTORS}.")
-        if self.concurrent_jobs < 1 or self.ray_workers < 1:
+        if self.concurrent_jobs < 1 or self.ray_workers < 1 or self.ray_lift_workers < 0:
             raise ValueError("concurrent_jobs and ray_workers must be at least 1.")
 
     @property
@@ -127,7 +130,8 @@ class StudioContext:
     def from_env(cls, **overrides: object) -> StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_ARTIFACTS``,
         ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_EXECUTOR``,
-        ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_INSTANCE``, ``LOCI_FILE_SECRET``;
+        ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_RAY_LIFT_WORKERS``, ``LOCI_INSTANCE``,
+        ``LOCI_FILE_SECRET``;
         keyword arguments win."""
         env = os.environ
         values: dict[str, object] = {
@@ -140,6 +144,7 @@ class StudioContext:
             "executor": env.get("LOCI_EXECUTOR", "local"),
             "ray_address": env.get("LOCI_RAY_ADDRESS") or None,
             "ray_workers": int(env.get("LOCI_RAY_WORKERS", "1")),
+            "ray_lift_workers": int(env.get("LOCI_RAY_LIFT_WORKERS", "0")),
             "file_secret": env.get("LOCI_FILE_SECRET") or None,
         }
         if env.get("LOCI_INSTANCE"):

@@ -30,9 +30,11 @@ class LociWorker:
     """A job worker process. ``studio_cls``: the service class (:class:`studio.service.Studio`,
     passed in so this module does not import it); ``settings``: :meth:`StudioContext.to_dict` of
     the front-end (its database URL and artifact store, backends, limits); ``name``: the actor's
-    stable name."""
+    stable name; ``serve``: claim generation jobs (False for a lift/export-only actor)."""
 
-    def __init__(self, studio_cls: type, settings: dict[str, Any], name: str) -> None:
+    def __init__(
+        self, studio_cls: type, settings: dict[str, Any], name: str, serve: bool = True
+    ) -> None:
         # Several workers share a machine's cores: a busy-waiting OpenMP collapses throughput.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from studio.context import StudioContext
@@ -45,13 +47,15 @@ class LociWorker:
         ctx = StudioContext(**values)
         self.name = name
         self.studio = studio_cls(ctx, executor="inline")  # interrupts its previous instance's job
-        self.studio.pipeline()  # load the backends now: the first job starts warm
+        if serve:
+            self.studio.pipeline()  # load the backends now: the first job starts warm
         self.runner = JobRunner(self.studio, self.studio.owner)
         self._wake = threading.Event()
         self._loop = threading.Thread(
             target=self.runner.serve, args=(self.runner.stopping, self._wake), daemon=True
         )
-        self._loop.start()
+        if serve:
+            self._loop.start()
 
     def wake(self) -> None:
         """A job is pending: claim it now rather than at the next poll."""
@@ -77,4 +81,5 @@ class LociWorker:
         """Finish the current frame, leave the job interrupted, stop claiming."""
         self.runner.stopping.set()
         self._wake.set()
-        self._loop.join(timeout=120)
+        if self._loop.is_alive():
+            self._loop.join(timeout=120)
