@@ -93,7 +93,9 @@ class ArtifactStore:
             import fsspec
 
             try:
-                self.fs, self._base = fsspec.core.url_to_fs(self.url)
+                # A fresh client: it reads the credentials and endpoint in force now (fsspec's
+                # instance cache would keep the first ones of the process).
+                self.fs, self._base = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
             except (ImportError, ValueError) as exc:
                 raise StorageError(
                     f"Cannot open the artifact store {self.url}: {exc}. For s3:// install s3fs "

@@ -5,8 +5,9 @@
 - :func:`s3_server`: moto's server mode, an *emulator* of the S3 API standing for AWS S3, MinIO,
   Cloudflare R2 and the like.
 
-Pytest fixtures (import them into a test module): ``pg_server`` (session), ``pg_url`` (a fresh,
-empty database per test), ``s3_server`` (session) and ``s3_url`` (a fresh bucket per test). When
+Pytest fixtures (registered once for every module by ``tests/conftest.py``): ``pg_server``
+(session), ``pg_url`` (a fresh, empty database per test), ``s3_server`` (session) and ``s3_url``
+(a fresh bucket per test). When
 a service cannot start, the tests that need it skip with the reason; on a machine with the
 packages installed (see README, "Scaling out") they run.
 """

@@ -11,11 +11,10 @@ import pytest
 from storage.blobs import ArtifactStore, sha256_bytes
 from storage.db import NotFound, open_database
 from storage.errors import StorageError
-from tests.services import pg_server, pg_url, s3_server, s3_url  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
-def store(s3_url: str, pg_url: str):  # noqa: F811 (fixtures)
+def store(s3_url: str, pg_url: str):
     db = open_database(pg_url, migrate=True)
     yield ArtifactStore(s3_url, db)
     db.dispose()

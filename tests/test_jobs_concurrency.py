@@ -17,7 +17,7 @@ from storage.db import GenerationBusy
 from studio.context import StudioContext
 from studio.service import Studio
 from tests.helpers import PHOTOS
-from tests.services import new_pg_database, pg_server  # noqa: F401 (fixture)
+from tests.services import new_pg_database
 
 PHOTO = PHOTOS / "interior_office_03_dsine.png"
 
@@ -73,7 +73,7 @@ def test_racing_clients_exactly_one_generates(tmp_path: Path, database_url: str)
 
 def test_eight_generations_in_eight_projects_on_postgresql(
     tmp_path: Path,
-    pg_server: str,  # noqa: F811 (fixture)
+    pg_server: str,
 ) -> None:
     """8 generations (different projects) run at once on PostgreSQL: all finish, with zero
     lock, deadlock or serialization errors (PostgreSQL's own counters say so)."""

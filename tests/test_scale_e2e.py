@@ -26,7 +26,6 @@ from storage.formats.images import load_photo
 from studio.context import StudioContext
 from studio.world_store import load_rgb
 from tests.helpers import PHOTOS
-from tests.services import pg_server, pg_url, s3_server, s3_url  # noqa: F401 (fixtures)
 
 PHOTO = PHOTOS / "interior_office_03_dsine.png"
 WIDTH, FRAMES = 96, 60
@@ -53,8 +52,8 @@ def _wait(predicate, timeout_s: float, what: str):
 @pytest.mark.slow
 def test_two_generations_on_two_ray_actors_kill_one_and_resume(
     tmp_path: Path,
-    pg_url: str,  # noqa: F811 (fixture)
-    s3_url: str,  # noqa: F811 (fixture)
+    pg_url: str,
+    s3_url: str,
 ) -> None:
     ray = pytest.importorskip("ray", reason="pip install 'loci[scale]' for the Ray executor")
     gradio_client = pytest.importorskip("gradio_client")

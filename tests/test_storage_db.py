@@ -42,7 +42,7 @@ from storage.db import (
 )
 from storage.db.models import Base, utcnow
 from storage.errors import StorageError
-from tests.services import new_pg_database, pg_server  # noqa: F401 (fixture)
+from tests.services import new_pg_database
 
 TABLES = {"projects", "history_cells", "artifacts", "cell_artifacts", "world_frames", "jobs"}
 ENV_URL = os.environ.get("LOCI_TEST_DATABASE_URL")

@@ -56,14 +56,18 @@ class JobRunner:
         """Claim and run pending jobs until ``stop`` is set; sleep on ``wake`` (set by
         ``submit``) or at most ``poll_s`` between empty polls."""
         kinds = tuple(kinds)
+        backoff = 0.0
         while not stop.is_set():
             try:
                 job = self.studio.repo.claim_next_job(self.owner, kinds)
-            except Exception:  # noqa: BLE001 - the database may be restarting: retry
-                log.exception("claiming a job failed; retrying")
+                backoff = 0.0
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting: retry
+                if not backoff:
+                    log.warning("claiming a job failed (%s); retrying with back-off", exc)
+                backoff = min(max(backoff * 2, 0.5), 10.0)
                 job = None
             if job is None:
-                wake.wait(max(self.studio.ctx.poll_s, 0.05))
+                wake.wait(max(self.studio.ctx.poll_s, 0.05, backoff))
                 wake.clear()
                 continue
             self.run(job)
