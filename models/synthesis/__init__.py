@@ -13,6 +13,7 @@ from models.synthesis.base import (
 
 from . import reproject as _reproject  # noqa: F401  (registers "reproject")
 from . import sd_inpaint as _sd_inpaint  # noqa: F401  (registers "sd-inpaint")
+from . import vace as _vace  # noqa: F401  (registers "vace")
 from . import video as _video  # noqa: F401  (registers "video")
 
 __all__ = [
