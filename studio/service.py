@@ -65,20 +65,43 @@ class Studio(GenerationJobs):
         self.notes: list[str] = []
 
     # ---- components ---------------------------------------------------------------------------
-    def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
-        """A pipeline on the configured backends (built once, shared by every job)."""
-        from studio.backends import build_depth, build_synthesis
+    def pipeline(
+        self, use_memory: bool = True, hfov_deg: float = 60.0, painter: dict | None = None
+    ) -> WorldPipeline:
+        """A pipeline on the configured backends (built once, shared by every job).
 
+        ``painter``: a painter choice for this generation (see :meth:`painters`), e.g.
+        ``{"backend": "vace", "prompt": "a sunny kitchen", "preset": "fast"}``; None: the
+        studio's configured painter. Painters are built once per choice; their weights are
+        shared through the model manager.
+        """
+        from studio.backends import build_depth, build_painter, build_synthesis
+
+        key = json.dumps(painter, sort_keys=True) if painter else "synthesis"
         with self._lock:
             if not self._backends:
                 notes: list[str] = []
                 self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
                 self._backends["synthesis"] = build_synthesis(self.ctx.synthesis, None, notes)
                 self.notes.extend(notes)
+            if key not in self._backends:
+                notes = []
+                if len(self._backends) > 8:  # a few recent choices; the weights stay cached
+                    self._backends.pop(next(k for k in self._backends if k.startswith("{")))
+                self._backends[key] = build_painter(painter, self.ctx.synthesis, notes)
+                self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
-            depth=self._backends["depth"], synthesis=self._backends["synthesis"], config=config
+            depth=self._backends["depth"], synthesis=self._backends[key], config=config
         )
+
+    def painters(self) -> list[dict[str, Any]]:
+        """The painters this studio offers, for the Generate tab: each with ``backend``,
+        ``default_model``, ``prompt`` (takes one), ``ready`` (can run here now) and ``why``
+        not; the configured default is marked ``default``."""
+        from studio.backends import painter_choices
+
+        return [{**p, "default": p["backend"] == self.ctx.synthesis} for p in painter_choices()]
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:
@@ -113,8 +136,10 @@ class Studio(GenerationJobs):
         n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
         return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
 
-    def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
-        pipe = self.pipeline(use_memory)
+    def restore(
+        self, ws: WorldState, use_memory: bool = True, painter: dict | None = None
+    ) -> tuple[WorldPipeline, World]:
+        pipe = self.pipeline(use_memory, painter=painter)
         records = load_records(self.store, ws.frames, ws.width, ws.height)
         return pipe, pipe.restore(ws.meta, records)
 
