@@ -107,10 +107,8 @@ def check_wan_folder(
 def run_size(width: int, height: int, multiple: int, area: int | None) -> tuple[int, int]:
     """(width, height) the model runs at: aspect kept, sides multiples of ``multiple``, at most
     ``area`` pixels (None: the frame's own size, rounded to the nearest multiple)."""
-    if area is None:
-        return max(multiple, round(width / multiple) * multiple), max(
-            multiple, round(height / multiple) * multiple
-        )
+    if area is None:  # nearest multiple, halves up
+        return tuple(max(multiple, int(v / multiple + 0.5) * multiple) for v in (width, height))
     s = math.sqrt(area / (width * height))
     return (
         max(multiple, math.floor(width * s / multiple) * multiple),
@@ -244,7 +242,8 @@ class WanPainter:
         flow_shift: the flow-matching schedule shift (3 at 480p, 5 at 720p).
         chunk_size: target frames per chunk (16 + 1 context frame = 17 = 4k+1 frames).
         context_frames: finished frames each chunk continues from (kept).
-        area: pixels the model runs at (default: its trained area); None: the frame size.
+        area: pixels the model runs at: "trained" (default: its trained area), "native" or
+            None (the frame size), or a number.
         dilate / feather: px the hole mask grows / the painted side of the seam blends.
         max_stretch: routed pixels magnified more than this are regenerated (None: never).
         device / dtype: default CUDA + bf16 when available (VAE in fp32), else CPU + fp32.
@@ -297,7 +296,14 @@ class WanPainter:
         self.index = self.check(self.folder, self.model_id)
         # The plan comes before any weight is read: a model that cannot fit fails here.
         self.spec = vram.spec_from_folder(self.folder, self.model_id)
-        self.area = self.trained_area if area == "trained" else area
+        self.area = {"trained": self.trained_area, "native": None}.get(area, area)  # type: ignore[arg-type]
+        # Rotary embeddings cover this many patches per axis: larger sizes would crash inside.
+        tcfg = json.loads((self.folder / "transformer" / "config.json").read_text())
+        self.max_patches = int(tcfg.get("rope_max_seq_len", 1024))
+        latent_frames = (wan_frames(self.chunk_size + self.context_frames) - 1) // 4 + 2
+        if latent_frames > self.max_patches:
+            self.chunk_size = 4 * (self.max_patches - 2) - self.context_frames
+            self.notes.append(f"chunk size lowered to {self.chunk_size} frames (the model's limit)")
         w, h = run_size(4, 3, self.spec.multiple, self.area or 512 * 384)
         self.plan = vram.plan(
             self.spec,
@@ -423,6 +429,13 @@ class WanPainter:
         t0 = time.perf_counter()
         H, W = requests[0].valid.shape
         size = run_size(W, H, self.spec.multiple, self.area)
+        side = self.max_patches * self.spec.multiple
+        if max(size) > side:  # beyond the model's positional range: scale down, aspect kept
+            s = side / max(size)
+            size = run_size(int(size[0] * s), int(size[1] * s), self.spec.multiple, None)
+            size = (min(size[0], side), min(size[1], side))
+            self.notes.append(f"frames run at {size[0]}x{size[1]}: the model takes at most "
+                              f"{side} px a side")  # fmt: skip
         if size != (W, H):
             why = f"the model's {self.area:,} px area" if self.area else "the frame size"
             self.notes.append(f"frames run at {size[0]}x{size[1]} ({why}, sides multiples of "

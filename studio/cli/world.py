@@ -63,8 +63,6 @@ def painter_options(args: argparse.Namespace) -> dict[str, object]:
         if not str(area).isdigit() or int(area) < 16 * 16:
             raise UsageError("--run-area must be trained, native, or a number of pixels")
         area = int(area)
-    elif area == "native":
-        area = None
     return {
         "steps": args.steps,
         "prompt": args.prompt,
@@ -73,7 +71,7 @@ def painter_options(args: argparse.Namespace) -> dict[str, object]:
         "guidance_scale": args.guidance,
         "flow_shift": args.flow_shift,
         "chunk_size": args.chunk,
-        "area": area if args.run_area is not None else None,
+        "area": area,
         "offload": args.offload,
         "vram_gb": args.vram_gb,
         "force_cpu": args.force_cpu or None,
