@@ -328,7 +328,9 @@ def test_real_vace_on_gpu_fits_its_plan():
 def test_sizes_and_frame_counts_the_model_cannot_take_are_adjusted(vace_dir):
     # The tiny transformer's rotary table covers 32 patches (512 px) a side and 32 latent frames.
     backend = create_synthesis_backend("vace", model=str(vace_dir), steps=1, chunk_size=500)
-    assert backend.chunk_size == 4 * 30 - 1 and any("chunk size lowered" in n for n in backend.notes)
+    assert backend.chunk_size == 4 * 30 - 1 and any(
+        "chunk size lowered" in n for n in backend.notes
+    )
     valid = torch.ones(48, 64, dtype=torch.bool)
     valid[:, 50:] = False
     (res,) = backend.synthesize([_request(valid)])  # the trained area would be 720x544

@@ -45,11 +45,12 @@ BF16, FP32 = 2, 4
 # DiT forward activations, elements per token (traced, bf16): a*dim + b*ffn_dim, plus one dim per
 # VACE hint kept for the later blocks, plus ~17 dim for per-token timesteps (Wan 2.2 TI2V).
 DIT_A, DIT_B, PER_TOKEN_TIMESTEP = 7.9, 1.56, 17.3
-# Video VAE peaks in fp32 bytes per pixel of one frame (traced; almost independent of the frame
-# count because the VAE runs causally, frame group by frame group), and tiled peaks (256 px tiles).
+# Video VAE peaks in fp32 (traced at 17 frames; the VAE runs causally, a few frames at a time, so
+# frame count adds only the output): bytes per pixel of one frame untiled, GiB with 256 px tiles
+# (plus 32 B (decode) and 28 B (encode) per pixel per frame of input or output).
 VAE_PEAKS = {  # z_dim -> (decode B/px, encode B/px, decode tiled GiB, encode tiled GiB)
-    16: (19.6e3, 14.1e3, 1.29, 0.87),
-    48: (21.7e3, 7.4e3, 1.42, 1.83),
+    16: (19.6e3, 14.1e3, 1.086, 0.689),
+    48: (21.7e3, 7.4e3, 1.214, 1.541),
 }
 # VAE FLOPs per pixel of each frame (decode, encode), counted like the transformer's.
 VAE_FLOPS = {16: (8.6e6, 5.1e6), 48: (18.7e6, 3.6e6)}
@@ -284,17 +285,35 @@ def spec_from_folder(folder: Path, name: str | None = None) -> WanSpec:
     return spec_from_configs(name or str(folder), index, configs, params)
 
 
+# Their parameter counts, from :func:`published_params` (``tests/test_vram.py`` recomputes them).
+_T5, _VAE21 = 5_680_910_336, 126_892_531
+PUBLISHED_PARAMS = {
+    "Wan-AI/Wan2.1-VACE-1.3B-diffusers": {"transformer": 2_153_972_032, "vae": _VAE21},
+    "Wan-AI/Wan2.1-VACE-14B-diffusers": {"transformer": 17_337_592_896, "vae": _VAE21},
+    "Wan-AI/Wan2.2-TI2V-5B-Diffusers": {"transformer": 4_999_787_712, "vae": 704_688_668},
+    "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers": {
+        "transformer": 16_394_878_784, "vae": _VAE21, "image_encoder": 630_766_080,
+    },
+}  # fmt: skip
+
+
+def published_params(model_id: str) -> dict[str, int]:
+    """Parameter counts of a published model, by building it on the meta device (seconds)."""
+    entry = PUBLISHED[model_id]
+    params = {"text_encoder": meta_params("UMT5EncoderModel", UMT5_XXL)}
+    for comp in ("transformer", "vae", "image_encoder"):
+        if comp in entry:
+            params[comp] = meta_params(*entry[comp])
+    return params
+
+
 @cache
 def published_spec(model_id: str) -> WanSpec:
     """The spec of a published model (see :data:`PUBLISHED`), from its configs alone."""
     entry = PUBLISHED[model_id]
-    params = {"text_encoder": meta_params("UMT5EncoderModel", UMT5_XXL)}
-    configs: dict[str, dict[str, Any]] = {"text_encoder": UMT5_XXL}
-    for comp in ("transformer", "vae", "image_encoder"):
-        if comp in entry:
-            cls, cfg = entry[comp]
-            params[comp] = meta_params(cls, cfg)
-            configs[comp] = cfg
+    configs = {"text_encoder": UMT5_XXL}
+    configs.update({c: entry[c][1] for c in ("transformer", "vae", "image_encoder") if c in entry})
+    params = {"text_encoder": _T5, **PUBLISHED_PARAMS[model_id]}
     return spec_from_configs(model_id, entry, configs, params)
 
 
@@ -318,10 +337,10 @@ def vae_activation_bytes(spec: WanSpec, work: Workload, tiled: bool) -> tuple[fl
         x * scale for x in (dec_px, enc_px, dec_tiled, enc_tiled)
     )
     px = work.width * work.height
-    frames_out = work.frames * px * 3 * FP32 * 2  # the decoded video and its postprocessed copy
     if tiled:
-        return dec_tiled * GIB + frames_out, enc_tiled * GIB
-    return dec_px * px + frames_out, enc_px * px
+        return dec_tiled * GIB + 32 * px * work.frames, enc_tiled * GIB + 28 * px * work.frames
+    # The decoded video and its postprocessed copy grow past the traced 17 frames.
+    return dec_px * px + 24 * px * max(0, work.frames - 17), enc_px * px
 
 
 def chunk_flops(spec: WanSpec, work: Workload) -> tuple[float, float]:
