@@ -130,6 +130,7 @@ def test_chunk_layout_masks_padding_and_magnified_pixels():
     H, W = 48, 64
     valid = torch.ones(H, W, dtype=torch.bool)
     valid[:, 40:] = False  # a hole on the right
+    valid[30, :24] = False  # a 1 px crack: left to the pre-fill, not to the model
     stretch = torch.ones(H, W)
     stretch[:10, :20] = 3.0  # strongly magnified routed pixels, top left
     reqs = [_request(valid, stretch, seed=i) for i in range(3)]
@@ -151,7 +152,8 @@ def test_chunk_layout_masks_padding_and_magnified_pixels():
     assert bool(m[:, 40:].all()) and not bool(m[20:, :24].any())  # holes generate, seen keep
     assert bool(m[:10, :20].all())  # magnified pixels are regenerated...
     exact = inputs.exact[0]
-    assert not bool(exact[:10, :20].any()) and bool(exact[20:, :24].all())
+    assert not bool(exact[:10, :20].any()) and bool(exact[20:30, :24].all())
+    assert not bool(exact[30, :24].any())  # the crack is not routed, so not pasted back
     # ...with their routed content visible to the model (not a pre-fill).
     assert torch.allclose(
         inputs.video[1, :, :10, :20], reqs[0].warped_rgb[:10, :20].permute(2, 0, 1)

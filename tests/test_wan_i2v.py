@@ -5,6 +5,7 @@ latent groups; bad folders."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from models.geometry.fill import fill_depth, inpaint_rgb
-from models.manager import ModelError
+from models.manager import ModelError, weights_present
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from models.synthesis import create_synthesis_backend
@@ -121,3 +122,41 @@ def test_loci_generate_with_wan_i2v(tmp_path):
     assert world["backends"]["synthesis"] == "wan-i2v"
     assert world["painter"]["flow_shift"] == 5.0 and world["painter"]["steps"] == 2
     assert len(world["frames"]) == 5
+
+
+@pytest.mark.gpu
+def test_tiny_wan_i2v_on_cuda(wan_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    backend = create_synthesis_backend("wan-i2v", model=str(wan_dir), steps=2, chunk_size=4,
+                                       area="native", device="cuda")  # fmt: skip
+    from PIL import Image
+
+    pipe = WorldPipeline(synthesis=backend, config=PipelineConfig(width=64))
+    world = pipe.seed(np.asarray(Image.open(PHOTO).convert("RGB")))
+    traj = make_preset("orbit", world.cameras[0], 5, up=world.up, scene_depth=world.scene_depth)
+    events = list(pipe.explore(world, traj.cameras[1:]))
+    assert len(events) == 4 and backend.plan.mode in ("gpu", "text-offload")
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_real_wan_i2v_on_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from PIL import Image
+
+    from models.synthesis.wan_i2v import DEFAULT_MODEL
+
+    model = os.environ.get("LOCI_WAN_I2V_MODEL", DEFAULT_MODEL)
+    if not weights_present(model):
+        pytest.skip(f"weights for {model} are not in the local cache")
+    torch.cuda.reset_peak_memory_stats()
+    backend = create_synthesis_backend("wan-i2v", model=model, vram_gb=24.0)
+    pipe = WorldPipeline(synthesis=backend, config=PipelineConfig(width=512))
+    world = pipe.seed(np.asarray(Image.open(PHOTO).convert("RGB")))
+    traj = make_preset("forward", world.cameras[0], 17, up=world.up, scene_depth=world.scene_depth)
+    events = list(pipe.explore(world, traj.cameras[1:]))
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    print(f"{model}: peak {peak:.1f} GiB, plan {backend.plan.summary()}")
+    assert peak <= 24.0 and all(e.rgb.std() > 5 for e in events)

@@ -147,10 +147,14 @@ def build_inputs(
     context: int = 1,
     dilate: int = 4,
     max_stretch: float | None = 1.5,
+    sliver: int = 2,
 ) -> ChunkInputs:
     """The VACE video and mask for a chunk of requests (see the module docstring).
 
-    size: (width, height) to run at, multiples of ``cell``. Pure tensor code: no model needed.
+    size: (width, height) to run at, multiples of ``cell``. ``sliver``: holes thinner than
+    2 x sliver + 1 px (cracks between splatted pixels) are left to the pre-fill, which continues
+    their surroundings well; marked "generate", they would spread to whole 8x8 cells and turn a
+    crack-riddled view into one the model regenerates entirely. Pure tensor code: no model.
     """
     w, h = size
     exact, filled, holes = [], [], []
@@ -165,8 +169,11 @@ def build_inputs(
         else:  # nothing seen at all: a neutral start for the model to repaint
             fill = torch.full_like(r.warped_rgb.float().cpu(), 0.5)
         hole = (~keep).float()[None, None]
-        if dilate > 0:
-            hole = F.max_pool2d(hole, 2 * dilate + 1, stride=1, padding=dilate)
+        if sliver > 0:  # a morphological opening removes the slivers...
+            hole = 1 - F.max_pool2d(1 - hole, 2 * sliver + 1, stride=1, padding=sliver)
+        grow = dilate + max(sliver, 0)  # ...and its dilation half is merged with the seam's
+        if grow > 0:
+            hole = F.max_pool2d(hole, 2 * grow + 1, stride=1, padding=grow)
         exact.append(keep)
         filled.append(fill)
         holes.append(hole)
