@@ -137,3 +137,30 @@ def run_painter_bench(name: str, model: str | None, out: str | None = None, **kw
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def painter_plans(budget_gb: float = 24.0, steps: int = 30) -> list[dict[str, Any]]:
+    """The VRAM planner's estimates for the published Wan models (from their configs, no
+    weights), for a default chunk (1 context + 16 targets) of a 4:3 world at each model's
+    trained area, and for the issue's 832x480 reference size."""
+    from models.manager import ModelError
+    from models.synthesis import vram
+    from models.synthesis.wan import TRAINED_AREA, run_size, wan_frames
+    from models.synthesis.wan_i2v import TI2V_AREA
+
+    rows = []
+    for model_id in vram.PUBLISHED:
+        spec = vram.published_spec(model_id)
+        vace = "VACE" in model_id
+        area = TI2V_AREA if spec.per_token_timesteps else TRAINED_AREA
+        for size in (run_size(4, 3, spec.multiple, area), (832, 480)):
+            work = vram.Workload(*size, wan_frames(17), int(vace), steps, True, 2 if vace else 1)
+            row = {"model": model_id, "size": f"{size[0]}x{size[1]}", "frames": work.frames,
+                   "steps": steps, "budget_gb": budget_gb}  # fmt: skip
+            try:
+                p = vram.plan(spec, work, device="cuda", budget_gb=budget_gb)
+                row.update(p.as_dict(), s_per_frame=round(p.seconds_per_chunk / 16, 2))
+            except ModelError as e:
+                row.update(mode="does not fit", error=str(e))
+            rows.append(row)
+    return rows
