@@ -241,26 +241,31 @@ def test_bad_folders_and_refusals(vace_dir, tmp_path, monkeypatch):
         create_synthesis_backend("vace", model="loci-test/no-such-vace")
     with pytest.raises(ModelError, match="--synthesis reproject"):
         create_synthesis_backend("vace", model=str(tmp_path / "nope"))
+
     # An incomplete download, an empty tokenizer, a non-VACE transformer.
-    broken = tmp_path / "broken"
-    shutil.copytree(vace_dir, broken)
-    shutil.rmtree(broken / "transformer")
-    with pytest.raises(ModelError, match="transformer/"):
-        create_synthesis_backend("vace", model=str(broken))
-    shutil.rmtree(broken)
-    shutil.copytree(vace_dir, broken)
-    for f in (broken / "tokenizer").iterdir():
-        if f.name != "tokenizer_config.json":
-            f.unlink()
-    with pytest.raises(ModelError, match="vocabulary"):
-        create_synthesis_backend("vace", model=str(broken))
-    shutil.rmtree(broken)
-    shutil.copytree(vace_dir, broken)
-    cfg = json.loads((broken / "transformer" / "config.json").read_text())
-    cfg["vace_in_channels"] = 48
-    (broken / "transformer" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelError, match="control channels"):
-        create_synthesis_backend("vace", model=str(broken))
+    def variant(name: str, edit) -> str:
+        folder = tmp_path / name
+        shutil.copytree(vace_dir, folder)
+        edit(folder)
+        return str(folder)
+
+    def no_vocab(folder: Path) -> None:
+        for f in (folder / "tokenizer").iterdir():
+            if f.name != "tokenizer_config.json":
+                f.unlink()
+
+    def few_channels(folder: Path) -> None:
+        cfg_file = folder / "transformer" / "config.json"
+        cfg_file.write_text(
+            json.dumps({**json.loads(cfg_file.read_text()), "vace_in_channels": 48})
+        )
+
+    cases = [("no-transformer", lambda f: shutil.rmtree(f / "transformer"), "transformer/"),
+             ("no-vocab", no_vocab, "vocabulary"),
+             ("few-channels", few_channels, "control channels")]  # fmt: skip
+    for name, edit, message in cases:
+        with pytest.raises(ModelError, match=message):
+            create_synthesis_backend("vace", model=variant(name, edit))
     # Bad settings.
     with pytest.raises(ModelError, match="preset"):
         create_synthesis_backend("vace", model=str(vace_dir), preset="turbo")
