@@ -11,8 +11,8 @@ silent substitute.
 Painters take options by name (:data:`PAINTER_OPTIONS`); an option a painter does not take is
 dropped with a note. The studio passes a painter choice as a plain dict (:func:`build_painter`)::
 
-    {"backend": "vace", "model": None, "prompt": "a sunny kitchen", "steps": 12,
-     "preset": "fast", "guidance_scale": 5.0, ...}   # any key of PAINTER_OPTIONS[backend]
+    {"synthesis": "vace", "model": None, "prompt": "a sunny kitchen", "steps": 12,
+     "preset": "fast", "guidance_scale": 5.0, ...}   # any key of PAINTER_OPTIONS[synthesis]
 """
 
 from __future__ import annotations
@@ -275,10 +275,12 @@ def build_synthesis(
 def build_painter(
     choice: dict[str, Any] | None, default: str, notes: list[str]
 ) -> SynthesisBackend:
-    """A painter from the studio's choice dict (``backend``, ``model`` and options; None or a
-    missing backend: ``default``). Unknown keys and out-of-range values raise ModelError."""
+    """A painter from the studio's choice dict (``synthesis``: the painter, ``model`` and
+    options; None or no painter: ``default``; a ``depth`` key is ignored). Unknown keys and
+    out-of-range values raise ModelError."""
     choice = dict(choice or {})
-    name = choice.pop("backend", None) or default
+    choice.pop("depth", None)
+    name = choice.pop("synthesis", None) or default
     model = choice.pop("model", None) or None
     known = set(synthesis_backend_names()) | {"auto"}
     if name not in known:

@@ -59,13 +59,13 @@ class GenerationJobs:
         trajectory_cell: str | None = None,
         use_memory: bool = True,
         author: str = "",
-        painter: dict | None = None,
+        backends: dict | None = None,
     ) -> Iterator[GenerationUpdate]:
         """Generate the frames of a planned path (default: the newest one), as a job.
 
-        ``painter``: a painter choice (see ``Studio.painters``/``Studio.pipeline``), recorded
-        with the step so a resume paints the same way. Yields one update per finished frame
-        (already stored), then a final one.
+        ``backends``: this generation's own depth / painter choice (see ``Studio.pipeline``),
+        recorded with the step so a resume paints the same way. Yields one update per finished
+        frame (already stored), then a final one.
         """
         pid = clean_id(project_id)
         self.require_edit(pid, key)
@@ -79,13 +79,16 @@ class GenerationJobs:
         traj = self.trajectory_of(traj_cell.id)
         cams = traj.cameras[1:]
         params = {"trajectory": traj_cell.id, "frames": len(cams), "use_memory": bool(use_memory),
-                  "first_index": len(ws.frames), "painter": painter or None}  # fmt: skip
-        self.pipeline(use_memory, painter=painter)  # a bad painter choice fails before the step
+                  "first_index": len(ws.frames)}  # fmt: skip
+        if backends:
+            params["backends"] = backends  # a resume or re-run uses the same ones
+        self.pipeline(use_memory, backends=backends)  # a bad choice fails before the step
         cell = self.repo.add_cell(
             pid, key, "generation", params, parent=traj_cell.id, author=author
         )
         job = self.repo.create_job(cell.id, total=len(cams))
-        yield from self._run(ws, cell.id, job.id, cams, use_memory, done_before=0, painter=painter)
+        yield from self._run(ws, cell.id, job.id, cams, use_memory, done_before=0,
+                             backends=backends)  # fmt: skip
 
     def resume(self, project_id: str, key: str, cell_id: str) -> Iterator[GenerationUpdate]:
         """Carry on an interrupted generation from its last stored frame."""
@@ -110,7 +113,7 @@ class GenerationJobs:
         cams = self.trajectory_of(cell.params["trajectory"]).cameras[1:]
         self.repo.resume_job(job.id)
         yield from self._run(ws, cell.id, job.id, cams[done:], bool(cell.params.get(
-            "use_memory", True)), done_before=done, painter=cell.params.get("painter"))  # fmt: skip
+            "use_memory", True)), done_before=done, backends=cell.params.get("backends"))  # fmt: skip
 
     def cancel(self, project_id: str, key: str) -> int:
         """Cancel the project's running generation(s); their finished frames stay. Returns how
@@ -131,7 +134,7 @@ class GenerationJobs:
 
     def _run(
         self, ws: WorldState, cell_id: str, job_id: str, cams: list[Camera], use_memory: bool,
-        done_before: int, painter: dict | None = None,
+        done_before: int, backends: dict | None = None,
     ) -> Iterator[GenerationUpdate]:  # fmt: skip
         from storage.formats.video import VideoStream
 
@@ -144,7 +147,7 @@ class GenerationJobs:
         t0 = time.perf_counter()
         done = done_before
         try:
-            pipe, world = self.restore(ws, use_memory, painter)
+            pipe, world = self.restore(ws, use_memory, backends)
             info = getattr(pipe.synthesis, "info", None)
             if info:  # which painter ran, its settings and VRAM plan
                 self.repo.update_cell_params(cell_id, {"painter_info": info})

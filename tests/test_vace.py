@@ -216,17 +216,17 @@ def test_studio_generates_with_a_vace_painter_choice(vace_dir, tmp_path):
         pid, _, key = studio.create_project("Living room")
         studio.set_photo(pid, key, str(PHOTO))
         studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=5))
-        choice = {"backend": "vace", "model": str(vace_dir), "prompt": "a sunny room",
+        choice = {"synthesis": "vace", "model": str(vace_dir), "prompt": "a sunny room",
                   "steps": 2, "chunk_size": 4, "area": None}  # fmt: skip
-        ups = list(studio.generate(pid, key, painter=choice))
+        ups = list(studio.generate(pid, key, backends=choice))
         assert ups[-1].status == "done" and ups[-1].frames_done == 4
         cell = studio.world(pid, key).cells[-1]
-        assert cell.params["painter"] == choice
+        assert cell.params["backends"] == choice
         assert cell.params["painter_info"]["backend"] == "vace"
         assert cell.params["painter_info"]["prompt"] == "a sunny room"
         assert len(studio.world(pid, key).frames) == 5
         with pytest.raises(ModelError, match="unknown painter option"):
-            list(studio.generate(pid, key, painter={"backend": "vace", "colour": "blue"}))
+            list(studio.generate(pid, key, backends={"synthesis": "vace", "colour": "blue"}))
     finally:
         studio.db.dispose()
 
@@ -343,3 +343,18 @@ def test_sizes_and_frame_counts_the_model_cannot_take_are_adjusted(vace_dir):
     (res,) = backend.synthesize([_request(valid)])  # the trained area would be 720x544
     assert res.meta["run_size"] == [512, 384] and res.meta["chunk_frames"] == 1
     assert any("at most 512 px a side" in n for n in backend.info["notes"])
+
+
+def test_loci_bench_reports_a_painter(vace_dir, tmp_path, capsys):
+    from studio.cli import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--synthesis", "vace", "--model", str(vace_dir), "--steps", "1",
+               "--chunk", "4", "--run-area", "native", "--frames", "8", "--width", "64",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["frames"] == 8 and report["chunks"] == 2 and report["device"] == "cpu"
+    assert report["painter_s_per_frame"] > 0 and report["reproject_s_per_frame"] > 0
+    assert report["plan"]["mode"] == "cpu" and report["peak_rss_mb"] > 0
+    assert "plumbing figure" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """``loci bench``: the speed suite (medians, ratios to baselines measured in the same run), or
 with ``--synthesis NAME [--model DIR]`` the cost of one painter per frame.
 
-The suites live in :mod:`studio.evaluation.bench` and :mod:`studio.evaluation.painters`; this
+The suites live in :mod:`studio.evaluation.bench` and :mod:`studio.evaluation.bench_painters`; this
 module is the command.
 """
 
@@ -13,7 +13,7 @@ import argparse
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.synthesis:
         from studio.cli.world import painter_options
-        from studio.evaluation.painters import run_painter_bench
+        from studio.evaluation.bench_painters import run_painter_bench
 
         run_painter_bench(
             args.synthesis,

@@ -28,7 +28,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _plans(budget_gb: float) -> int:
-    from studio.evaluation.painters import painter_plans
+    from studio.evaluation.bench_painters import painter_plans
 
     print(f"VRAM plans for a {budget_gb:g} GiB GPU (estimates from the published configs; "
           "1 context + 16 new frames per chunk, 30 steps, guidance on):")  # fmt: skip
