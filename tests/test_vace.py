@@ -280,15 +280,28 @@ def test_bad_folders_and_refusals(vace_dir, tmp_path, monkeypatch):
     assert forced.plan.mode == "cpu" and forced.plan.seconds_per_chunk > 3600
 
 
-def test_auto_picks_the_painter_a_folder_holds(vace_dir):
-    from studio.backends import build_synthesis
+def test_auto_picks_the_painter_a_folder_holds(vace_dir, monkeypatch):
+    import studio.backends as backends
 
     notes: list[str] = []
-    backend = build_synthesis("auto", str(vace_dir), notes, steps=2, area=None)
+    backend = backends.build_synthesis("auto", str(vace_dir), notes, steps=2, area=None)
     assert backend.name == "vace" and any("holds a vace model" in n for n in notes)
     # Without a model and without local default weights: the offline painter, with a note.
     notes = []
-    assert build_synthesis("auto", None, notes).name == "reproject" and notes
+    assert backends.build_synthesis("auto", None, notes).name == "reproject" and notes
+    # The VACE weights are here: vace with CUDA, the next painter without (with the reason).
+    local = {vace_mod.DEFAULT_MODEL}
+    monkeypatch.setattr(backends, "weights_present", lambda m: m in local)
+    made: list[str] = []
+    monkeypatch.setattr(backends, "create_synthesis_backend", lambda n, **o: made.append(n) or
+                        create_synthesis_backend("reproject"))  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    backends.build_synthesis("auto", None, [])
+    assert made == ["vace"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    notes = []
+    backends.build_synthesis("auto", None, notes)
+    assert made == ["vace", "reproject"] and any("no CUDA" in n for n in notes)
 
 
 # ---------------------------------------------------------------------------------------------
