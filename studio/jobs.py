@@ -64,10 +64,13 @@ class GenerationJobs:
         trajectory_cell: str | None = None,
         use_memory: bool = True,
         author: str = "",
+        backends: dict | None = None,
     ) -> Iterator[GenerationUpdate]:
         """Generate the frames of a planned path (default: the newest one), as a job.
 
-        Yields one update per finished frame (already stored), then a final one.
+        ``backends``: this generation's own depth / painter choice (see ``Studio.pipeline``),
+        recorded with the step so a resume paints the same way. Yields one update per finished
+        frame (already stored), then a final one.
         """
         pid = clean_id(project_id)
         self.require_edit(pid, key)
@@ -81,6 +84,10 @@ class GenerationJobs:
         cams = self.trajectory_of(traj_cell.id).cameras[1:]
         params = {"trajectory": traj_cell.id, "frames": len(cams), "use_memory": bool(use_memory),
                   "first_index": len(ws.frames)}  # fmt: skip
+        if backends:
+            params["backends"] = backends  # a resume or re-run uses the same ones
+        # A bad choice fails before the step, checked where the work runs (a worker's models).
+        self.executor.call("check_backends", use_memory, backends)
         _, job = self.repo.add_job_cell(pid, key, "generation", params, parent=traj_cell.id,
                                         author=author, total=len(cams))  # fmt: skip
         self.executor.submit(job.id)

@@ -77,7 +77,7 @@ class Studio(GenerationJobs):
         # other owners count as dead when their pid is gone here or their heartbeat is stale.
         self.owner = Owner.this_process(ctx.instance)
         self.interrupted_at_start = self.repo.interrupt_owned(self.owner) + self.reap()
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
@@ -89,20 +89,46 @@ class Studio(GenerationJobs):
         self.db.dispose()
 
     # ---- components ---------------------------------------------------------------------------
-    def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
-        """A pipeline on the configured backends (built once, shared by every job)."""
-        from studio.backends import build_depth, build_synthesis
+    def pipeline(
+        self, use_memory: bool = True, hfov_deg: float = 60.0, backends: dict | None = None
+    ) -> WorldPipeline:
+        """A pipeline on the configured backends, or on ``backends`` (a generation's own choice:
+        ``{"depth": name, "synthesis": name, "prompt": text, "model": id or folder, "steps": n,
+        ...}``, any painter option of ``studio.backends.PAINTER_OPTIONS``). Each backend is
+        built once per choice and shared; painters' weights are shared through the model
+        manager. A bad choice raises ModelError before any work.
+        """
+        from studio.backends import build_depth, build_painter
 
+        choice = dict(backends or {})
+        depth = choice.pop("depth", None) or self.ctx.depth
+        painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
-            if not self._backends:
-                notes: list[str] = []
-                self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
-                self._backends["synthesis"] = build_synthesis(self.ctx.synthesis, None, notes)
-                self.notes.extend(notes)
+            notes: list[str] = []
+            if ("depth", depth) not in self._backends:
+                self._backends["depth", depth] = build_depth(depth, None, notes)
+            if painter not in self._backends:
+                if len(self._backends) > 8:  # a few recent choices; the weights stay cached
+                    self._backends.pop(next(k for k in self._backends if k[0] == "synthesis"))
+                self._backends[painter] = build_painter(choice, self.ctx.synthesis, notes)
+            self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
-            depth=self._backends["depth"], synthesis=self._backends["synthesis"], config=config
+            depth=self._backends["depth", depth], synthesis=self._backends[painter], config=config
         )
+
+    def check_backends_here(self, use_memory: bool, backends: dict | None) -> None:
+        """Build (or find) the pipeline of a generation's ``backends`` in this process, so a bad
+        choice is refused before its step exists (ModelError with a plain message)."""
+        self.pipeline(use_memory, backends=backends)
+
+    def painters(self) -> list[dict[str, Any]]:
+        """The painters this studio offers, for the Generate tab: each with ``backend``,
+        ``default_model``, ``prompt`` (takes one), ``ready`` (can run here now) and ``why``
+        not; the configured default is marked ``default``."""
+        from studio.backends import painter_choices
+
+        return [{**p, "default": p["backend"] == self.ctx.synthesis} for p in painter_choices()]
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:
@@ -125,8 +151,10 @@ class Studio(GenerationJobs):
         """The project's current world (either key). StudioError when there is no photo yet."""
         return WorldState.from_cells(self.repo, self.repo.list_cells(clean_id(project_id), key))
 
-    def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
-        pipe = self.pipeline(use_memory)
+    def restore(
+        self, ws: WorldState, use_memory: bool = True, backends: dict | None = None
+    ) -> tuple[WorldPipeline, World]:
+        pipe = self.pipeline(use_memory, backends=backends)
         records = load_records(self.store, ws.frames, ws.width, ws.height)
         return pipe, pipe.restore(ws.meta, records)
 

@@ -96,7 +96,11 @@ class JobRunner:
         beat = threading.Thread(target=self._heartbeat, args=(job.id, stop), daemon=True)
         status = "done"
         try:
-            pipe, world = s.restore(ws, bool(cell.params.get("use_memory", True)))
+            pipe, world = s.restore(ws, bool(cell.params.get("use_memory", True)),
+                                    cell.params.get("backends"))  # fmt: skip
+            info = getattr(pipe.synthesis, "info", None)
+            if info:  # which painter ran, its settings and VRAM plan
+                s.repo.update_cell_params(cell.id, {"painter_info": info})
             beat.start()
             for event in pipe.explore(world, cams[done:]):
                 try:  # the frame and the progress, only while the job is still ours
