@@ -43,14 +43,7 @@ from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
 
-__all__ = [
-    "GenerationUpdate",
-    "PathPlan",
-    "Studio",
-    "StudioError",
-    "WorldState",
-    "user_facing",
-]
+__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState", "user_facing"]
 
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
