@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from models.depth import DepthBackend, DepthResult, create_depth_backend
+from models.depth.layout import frame_hints
 from models.geometry.align import align_scale_shift, far_side
 from models.geometry.cameras import (
     Camera,
@@ -169,9 +170,7 @@ class World:
             "backends": dict(self.backends),
             "seed": self.seed,
             "scale_policy": self.scale_policy,
-            # What the seed's depth found (scene type, camera height, horizon): new frames are
-            # lifted with it, so a restored world must carry it to continue identically.
-            "depth_meta": dict(self.depth_meta),
+            "depth_meta": dict(self.depth_meta),  # new frames are lifted with it (restores)
         }
 
 
@@ -213,9 +212,8 @@ class WorldPipeline:
             lift_depth = self.depth if own else create_depth_backend("layout")
         self.lift_depth = lift_depth
         self.config = config or PipelineConfig()
-        # Painted share below which a frame's depth is continued from its borders instead of
-        # estimated: cheap for the layout prior, but a network on a CPU runs only for frames
-        # with large painted areas (the seed always gets it), so exploring stays interactive.
+        # Painted share below which a frame's depth is continued from its borders: a network on
+        # a CPU runs only for frames with large painted areas, so exploring stays interactive.
         cheap = lift_depth.name in ("layout", "file") or torch.cuda.is_available()
         self._min_painted = 0.02 if cheap else 0.10
 
@@ -491,17 +489,11 @@ class WorldPipeline:
         small = F.interpolate(rgb.permute(2, 0, 1)[None], size=(lh, lw), mode="area")[0]
         small8 = (small.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         K_small = scale_intrinsics(camera.K, (W, H), (lw, lh))
-        hints: dict[str, Any] = {}
+        hints = {}
         if world is not None and getattr(self.lift_depth, "accepts_hints", False):
-            hints["up_cam"] = camera.c2w[:3, :3].T @ np.asarray(world.up, np.float64)
-            meta = world.depth_meta
-            if meta.get("scene") in ("indoor", "outdoor"):
-                hints["scene"] = meta["scene"]
-            if isinstance(meta.get("camera_height_m"), int | float):
-                hints["camera_height"] = float(meta["camera_height_m"])
-        d = torch.from_numpy(
-            np.asarray(self.lift_depth.estimate(small8, K_small, **hints).depth, np.float32)
-        )
+            hints = frame_hints(camera.c2w, world.up, world.depth_meta)
+        d = self.lift_depth.estimate(small8, K_small, **hints).depth
+        d = torch.from_numpy(np.asarray(d, np.float32))
         if math.isclose(lw, W) and lh == H:
             return d
         return F.interpolate(d[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]

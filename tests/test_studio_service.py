@@ -248,3 +248,14 @@ def test_with_one_slot_another_project_waits_and_says_so(seeded):
     assert second[0].status == "pending" and "free worker" in second[0].message
     assert second[-1].status == "done" and second[-1].frames_done == 3
     assert list(first)[-1].status == "done"
+
+
+def test_auto_depth_fallback_is_noted_on_the_photo(seeded):
+    """The studio's default depth is ``auto``; offline it is the layout prior, and the Photo
+    tab says so (the note is stored with the photo step)."""
+    studio, pid, _, key = seeded
+    assert studio.ctx.depth == "auto"
+    ws = studio.world(pid, key)
+    assert ws.meta["backends"]["depth"] == "layout"
+    assert any(n.startswith("auto depth") for n in ws.photo.params["notes"])
+    assert ws.meta["depth_meta"]["scene"] == "indoor"

@@ -27,6 +27,7 @@ Deterministic; about 0.1-0.2 s for a 512 x 384 photo on one core.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ from models.depth.scene import (
 )
 from models.geometry.cameras import scale_intrinsics
 
-__all__ = ["LEVEL_UP_CAM", "LayoutDepth", "ground_plane_depth", "contact_rows"]
+__all__ = ["LEVEL_UP_CAM", "LayoutDepth", "contact_rows", "frame_hints", "ground_plane_depth"]
 
 _WORK_PIXELS = 256 * 192  # working resolution: enough for layout, cheap enough for 0.2 s
 _LINE_PIXELS = 640 * 480
@@ -77,6 +78,18 @@ def ground_plane_depth(
     down = s > camera_height / max_depth
     z[down] = camera_height / s[down]
     return z.astype(np.float32)
+
+
+def frame_hints(c2w: np.ndarray, up_world: np.ndarray, depth_meta: dict[str, Any]) -> dict:
+    """Keyword hints for :meth:`LayoutDepth.estimate` on a new frame of a known world: the
+    world's up vector in this camera (``c2w`` (4, 4)), and the seed's scene type and camera
+    height from its ``depth_meta`` when recorded (so every frame shares the seed's geometry)."""
+    hints: dict[str, Any] = {"up_cam": np.asarray(c2w)[:3, :3].T @ np.asarray(up_world, float)}
+    if depth_meta.get("scene") in ("indoor", "outdoor"):
+        hints["scene"] = depth_meta["scene"]
+    if isinstance(depth_meta.get("camera_height_m"), int | float):
+        hints["camera_height"] = float(depth_meta["camera_height_m"])
+    return hints
 
 
 def _class_probability(lab: np.ndarray, seed: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -198,7 +211,7 @@ class LayoutDepth:
         camera_height: float | None = None,
         ceiling_height: float = 2.6,
         sky_depth: float = 150.0,
-        max_depth_indoor: float = 6.0,
+        max_depth_indoor: float = 4.0,
         max_depth_outdoor: float = 25.0,
         scene: str = "auto",
         floor_bias: float = 0.2,
