@@ -32,6 +32,7 @@ from models.geometry.warp import (
     forward_warp,
     inverse_depth_range,
 )
+from models.geometry.zbuffer import box_max
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 
@@ -357,6 +358,7 @@ class SpatialMemory:
         rim = torch.zeros(H, W, dtype=torch.bool)
         base_px = torch.zeros(H, W)
         f_t = math.sqrt(float(target.K[0, 0] * target.K[1, 1]))
+        first = True
         for fid in frame_ids:
             f = self.frames[fid]
             w = forward_warp(
@@ -379,7 +381,17 @@ class SpatialMemory:
             vi = w.src_uv[..., 1].round().long().clamp(0, Hs - 1)
             flat = vi * Ws + ui
             c = f.confidence.reshape(-1)[flat].float()
-            q = c * torch.exp(-0.5 * w.stretch.clamp(min=1e-6).log().abs())
+            s_ = w.stretch.clamp(min=1e-6)
+            q = c * torch.minimum(s_, 1.0 / s_).sqrt()  # = c exp(-|log stretch| / 2)
+            obs = f.observed.reshape(-1)[flat]
+            if first:  # nothing held yet: the warp's own zeros and -1s are the composite's
+                first = False
+                rgb, depth, uv, stretch, rim = w.rgb, w.depth, w.src_uv, w.stretch, w.edge
+                src = torch.where(w.valid, fid, -1)
+                quality = torch.where(w.valid, q, -1.0)
+                conf, observed = c * w.valid, obs & w.valid
+                base_px = torch.full((H, W), w.baseline * f_t)
+                continue
             have = depth > 0
             nearer = w.depth < depth * (1 - depth_tol)
             same = (w.depth - depth).abs() <= depth_tol * depth
@@ -398,17 +410,19 @@ class SpatialMemory:
             uv = torch.where(take[..., None], w.src_uv, uv)
             quality = torch.where(take, q, quality)
             conf = torch.where(take, c, conf)
-            observed = torch.where(take, f.observed.reshape(-1)[flat], observed)
+            observed = torch.where(take, obs, observed)
             stretch = torch.where(take, w.stretch, stretch)
             rim = torch.where(take, w.edge, rim)
             base_px = torch.where(take, w.baseline * f_t, base_px)
-        corr = Correspondence(rgb, depth, depth > 0, src, uv, conf, observed, stretch)
-        for _ in range(2):  # a crack two pixels wide closes from both sides in two passes
-            n_holes = int((~corr.valid).sum())
-            corr = route_cracks(corr, target, self.frames)
-            if int((~corr.valid).sum()) == n_holes:
-                break
-        return corr
+        corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
+        routed = route_cracks(corr, target, self.frames)
+        # A crack two pixels wide closes from both sides in two passes; the second one looks
+        # only next to what the first filled.
+        filled = routed.valid & ~corr.valid
+        if bool(filled.any()):
+            near = box_max(filled.float(), 1) > 0
+            routed = route_cracks(routed, target, self.frames, near=near)
+        return routed
 
 
 def retrieve_reference(

@@ -38,12 +38,17 @@ NEIGHBOUR_PAIRS = _neighbour_pairs()
 
 
 def route_cracks(
-    corr: Any, target: Camera, frames: Mapping[int, Any], pair_tol: float = 0.3
+    corr: Any,
+    target: Camera,
+    frames: Mapping[int, Any],
+    pair_tol: float = 0.3,
+    near: torch.Tensor | None = None,
 ) -> Any:
     """A :class:`models.memory.Correspondence` with small holes inside routed surfaces routed.
 
     ``frames`` maps frame ids to memory frames (``rgb`` (H, W, 3) uint8, ``depth`` (H, W),
-    ``camera``); ``target`` is the correspondence's camera.
+    ``camera``); ``target`` is the correspondence's camera. ``near`` (H, W) bool, when given,
+    limits the holes visited (a second pass only looks next to what the first one filled).
 
     A hole with at least 5 routed 8-neighbours (or two opposite ones) lies between a pair of
     them on one surface (depths within ``pair_tol``): the most opposite pair nearest the
@@ -63,7 +68,10 @@ def route_cracks(
     vp = torch.nn.functional.pad(valid, (1, 1, 1, 1))
     opposite = (vp[1:-1, :-2] & vp[1:-1, 2:]) | (vp[:-2, 1:-1] & vp[2:, 1:-1])
     opposite |= (vp[:-2, :-2] & vp[2:, 2:]) | (vp[:-2, 2:] & vp[2:, :-2])
-    holes = torch.nonzero(~valid & opposite)  # (5 of 8 routed neighbours hold a pair)
+    cand = ~valid & opposite
+    if near is not None:
+        cand &= near
+    holes = torch.nonzero(cand)  # (5 of 8 routed neighbours hold a pair)
     if holes.numel() == 0:
         return corr
     y, x = holes[:, 0], holes[:, 1]

@@ -202,6 +202,7 @@ def forward_warp(
     lands = (depth > 0) & (z > NEAR) & (u > -4) & (u < width + 3) & (v > -4) & (v < height + 3)
     rows, cols = torch.nonzero(lands.any(1)).squeeze(1), torch.nonzero(lands.any(0)).squeeze(1)
     x0 = y0 = 0
+    planes: tuple | None = (u, v, z)
     if rows.numel() and cols.numel():
         y0, y1 = max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, depth.shape[0])
         x0, x1 = max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, depth.shape[1])
@@ -212,12 +213,13 @@ def forward_warp(
             K_src = np.array(K_src, np.float64)
             K_src[0, 2] -= x0
             K_src[1, 2] -= y0
+            planes = None  # projected again for the crop
         else:
             x0 = y0 = 0
     Hs, Ws = depth.shape
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     moved = inv_range * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
-    sp = splat_frame(depth, K_src, T, K_tgt, width, height, flying & moved)
+    sp = splat_frame(depth, K_src, T, K_tgt, width, height, flying & moved, planes)
     zbuf = close_cracks(sp.zbuf)
 
     # Backward, densely over the target: unproject with the z-buffer depth, look up the source.

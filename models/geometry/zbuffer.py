@@ -273,11 +273,13 @@ def splat_frame(
     width: int,
     height: int,
     drop: torch.Tensor | None = None,
+    planes: Planes | None = None,
 ) -> Splat:
     """Footprints and z-buffer splat of a source depth map (Hs, Ws) into a ``width`` x
     ``height`` target; ``T`` (4, 4) float64 source -> target. ``drop`` (Hs, Ws) bool pixels are
-    left out (flying pixels whose parallax differs from their neighbours')."""
-    u, v, z = project_frame(depth, K_src, T, K_tgt)
+    left out (flying pixels whose parallax differs from their neighbours'). ``planes``: the
+    (u, v, z) of :func:`project_frame` for these arguments, when the caller has them."""
+    u, v, z = project_frame(depth, K_src, T, K_tgt) if planes is None else planes
     f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     baseline = float(np.linalg.norm(np.asarray(T, np.float64)[:3, 3]))
