@@ -163,7 +163,7 @@ def test_view_key_cannot_change_anything(seeded):
 
 def test_two_tabs_cannot_generate_the_same_project_at_once(seeded):
     studio, pid, _, key = seeded
-    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=6))
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=30))
     first = studio.generate(pid, key)
     next(first)
     with pytest.raises(Conflict, match="already running"):
