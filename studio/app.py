@@ -18,6 +18,7 @@ import gradio as gr
 from studio.context import StudioContext
 from studio.service import Studio
 from studio.tabs import export, generate, inspect_tab, photo, project, trajectory
+from studio.web.routes import routes as web_routes
 
 __all__ = ["StudioContext", "build_app", "launch_kwargs", "mount"]
 
@@ -57,7 +58,7 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
         # Opening the Trajectory tab shows the map of the world as it is now.
         traj_tab.select(
             trajectory.preview_handler(shared),
-            [shared.project_id, shared.key, *trajectory.param_components(traj_c)],
+            trajectory.preview_inputs(shared, traj_c),
             trajectory.preview_outputs(traj_c),
             api_visibility="private",
         )
@@ -66,8 +67,10 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
 
 
 def launch_kwargs(ctx: StudioContext) -> dict[str, Any]:
-    """Arguments for ``Blocks.launch`` (files are served only from the data directory)."""
-    return {"allowed_paths": [str(ctx.data_dir)], "max_file_size": "60mb", "css": CSS}
+    """Arguments for ``Blocks.launch`` (files are served only from the data directory; the
+    studio's own JavaScript from ``studio/web/assets`` under ``/loci/web/``)."""
+    return {"allowed_paths": [str(ctx.data_dir)], "max_file_size": "60mb", "css": CSS,
+            "app_kwargs": {"routes": web_routes()}}  # fmt: skip
 
 
 def mount(fastapi_app: Any, ctx: StudioContext, path: str = "/loci") -> Any:
@@ -76,4 +79,5 @@ def mount(fastapi_app: Any, ctx: StudioContext, path: str = "/loci") -> Any:
     app.queue(default_concurrency_limit=4)
     kw = launch_kwargs(ctx)
     return gr.mount_gradio_app(fastapi_app, app, path=path, allowed_paths=kw["allowed_paths"],
-                               max_file_size=kw["max_file_size"], css=kw["css"])  # fmt: skip
+                               max_file_size=kw["max_file_size"], css=kw["css"],
+                               app_kwargs=kw["app_kwargs"])  # fmt: skip

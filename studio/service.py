@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -40,7 +41,9 @@ from studio.context import StudioContext
 from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
 from studio.jobs import GenerationJobs, GenerationUpdate
+from studio.previews import PathPreviews, blind_warnings
 from studio.state import PathPlan, WorldState
+from studio.web.scene import write_web_splats
 from studio.world_store import bundle_for, load_records, save_frame
 
 __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
@@ -48,7 +51,7 @@ __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
 
-class Studio(GenerationJobs):
+class Studio(GenerationJobs, PathPreviews):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
     def __init__(self, ctx: StudioContext) -> None:
@@ -230,16 +233,11 @@ class Studio(GenerationJobs):
         ground_xy = gf0.to_ground(centers)
         d = np.stack([fwd @ gf0.right, fwd @ gf0.forward], 1)
         headings = np.arctan2(d[:, 0], d[:, 1])
-        _, world = self.restore(ws)
+        world = self.memory_world(ws)  # restored once per world, not once per preview
         coverage = [world.memory.retrieve(c).coverage for c in traj]
-        warnings = []
-        blind = [i for i, c in enumerate(coverage) if c < 0.15]
-        if blind:
-            warnings.append(
-                f"{len(blind)} of {len(traj)} views see less than 15% of anything known "
-                f"(first: frame {blind[0]}); those will be mostly painted."
-            )
-        return PathPlan(traj, params, ground_xy, headings, coverage, warnings)
+        return PathPlan(
+            traj, params, ground_xy, headings, coverage, blind_warnings(coverage, params)
+        )
 
     def save_path(self, project_id: str, key: str, plan: PathPlan, author: str = "") -> HistoryCell:
         """Store a planned path as a trajectory cell (its cameras as a trajectory.json file)."""
@@ -352,7 +350,12 @@ class Studio(GenerationJobs):
                                      ("mesh", "mesh.ply", "application/x-ply")):  # fmt: skip
                 art = self.store.put_file(root / name, mime)
                 self.repo.link_artifact(cell.id, art.sha256, role)
-            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"]}
+            # The browser's copy: compact SPZ (a few MB), the full .ply stays the export.
+            web = write_web_splats(root / "splats.ply", root / "splats.web.spz")
+            art = self.store.put_file(root / "splats.web.spz", "application/octet-stream")
+            self.repo.link_artifact(cell.id, art.sha256, "splats-web")
+            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"],
+                      "web_splats": web["count"], "web_bytes": web["bytes"]}  # fmt: skip
             self.repo.update_cell_params(cell.id, counts)
             self.repo.finish_job(job.id, "done")
         except BaseException as exc:
@@ -373,40 +376,54 @@ class Studio(GenerationJobs):
         return None
 
     def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
-        """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
-        and format, then served from the artifact store."""
+        """The world in ``fmt`` as a downloadable file named ``<project>-<step>[-<fmt>].<ext>``
+        (folders come zipped). Made once per world and format and attached to the step whose
+        world it is (no history step of its own), then served from the artifact store."""
         if fmt not in FORMATS:
             raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         pid = clean_id(project_id)
         ws = self.world(pid, key)
-        cached = self.cached_cell(ws, "export", format=fmt)
-        name = f"world-{ws.digest[:8]}.{_suffix(fmt)}"
-        if cached is not None:
-            links = self.repo.cell_artifacts(cached.id, "export")
-            if links:
-                return self.named_file(links[-1].sha256, name)
+        step = self.world_step(ws)
+        name = download_name(self.repo.open_project(pid, key)[0].name, step.position + 1, fmt)
+        done = self.attachment(step, fmt, ws.digest)
+        if done is not None:
+            return self.named_file(done["sha256"], name)
         self.require_edit(pid, key)
         if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
             self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
-        cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
-                                  author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1)
+        root = self.bundle(ws)
+        out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
+        shutil.rmtree(out_dir, ignore_errors=True)
         try:
-            root = self.bundle(ws)
-            out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
-            shutil.rmtree(out_dir, ignore_errors=True)
             target = out_dir / (fmt if fmt in FOLDER_FORMATS else name)
             written = export_bundle(root, fmt, target)
             if Path(written).is_dir():
                 written = Path(shutil.make_archive(str(out_dir / fmt), "zip", written))
             art = self.store.put_file(written, _mime(fmt))
-            self.repo.link_artifact(cell.id, art.sha256, "export")
-            self.repo.finish_job(job.id, "done")
+            self.repo.link_artifact(step.id, art.sha256, f"export:{fmt}")
+            entry = {
+                "world": ws.digest,
+                "sha256": art.sha256,
+                "bytes": Path(written).stat().st_size,
+            }
+            with self._lock:  # read-modify-write of the step's attachment list
+                current = dict((self.repo.get_cell(step.id).params or {}).get("exports") or {})
+                current[fmt] = entry
+                self.repo.update_cell_params(step.id, {"exports": current})
+        finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-        except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", error_message(exc))
-            raise
         return self.named_file(art.sha256, name)
+
+    def world_step(self, ws: WorldState) -> HistoryCell:
+        """The history step whose world this is: the one that made its newest frame."""
+        cell_id = ws.frames[-1].cell_id
+        return next(c for c in ws.cells if c.id == cell_id)
+
+    @staticmethod
+    def attachment(step: HistoryCell, fmt: str, digest: str) -> dict[str, Any] | None:
+        """The stored export of ``step`` in ``fmt`` when it is of the world ``digest``."""
+        entry = ((step.params or {}).get("exports") or {}).get(fmt)
+        return entry if entry and entry.get("world") == digest else None
 
     def named_file(self, sha256: str, filename: str) -> Path:
         """A stored file under a readable name (a hard link when possible), for downloads and
@@ -426,6 +443,15 @@ class Studio(GenerationJobs):
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)
         return self.named_file(links[-1].sha256, filename) if links else None
+
+
+def download_name(project: str, step: int, fmt: str) -> str:
+    """``<project>-<step>.<ext>``, or ``<project>-<step>-<fmt>.zip`` for folder formats: a
+    download says which world and which step it came from (e.g. ``kitchen-3-mjcf.zip``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (project or "").lower()).strip("-")[:40] or "world"
+    if fmt in FOLDER_FORMATS:
+        return f"{slug}-{step}-{fmt}.zip"
+    return f"{slug}-{step}.{_suffix(fmt)}"
 
 
 def _suffix(fmt: str) -> str:

@@ -67,7 +67,7 @@ def stream(studio: Studio, pid: str, key: str, updates):
     for u in updates:
         new_map = gr.skip()
         if u.chunk is not None or u.status != "running":
-            new_map = draw(studio, studio.world(pid, key), None, None)[0]
+            new_map = draw(studio, studio.world(pid, key), None, None)
         yield (
             u.event.rgb if u.event is not None else gr.skip(),
             progress_html(u),
