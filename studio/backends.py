@@ -32,6 +32,7 @@ class ModelInfo:
     backend: str
     module: str  # where DEFAULT_MODEL lives ("" = no weights)
     note: str
+    prompt: bool = False  # a painter that takes a text prompt
 
     def default_model(self) -> str | None:
         if not self.module:
@@ -58,12 +59,14 @@ MODELS = (
         "sd-inpaint",
         "models.synthesis.sd_inpaint",
         "diffusers inpainting per frame; memory pixels pasted back exactly",
+        prompt=True,
     ),
     ModelInfo(
         "synthesis",
         "video",
         "models.synthesis.video",
         "diffusers image-to-video per chunk with warped-latent guidance",
+        prompt=True,
     ),
 )
 
@@ -88,6 +91,30 @@ def list_models() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def available_backends(depth: str = "layout", synthesis: str = "reproject") -> dict[str, Any]:
+    """What a generation may choose on this install: backends that need no weights or whose
+    weights are already local (``file`` depth needs a depth file, so it is not offered).
+
+    Returns {"depth": [names], "synthesis": [names], "prompt": [painters taking a prompt],
+    "default": {"depth": ..., "synthesis": ...}} with the studio's own backends first.
+    """
+    out: dict[str, Any] = {"depth": [], "synthesis": [], "prompt": []}
+    for row in list_models():
+        if row["weights"] == "missing" or row["backend"] == "file":
+            continue
+        out[row["kind"]].append(row["backend"])
+        info = next(m for m in MODELS if m.kind == row["kind"] and m.backend == row["backend"])
+        if info.prompt:
+            out["prompt"].append(row["backend"])
+    default = {"depth": depth, "synthesis": synthesis}
+    for kind, name in default.items():
+        if name in out[kind]:
+            out[kind].remove(name)
+            out[kind].insert(0, name)
+    out["default"] = default
+    return out
 
 
 def _needs_extra(kind: str, name: str, make: Callable[[str], Any]) -> Callable[[str], Any]:

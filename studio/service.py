@@ -62,26 +62,64 @@ class Studio(GenerationJobs, PathPreviews):
         self.store = ArtifactStore(ctx.artifacts_dir, self.db)
         # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
         self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[tuple, Any] = {}  # (kind, name[, prompt]) -> backend
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
 
     # ---- components ---------------------------------------------------------------------------
-    def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
-        """A pipeline on the configured backends (built once, shared by every job)."""
+    def pipeline(
+        self, use_memory: bool = True, hfov_deg: float = 60.0, backends: dict | None = None
+    ) -> WorldPipeline:
+        """A pipeline on the configured backends, or on ``backends`` ({"depth", "synthesis",
+        "prompt"}: a generation's own choice); each backend is built once and shared."""
         from studio.backends import build_depth, build_synthesis
 
+        choice = backends or {}
+        depth = choice.get("depth") or self.ctx.depth
+        synthesis = choice.get("synthesis") or self.ctx.synthesis
+        prompt = choice.get("prompt") or None
         with self._lock:
-            if not self._backends:
-                notes: list[str] = []
-                self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
-                self._backends["synthesis"] = build_synthesis(self.ctx.synthesis, None, notes)
-                self.notes.extend(notes)
+            notes: list[str] = []
+            if ("depth", depth) not in self._backends:
+                self._backends["depth", depth] = build_depth(depth, None, notes)
+            if ("synthesis", synthesis, prompt) not in self._backends:
+                self._backends["synthesis", synthesis, prompt] = build_synthesis(
+                    synthesis, None, notes, **({"prompt": prompt} if prompt else {})
+                )
+            self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
-            depth=self._backends["depth"], synthesis=self._backends["synthesis"], config=config
+            depth=self._backends["depth", depth],
+            synthesis=self._backends["synthesis", synthesis, prompt],
+            config=config,
         )
+
+    def backend_choices(self) -> dict[str, Any]:
+        """Backends a generation may choose here: {"depth": [...], "synthesis": [...],
+        "prompt": [painters that take a text prompt], "default": {kind: name}}. Only those that
+        run on this install (no weights needed, or weights already local)."""
+        from studio.backends import available_backends
+
+        return available_backends(self.ctx.depth, self.ctx.synthesis)
+
+    def check_backends(self, backends: dict | None) -> dict | None:
+        """``backends`` when every choice is available here, else a StudioError."""
+        if not backends:
+            return None
+        choices = self.backend_choices()
+        for kind in ("depth", "synthesis"):
+            name = backends.get(kind)
+            if name and name not in choices[kind]:
+                raise StudioError(
+                    f"The {kind} backend {str(name)[:40]!r} is not available here; choose one "
+                    f"of {', '.join(choices[kind])}."
+                )
+        prompt = str(backends.get("prompt") or "").strip()[:500] or None
+        if prompt and backends.get("synthesis") not in choices["prompt"]:
+            prompt = None  # this painter takes no prompt
+        return {"depth": backends.get("depth"), "synthesis": backends.get("synthesis"),
+                "prompt": prompt}  # fmt: skip
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:
@@ -116,8 +154,10 @@ class Studio(GenerationJobs, PathPreviews):
         n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
         return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
 
-    def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
-        pipe = self.pipeline(use_memory)
+    def restore(
+        self, ws: WorldState, use_memory: bool = True, backends: dict | None = None
+    ) -> tuple[WorldPipeline, World]:
+        pipe = self.pipeline(use_memory, backends=backends)
         records = load_records(self.store, ws.frames, ws.width, ws.height)
         return pipe, pipe.restore(ws.meta, records)
 

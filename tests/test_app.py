@@ -32,7 +32,7 @@ def server(tmp_path_factory):
 def test_create_project_and_generate_through_the_api(server, tmp_path):
     client = gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
     pid, key, *_ = client.predict("API world", api_name="/create_project")
-    depth, _cloud, info = client.predict(
+    depth, _cloud, info, frame0 = client.predict(
         pid, key, gradio_client.handle_file(str(PHOTO)), 0, api_name="/set_photo"
     )
     assert "World seeded at 128" in info

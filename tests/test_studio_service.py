@@ -181,11 +181,52 @@ def test_waypoint_path_preview_fork_and_exports_are_cached(seeded):
     list(studio.generate(pid, key))
     first = studio.export(pid, key, "ply")
     assert first.read_bytes().startswith(b"ply")
-    n_cells = len(studio.world(pid, key).cells)
+    # Named by world and step; attached to the generation step, not a history step of its own.
+    cells = studio.world(pid, key).cells
+    assert first.name == "office-3.ply" and [c.kind for c in cells][-1] == "lift"
+    gen = next(c for c in cells if c.kind == "generation")
+    assert set(gen.params["exports"]) == {"ply"}
+    assert studio.repo.cell_artifacts(gen.id, "export:ply")
     again = studio.export(pid, key, "ply")  # cached: no new step, same file
-    assert again == first and len(studio.world(pid, key).cells) == n_cells
+    assert again == first and len(studio.world(pid, key).cells) == len(cells)
     zipped = studio.export(pid, key, "colmap")
-    assert zipped.suffix == ".zip" and zipped.stat().st_size > 0
+    assert zipped.name == "office-3-colmap.zip" and zipped.stat().st_size > 0
+    assert not any(c.kind == "export" for c in studio.world(pid, key).cells)
+    # The lift made the browser's compact copy of the splats too.
+    lift = next(c for c in studio.world(pid, key).cells if c.kind == "lift")
+    assert studio.repo.cell_artifacts(lift.id, "splats-web")
+    assert 0 < lift.params["web_bytes"] and lift.params["web_splats"] <= lift.params["splats"]
     fork_id, fork_view, fork_edit = studio.fork(pid, key)
     assert len(studio.world(fork_id, fork_edit).frames) == 6
     assert studio.export(fork_id, fork_edit, "ply").read_bytes() == first.read_bytes()
+
+
+def test_previews_reuse_one_restored_memory_and_show_what_is_known(seeded, monkeypatch):
+    studio, pid, _, key = seeded
+    restores = []
+    real = studio.restore
+    monkeypatch.setattr(studio, "restore", lambda *a, **k: restores.append(1) or real(*a, **k))
+    plan = studio.plan_path(pid, key, waypoints=[[0.0, 1.5], [-2.5, 1.5]], frames=10)
+    again = studio.plan_path(pid, key, waypoints=[[0.3, 1.0]], frames=6)
+    assert len(restores) == 1  # the memory of this world was restored once, for both plans
+    ws = studio.world(pid, key)
+    shots = studio.memory_preview(ws, plan)
+    assert 4 <= len(shots) <= 5
+    img, caption = shots[0]
+    assert img.shape == (ws.height, ws.width, 3) and caption.startswith("frame ")
+    assert again.coverage[0] == pytest.approx(1.0)
+
+
+def test_a_generation_can_choose_its_backends_and_resume_keeps_them(seeded):
+    studio, pid, _, key = seeded
+    choices = studio.backend_choices()
+    assert choices["synthesis"][0] == "reproject" and "file" not in choices["depth"]
+    with pytest.raises(StudioError, match="not available here"):
+        studio.check_backends({"synthesis": "no-such-painter"})
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=4))
+    chosen = {"synthesis": "reproject", "depth": "layout", "prompt": "a quiet office"}
+    ups = list(studio.generate(pid, key, backends=chosen))
+    assert ups[-1].status == "done"
+    cell = studio.world(pid, key).cells[-1]
+    # reproject takes no prompt: it is dropped rather than silently ignored later.
+    assert cell.params["backends"] == {"synthesis": "reproject", "depth": "layout", "prompt": None}

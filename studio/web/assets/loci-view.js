@@ -89,7 +89,9 @@ class WorldView {
     this.settled = 0;
     this.keys = new Set();
     this.times = {};
-    this.loaded = { splats: null, mesh: null, chunks: 0 };
+    this.loaded = { splats: null, mesh: null };
+    this.chunkObjs = [];
+    this.chunkIds = new Set();
     this.compact = !!props.compact;
     this.webgl = hasWebGL2();
     this.build();
@@ -264,12 +266,34 @@ class WorldView {
       camera.updateMatrixWorld(true);
       camera.projectionMatrix.fromArray(c.proj);
       camera.projectionMatrixInverse.copy(camera.projectionMatrix).invert();
+      if (this.props.live) this.chase();
       if (this.orbit) this.retarget();
       this.highlight();
       this.dirty = true;
     }
     this.updateOverlay();
     this.describe();
+  }
+
+  // The live view watches the newest camera from behind and above (a chase camera), with a
+  // wider lens, so the growing world and the path ahead are both in sight.
+  chase() {
+    const { THREE, camera } = this.three;
+    const d = (this.scene && this.scene.scene_depth) || 2;
+    const eye = camera.position.clone();
+    const fwd = new THREE.Vector3(0, 0, -1).applyQuaternion(camera.quaternion);
+    fwd.y = 0;
+    if (fwd.lengthSq() < 1e-8) fwd.set(0, 0, -1);
+    fwd.normalize();
+    camera.position.copy(eye).addScaledVector(fwd, -0.6 * d).add(new THREE.Vector3(0, 0.35 * d, 0));
+    camera.lookAt(eye.clone().addScaledVector(fwd, 0.6 * d));
+    camera.rotation.setFromQuaternion(camera.quaternion, "YXZ");
+    camera.fov = 70;
+    camera.aspect = this.scene.width / this.scene.height;
+    camera.near = 0.01;
+    camera.far = 200 * d;
+    camera.updateProjectionMatrix();
+    camera.updateMatrixWorld(true);
   }
 
   // The user moved away from the frame's camera: an overlaid frame would no longer line up.
@@ -431,8 +455,10 @@ class WorldView {
       this.goTo(this.props.frame || 0, true);
       return;
     }
-    this.setState("loading");
-    this.message("Loading the 3D world…");
+    if (this.root.dataset.state !== "ready") {
+      this.setState("loading");
+      this.message("Loading the 3D world…");
+    }
     try {
       await this.ensureRenderer();
       this.buildHelpers();
@@ -470,18 +496,18 @@ class WorldView {
         jobs.push(obj.initialized);
       }
     }
-    // Live preview: each lifted chunk arrives once, as SPZ bytes, and stays.
-    const chunks = s.chunks || [];
-    if (chunks.length < this.loaded.chunks) this.clearChunks();
-    for (let i = this.loaded.chunks; i < chunks.length; i++) {
-      const obj = new m.SplatMesh({ fileBytes: b64bytes(chunks[i].spz), fileType: "spz" });
+    // Live preview: each lifted chunk arrives once (by id), as SPZ bytes, and stays.
+    if (s.reset_chunks) this.clearChunks();
+    for (const ch of s.chunks || []) {
+      if (this.chunkIds.has(ch.id)) continue;
+      const obj = new m.SplatMesh({ fileBytes: b64bytes(ch.spz), fileType: "spz" });
       obj.matrixAutoUpdate = false;
-      obj.matrix.fromArray(chunks[i].matrix);
-      (this.chunkObjs = this.chunkObjs || []).push(obj);
+      obj.matrix.fromArray(ch.matrix);
+      this.chunkObjs.push(obj);
+      this.chunkIds.add(ch.id);
       scene.add(obj);
       jobs.push(obj.initialized);
     }
-    this.loaded.chunks = chunks.length;
     const meshUrl = s.mesh && s.mesh.url;
     if (meshUrl !== (this.loaded.mesh && this.loaded.mesh.url)) {
       if (this.loaded.mesh) scene.remove(this.loaded.mesh.obj);
@@ -492,9 +518,12 @@ class WorldView {
   }
 
   clearChunks() {
-    for (const obj of this.chunkObjs || []) this.three.scene.remove(obj);
+    for (const obj of this.chunkObjs) {
+      this.three.scene.remove(obj);
+      if (obj.dispose) obj.dispose();
+    }
     this.chunkObjs = [];
-    this.loaded.chunks = 0;
+    this.chunkIds = new Set();
   }
 
   async applyModel() {
@@ -516,7 +545,7 @@ class WorldView {
     if (want === "mesh" && !mesh) this.message("This world has no mesh yet.");
     else if (this.msg.textContent.startsWith("This world has no mesh")) this.message("");
     if (this.loaded.splats) this.loaded.splats.obj.visible = want === "splats";
-    for (const obj of this.chunkObjs || []) obj.visible = want === "splats";
+    for (const obj of this.chunkObjs) obj.visible = want === "splats";
     if (mesh && mesh.obj) mesh.obj.visible = want === "mesh";
     this.dirty = true;
     this.describe();
@@ -552,7 +581,7 @@ class WorldView {
   highlight() {
     for (const f of this.frusta || []) {
       const here = f.userData.index === this.frame;
-      f.visible = !(here && !this.away); // the frame's own frustum is the view itself
+      f.visible = !(here && !this.away && !this.props.live); // at a frame: it is the view
       f.material.color.setHex(here ? 0x50c8ff : 0xffc440);
     }
   }
