@@ -101,7 +101,8 @@ def world_scene(s: Studio, pid: str, key: str, ws: WorldState) -> tuple[dict, di
     mesh_url, note = None, ""
     try:
         mesh = s.export(pid, key, "glb")
-        entry = s.attachment(s.world_step(ws), "glb", ws.digest)
+        step = s.repo.get_cell(s.world_step(ws).id)  # read again: the export attached to it
+        entry = s.attachment(step, "glb", ws.digest)
         mesh_url = stored_file_url(s, pid, key, entry["sha256"], mesh.name) if entry else None
         downloads["glb"] = mesh
     except Forbidden:

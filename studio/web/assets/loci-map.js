@@ -136,9 +136,11 @@ export function previewPath(start, waypoints, settings = {}) {
     const sGrid = Array.from({ length: nGrid }, (_, i) => i * ds);
     const grid = interpAlong(dense, sd, sGrid);
     const tan = grid.map((_, i) => {
-      const a = grid[Math.max(0, i - 1)];
-      const b = grid[Math.min(nGrid - 1, i + 1)];
-      return [b[0] - a[0], b[1] - a[1]];
+      // np.gradient: central differences inside, one-sided at the ends (per unit of index,
+      // so the ends weigh as much as the rest when smoothed).
+      const i0 = Math.max(0, i - 1);
+      const i1 = Math.min(nGrid - 1, i + 1);
+      return [(grid[i1][0] - grid[i0][0]) / (i1 - i0), (grid[i1][1] - grid[i0][1]) / (i1 - i0)];
     });
     const sigma = Math.min(0.3, L / 6) / ds;
     const sm = gaussian1d(tan, sigma);
@@ -711,7 +713,7 @@ class MapSketch {
   }
 
   drawGrid(ctx, w, h) {
-    const step = niceStep(70 / this.view.zoom);
+    const step = niceStep(Math.max(45, Math.min(w, h) / 8) / this.view.zoom); // a line every ~50-90 px
     const [x0, y1] = this.toWorld(0, 0);
     const [x1, y0] = this.toWorld(w, h);
     ctx.strokeStyle = "rgba(255,255,255,.09)";
