@@ -180,7 +180,7 @@ def listen(shared: Shared, c: dict) -> None:
             return (gr.HTML(scene={"message": msg}), gr.skip(), msg, gr.skip(),
                     *panel(pid, key, ws, 0, VIEWS[0]), hidden, hidden, hidden)  # fmt: skip
         scene, downloads, text = world_scene(s, pid, key, ws)
-        video = s.bundle(ws) / "video.mp4"
+        video = s.handoff(s.bundle(ws) / "video.mp4", f"walkthrough-{ws.digest[:8]}.mp4")
 
         def button(fmt: str):
             path = downloads.get(fmt)

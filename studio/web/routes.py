@@ -6,7 +6,7 @@ Components load them with a dynamic ``import()`` relative to Gradio's root URL, 
 works offline, on a Space and under a sub-path, with no CDN.
 
 ``stored_file_url`` is how components get a URL for a stored file (splats, mesh, frames): the
-key-checked file route of :mod:`studio.files` when the service has it, else Gradio's file route.
+key-checked, signed file route of :mod:`studio.files`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import functools
 import hashlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 __all__ = ["ASSETS", "PREFIX", "asset_path", "module_loader_js", "routes", "stored_file_url"]
 
@@ -73,14 +72,8 @@ import(new URL({url!r}, root).href)
 def stored_file_url(
     studio: Any, project_id: str, key: str, sha256: str, filename: str, download: bool = False
 ) -> str:
-    """A URL the browser may fetch for a stored file of this project (the key is checked).
-
-    Uses the service's signed, key-bound file links (:mod:`studio.files`) when present; the
-    fallback serves the named copy through Gradio's file route. The URL is root-relative or
-    relative to the studio's root; ``loci-view.js`` resolves both.
+    """A URL the browser may fetch for a stored file of this project: the service's short-lived
+    signed link, bound to the project and key (:mod:`studio.files`; the key is checked). It is
+    root-relative (``/loci/files/...``, with the public sub-path); ``loci-view.js`` resolves it.
     """
-    if hasattr(studio, "file_url"):
-        return str(studio.file_url(project_id, key, sha256, filename, download=download))
-    studio.open_project(project_id, key)  # NotFound / Forbidden for a wrong key
-    path = studio.named_file(sha256, filename)
-    return "gradio_api/file=" + quote(str(path))
+    return str(studio.file_url(project_id, key, sha256, filename, download=download))
