@@ -117,6 +117,27 @@ def available_backends(depth: str = "layout", synthesis: str = "reproject") -> d
     return out
 
 
+def checked_choice(backends: dict | None, choices: dict[str, Any]) -> dict | None:
+    """A generation's {"depth", "synthesis", "prompt"} when each named backend is among
+    ``choices`` (:func:`available_backends`), else a ModelError that lists what is. A prompt is
+    kept only for painters that take one (and cut to 500 characters); None means "the studio's
+    own backends"."""
+    if not backends:
+        return None
+    for kind in ("depth", "synthesis"):
+        name = backends.get(kind)
+        if name and name not in choices[kind]:
+            raise ModelError(
+                f"The {kind} backend {str(name)[:40]!r} is not available here; choose one of "
+                f"{', '.join(choices[kind])}."
+            )
+    prompt = str(backends.get("prompt") or "").strip()[:500] or None
+    if prompt and backends.get("synthesis") not in choices["prompt"]:
+        prompt = None  # this painter takes no prompt
+    return {"depth": backends.get("depth"), "synthesis": backends.get("synthesis"),
+            "prompt": prompt}  # fmt: skip
+
+
 def _needs_extra(kind: str, name: str, make: Callable[[str], Any]) -> Callable[[str], Any]:
     """``make`` with a missing optional package turned into a clear ModelError."""
 

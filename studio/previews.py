@@ -1,10 +1,12 @@
-"""What a planned path will see, shown before anything is generated.
+"""What a planned path will see, where it may go, shown before anything is generated.
 
 :class:`PathPreviews` is a part of :class:`studio.service.Studio`: it keeps a restored copy of
 each recent world's spatial memory (read-only: retrieval and warping never change it), so that
 planning a path, colouring it by coverage and showing what memory already knows of a few of its
-views costs milliseconds, not a reload of every stored frame. :func:`blind_warnings` turns
-views that would be mostly painted into a warning that says what to change.
+views costs milliseconds, not a reload of every stored frame. It also holds the map's points
+(what a path is checked against) and caps a long stroke at the frame limit with a message.
+:func:`blind_warnings` turns views that would be mostly painted into a warning that says what
+to change.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from models.geometry.cameras import Camera
+from models.paths.trajectory import Trajectory
+from models.paths.waypoints import GroundFrame, from_waypoints
 from models.pipeline import World
+from studio.errors import StudioError
 from studio.state import PathPlan, WorldState
 
 __all__ = ["BLIND", "PathPreviews", "blind_warnings", "unknown_overlay"]
@@ -55,7 +61,8 @@ def unknown_overlay(rgb: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 class PathPreviews:
-    """Preview methods of :class:`studio.service.Studio` (which provides ``restore``)."""
+    """Preview methods of :class:`studio.service.Studio` (which provides ``restore``, ``ctx``,
+    ``store`` and ``_map_points``)."""
 
     _memory_lock = threading.Lock()
     _memory_worlds: OrderedDict[str, World]
@@ -95,3 +102,77 @@ class PathPreviews:
             known = corr.valid.numpy().astype(bool)
             out.append((unknown_overlay(rgb, known), f"frame {i}: {known.mean():.0%} known"))
         return out
+
+    # ---- where a path may go (the map) and how long it may be ----------------------------
+    def _check_on_map(self, ws: WorldState, gf0: GroundFrame, wp: np.ndarray) -> None:
+        from studio.worldmap import MapView
+
+        pts, _ = self.map_points(ws)
+        cams = gf0.to_ground(np.stack([np.asarray(f.c2w)[:3, 3] for f in ws.frames]))
+        view = MapView.fit(pts, cams)
+        outside = ~view.contains(wp, slack=0.5)
+        if outside.any():
+            i = int(np.argmax(outside))
+            x_min, x_max, y_min, y_max = view.extent
+            raise StudioError(
+                f"Waypoint {i + 1} at ({wp[i, 0]:.1f}, {wp[i, 1]:.1f}) m is far outside the known "
+                f"map (x {x_min:.1f}..{x_max:.1f}, y {y_min:.1f}..{y_max:.1f} m). Move it closer."
+            )
+
+    def map_points(self, ws: WorldState, max_frames: int = 24) -> tuple[np.ndarray, np.ndarray]:
+        """Ground coordinates (N, 2) and colours (N, 3) of a sample of the world's points.
+
+        Points near the floor and above the eyes are left out so the plan shows walls and
+        furniture, not the floor texture and ceiling.
+        """
+        from models.geometry.pointcloud import frame_points
+        from studio.world_store import load_rgb, load_state
+
+        # A path preview checks waypoints against these points and the map draws them: read
+        # the frames once per world content, not once per caller.
+        cached = self._map_points.get(ws.digest)
+        if cached is not None:
+            return cached
+        gf = ws.ground()
+        step = max(1, len(ws.frames) // max_frames)
+        xy, rgb = [], []
+        for f in ws.frames[::step]:
+            cam = Camera(np.asarray(f.K), np.asarray(f.c2w), ws.width, ws.height)
+            pts, col = frame_points(load_rgb(self.store, f), load_state(self.store, f)["depth"],
+                                    cam, stride=6)  # fmt: skip
+            h = gf.height_of(pts)
+            keep = (h > 0.15) & (h < gf.camera_height + 0.6)
+            xy.append(gf.to_ground(pts[keep]))
+            rgb.append(col[keep])
+        result = np.concatenate(xy), np.concatenate(rgb)
+        if len(self._map_points) >= 16:  # a few worlds' worth; oldest out
+            self._map_points.pop(next(iter(self._map_points)))
+        self._map_points[ws.digest] = result
+        return result
+
+    def capped_path(
+        self, wp: np.ndarray, start: Camera, up: np.ndarray, height: float, eye: float | None,
+        look: str, n_kw: dict[str, Any],
+    ) -> tuple[Trajectory, list[str]]:  # fmt: skip
+        """The path through ``wp`` (ground metres from ``start``) with ``n_kw`` (n_frames or
+        speed); a long stroke at a given speed is capped at the frame limit, with a message,
+        rather than refused. The cap is decided from the waypoints' chord before any spline
+        is built, and checked again on the spline (which is never shorter)."""
+        limit = self.ctx.max_frames  # type: ignore[attr-defined]
+        chord = float(np.linalg.norm(np.diff(np.vstack([[0.0, 0.0], wp]), axis=0), axis=1).sum())
+        speed = n_kw.get("speed")
+        kw = {"n_frames": limit} if speed and chord / speed + 1 > limit else n_kw
+        traj = from_waypoints(wp, start, up=up, camera_height=height, eye_height=eye, look=look,
+                              **kw)  # fmt: skip
+        if len(traj) > limit:
+            kw = {"n_frames": limit}
+            traj = from_waypoints(wp, start, up=up, camera_height=height, eye_height=eye,
+                                  look=look, **kw)  # fmt: skip
+        if not speed or "speed" in kw:
+            return traj, []
+        length = traj.path_length()
+        return traj, [
+            f"The path is {length:.1f} m: at {speed:g} m per frame it needs more than the limit "
+            f"of {limit} frames, so it is capped at {limit} frames ({length / (limit - 1):.3f} m "
+            "per frame). Shorten the path to keep the speed."
+        ]

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from models.geometry.cameras import Camera, intrinsics_from_fov
+from models.geometry.cameras import intrinsics_from_fov
 from models.paths.trajectory import PRESET_NAMES, Trajectory, make_preset
-from models.paths.waypoints import GroundFrame, from_waypoints
+from models.paths.waypoints import GroundFrame
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
@@ -37,6 +37,7 @@ from storage.db import (
     open_database,
 )
 from storage.formats.images import load_photo
+from studio.backends import available_backends, checked_choice
 from studio.context import StudioContext
 from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
@@ -103,30 +104,12 @@ class Studio(GenerationJobs, PathPreviews):
         )
 
     def backend_choices(self) -> dict[str, Any]:
-        """Backends a generation may choose here: {"depth": [...], "synthesis": [...],
-        "prompt": [painters that take a text prompt], "default": {kind: name}}. Only those that
-        run on this install (no weights needed, or weights already local)."""
-        from studio.backends import available_backends
-
+        """Backends a generation may choose on this install (:func:`available_backends`)."""
         return available_backends(self.ctx.depth, self.ctx.synthesis)
 
     def check_backends(self, backends: dict | None) -> dict | None:
-        """``backends`` when every choice is available here, else a StudioError."""
-        if not backends:
-            return None
-        choices = self.backend_choices()
-        for kind in ("depth", "synthesis"):
-            name = backends.get(kind)
-            if name and name not in choices[kind]:
-                raise StudioError(
-                    f"The {kind} backend {str(name)[:40]!r} is not available here; choose one "
-                    f"of {', '.join(choices[kind])}."
-                )
-        prompt = str(backends.get("prompt") or "").strip()[:500] or None
-        if prompt and backends.get("synthesis") not in choices["prompt"]:
-            prompt = None  # this painter takes no prompt
-        return {"depth": backends.get("depth"), "synthesis": backends.get("synthesis"),
-                "prompt": prompt}  # fmt: skip
+        """A generation's backend choice, checked (StudioError when one is not available)."""
+        return checked_choice(backends, self.backend_choices())
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:
@@ -263,13 +246,8 @@ class Studio(GenerationJobs, PathPreviews):
             else:
                 n_kw = {"n_frames": int(frames or 24)}
             eye = None if eye_height in (None, 0) else float(eye_height)
-            traj = from_waypoints(wp_start, start_cam, up=up, camera_height=max(h_start, 0.0),
-                                  eye_height=eye, look=look, **n_kw)  # fmt: skip
-            if len(traj) > self.ctx.max_frames:
-                raise StudioError(
-                    f"That path needs {len(traj)} frames at this speed; the limit is "
-                    f"{self.ctx.max_frames}. Walk faster or shorten the path."
-                )
+            traj, capped = self.capped_path(wp_start, start_cam, up, max(h_start, 0.0), eye,
+                                            look, n_kw)  # fmt: skip
             params = {"mode": "waypoints", "waypoints": wp.round(4).tolist(), "look": look,
                       "eye_height": eye, "speed": speed, "frames": len(traj)}  # fmt: skip
         if len(traj) < 2:
@@ -282,9 +260,8 @@ class Studio(GenerationJobs, PathPreviews):
         headings = np.arctan2(d[:, 0], d[:, 1])
         world = self.memory_world(ws)  # restored once per world, not once per preview
         coverage = [world.memory.retrieve(c).coverage for c in traj]
-        return PathPlan(
-            traj, params, ground_xy, headings, coverage, blind_warnings(coverage, params)
-        )
+        warnings = (capped if not preset else []) + blind_warnings(coverage, params)
+        return PathPlan(traj, params, ground_xy, headings, coverage, warnings)
 
     def save_path(self, project_id: str, key: str, plan: PathPlan, author: str = "") -> HistoryCell:
         """Store a planned path as a trajectory cell (its cameras as a trajectory.json file)."""
@@ -312,52 +289,6 @@ class Studio(GenerationJobs, PathPreviews):
         if cell is None or not ends:
             raise StudioError("Continue from: that step is not a generation of this world.")
         return max(ends)
-
-    def _check_on_map(self, ws: WorldState, gf0: GroundFrame, wp: np.ndarray) -> None:
-        from studio.worldmap import MapView
-
-        pts, _ = self.map_points(ws)
-        cams = gf0.to_ground(np.stack([np.asarray(f.c2w)[:3, 3] for f in ws.frames]))
-        view = MapView.fit(pts, cams)
-        outside = ~view.contains(wp, slack=0.5)
-        if outside.any():
-            i = int(np.argmax(outside))
-            x_min, x_max, y_min, y_max = view.extent
-            raise StudioError(
-                f"Waypoint {i + 1} at ({wp[i, 0]:.1f}, {wp[i, 1]:.1f}) m is far outside the known "
-                f"map (x {x_min:.1f}..{x_max:.1f}, y {y_min:.1f}..{y_max:.1f} m). Move it closer."
-            )
-
-    def map_points(self, ws: WorldState, max_frames: int = 24) -> tuple[np.ndarray, np.ndarray]:
-        """Ground coordinates (N, 2) and colours (N, 3) of a sample of the world's points.
-
-        Points near the floor and above the eyes are left out so the plan shows walls and
-        furniture, not the floor texture and ceiling.
-        """
-        from models.geometry.pointcloud import frame_points
-        from studio.world_store import load_rgb, load_state
-
-        # A path preview checks waypoints against these points and the map draws them: read
-        # the frames once per world content, not once per caller.
-        cached = self._map_points.get(ws.digest)
-        if cached is not None:
-            return cached
-        gf = ws.ground()
-        step = max(1, len(ws.frames) // max_frames)
-        xy, rgb = [], []
-        for f in ws.frames[::step]:
-            cam = Camera(np.asarray(f.K), np.asarray(f.c2w), ws.width, ws.height)
-            pts, col = frame_points(load_rgb(self.store, f), load_state(self.store, f)["depth"],
-                                    cam, stride=6)  # fmt: skip
-            h = gf.height_of(pts)
-            keep = (h > 0.15) & (h < gf.camera_height + 0.6)
-            xy.append(gf.to_ground(pts[keep]))
-            rgb.append(col[keep])
-        result = np.concatenate(xy), np.concatenate(rgb)
-        if len(self._map_points) >= 16:  # a few worlds' worth; oldest out
-            self._map_points.pop(next(iter(self._map_points)))
-        self._map_points[ws.digest] = result
-        return result
 
     # ---- history ------------------------------------------------------------------------------
     def revert(self, project_id: str, key: str) -> HistoryCell:

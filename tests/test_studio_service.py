@@ -11,6 +11,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from models.manager import ModelError
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from storage.db import Conflict, Forbidden, NotFound
@@ -221,7 +222,7 @@ def test_a_generation_can_choose_its_backends_and_resume_keeps_them(seeded):
     studio, pid, _, key = seeded
     choices = studio.backend_choices()
     assert choices["synthesis"][0] == "reproject" and "file" not in choices["depth"]
-    with pytest.raises(StudioError, match="not available here"):
+    with pytest.raises(ModelError, match="not available here"):
         studio.check_backends({"synthesis": "no-such-painter"})
     studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=4))
     chosen = {"synthesis": "reproject", "depth": "layout", "prompt": "a quiet office"}
@@ -230,3 +231,15 @@ def test_a_generation_can_choose_its_backends_and_resume_keeps_them(seeded):
     cell = studio.world(pid, key).cells[-1]
     # reproject takes no prompt: it is dropped rather than silently ignored later.
     assert cell.params["backends"] == {"synthesis": "reproject", "depth": "layout", "prompt": None}
+
+
+def test_a_long_stroke_at_a_given_speed_is_capped_with_a_message(seeded):
+    studio, pid, _, key = seeded
+    studio.ctx.max_frames = 40
+    # 3 m there and back and there again at 5 cm per frame would need about 180 frames.
+    wp = [[0.0, 1.5], [0.0, 0.2], [0.0, 1.5]]
+    plan = studio.plan_path(pid, key, waypoints=wp, speed=0.05)
+    assert len(plan.trajectory) == 40
+    assert "capped at 40 frames" in plan.warnings[0] and "Shorten the path" in plan.warnings[0]
+    short = studio.plan_path(pid, key, waypoints=[[0.0, 0.5]], speed=0.05)
+    assert len(short.trajectory) < 40 and not any("capped" in w for w in short.warnings)
