@@ -107,7 +107,7 @@ class PathPreviews:
     def _check_on_map(self, ws: WorldState, gf0: GroundFrame, wp: np.ndarray) -> None:
         from studio.worldmap import MapView
 
-        pts, _ = self.map_points(ws)
+        pts, _ = self.known_points(ws)  # what the map shows the extent of
         cams = gf0.to_ground(np.stack([np.asarray(f.c2w)[:3, 3] for f in ws.frames]))
         view = MapView.fit(pts, cams)
         outside = ~view.contains(wp, slack=0.5)
@@ -119,35 +119,51 @@ class PathPreviews:
                 f"map (x {x_min:.1f}..{x_max:.1f}, y {y_min:.1f}..{y_max:.1f} m). Move it closer."
             )
 
-    def map_points(self, ws: WorldState, max_frames: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    def map_points(self, ws: WorldState) -> tuple[np.ndarray, np.ndarray]:
         """Ground coordinates (N, 2) and colours (N, 3) of a sample of the world's points.
 
         Points near the floor and above the eyes are left out so the plan shows walls and
         furniture, not the floor texture and ceiling.
         """
+        walls, colors, _, _ = self._map_layers(ws)
+        return walls, colors
+
+    def known_points(self, ws: WorldState) -> tuple[np.ndarray, np.ndarray]:
+        """Ground coordinates of what memory knows for the map's coverage estimate: (solid
+        (N, 2): every seen point above the floor at any height, the sky left out; floor (M, 2):
+        seen floor)."""
+        _, _, solid, floor = self._map_layers(ws)
+        return solid, floor
+
+    def _map_layers(self, ws: WorldState, max_frames: int = 24) -> tuple[np.ndarray, ...]:
         from models.geometry.pointcloud import frame_points
         from studio.world_store import load_rgb, load_state
 
         # A path preview checks waypoints against these points and the map draws them: read
         # the frames once per world content, not once per caller.
-        cached = self._map_points.get(ws.digest)
+        cached = self._map_points.get(ws.digest)  # type: ignore[attr-defined]
         if cached is not None:
             return cached
         gf = ws.ground()
         step = max(1, len(ws.frames) // max_frames)
-        xy, rgb = [], []
+        far = 8.0 * float(ws.meta.get("scene_depth") or 3.0)  # the sky is a far backdrop
+        xy, rgb, solid, floor = [], [], [], []
         for f in ws.frames[::step]:
             cam = Camera(np.asarray(f.K), np.asarray(f.c2w), ws.width, ws.height)
             pts, col = frame_points(load_rgb(self.store, f), load_state(self.store, f)["depth"],
-                                    cam, stride=6)  # fmt: skip
+                                    cam, stride=6)  # type: ignore[attr-defined]  # fmt: skip
             h = gf.height_of(pts)
+            near = np.linalg.norm(pts - cam.c2w[:3, 3], axis=1) < far
             keep = (h > 0.15) & (h < gf.camera_height + 0.6)
             xy.append(gf.to_ground(pts[keep]))
             rgb.append(col[keep])
-        result = np.concatenate(xy), np.concatenate(rgb)
-        if len(self._map_points) >= 16:  # a few worlds' worth; oldest out
-            self._map_points.pop(next(iter(self._map_points)))
-        self._map_points[ws.digest] = result
+            solid.append(gf.to_ground(pts[(h > 0.15) & near]))
+            floor.append(gf.to_ground(pts[(h <= 0.15) & (h > -0.5) & near]))
+        result = tuple(np.concatenate(x) for x in (xy, rgb, solid, floor))
+        cache = self._map_points  # type: ignore[attr-defined]
+        if len(cache) >= 16:  # a few worlds' worth; oldest out
+            cache.pop(next(iter(cache)))
+        cache[ws.digest] = result
         return result
 
     def capped_path(

@@ -71,7 +71,7 @@ class Studio(GenerationJobs, PathPreviews):
         # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
         self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
         self._backends: dict[tuple, Any] = {}  # (kind, name[, prompt]) -> backend
-        self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
+        self._map_points: dict[str, tuple[np.ndarray, ...]] = {}  # world digest -> map layers
         self._lock = threading.Lock()
         self.notes: list[str] = []
 

@@ -182,67 +182,93 @@ def render_points(view: MapView, points_xy: np.ndarray, colors: np.ndarray) -> n
 
 def known_grid(
     view: MapView, points_xy: np.ndarray, cameras_xy: np.ndarray, headings: np.ndarray,
-    hfov_rad: float, n: int = 128, bins: int = 90,
+    hfov_rad: float, n: int = 128, bins: int = 90, floor_xy: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """What memory knows of the floor, as an (n, n) uint8 grid over ``view`` (row 0 = north):
-    SURFACE where seen points lie, FREE where a camera saw through to them, UNKNOWN elsewhere.
+    """What memory knows of the floor plan, as an (n, n) uint8 grid over ``view`` (row 0 =
+    north): SURFACE where seen (wall, furniture) points lie, FREE where seen floor lies or a
+    camera saw through to a surface, UNKNOWN elsewhere.
 
     Free space is traced per camera: in each of ``bins`` directions across its horizontal field
-    of view, from the camera to the nearest seen point in that direction.
+    of view, from the camera to the nearest seen surface in that direction (or, where it saw
+    only floor, to the farthest floor it saw).
     """
     grid = np.zeros((n, n), np.uint8)
     cell = view.scale * view.size / n
     pts = np.asarray(points_xy, float).reshape(-1, 2)
 
-    def cells(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def mark(xy: np.ndarray, value: int) -> None:
         px = view.to_pixels(xy) * (n / view.size)
-        return np.floor(px[:, 1]).astype(int), np.floor(px[:, 0]).astype(int)
+        r, c = np.floor(px[:, 1]).astype(int), np.floor(px[:, 0]).astype(int)
+        ok = (r >= 0) & (r < n) & (c >= 0) & (c < n)
+        grid[r[ok], c[ok]] = value
 
-    for (cx, cy), h in zip(np.asarray(cameras_xy, float).reshape(-1, 2), headings, strict=True):
-        d = pts - (cx, cy)
+    floor = np.zeros((0, 2)) if floor_xy is None else np.asarray(floor_xy, float).reshape(-1, 2)
+    mark(floor, FREE)
+
+    def polar(xy: np.ndarray, cx: float, cy: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+        """(bin, distance) of the points inside the camera's field of view."""
+        d = xy - (cx, cy)
         dist = np.hypot(d[:, 0], d[:, 1])
-        ang = np.arctan2(d[:, 0], d[:, 1]) - h  # 0 = along the camera's heading
-        ang = (ang + np.pi) % (2 * np.pi) - np.pi
+        ang = (np.arctan2(d[:, 0], d[:, 1]) - h + np.pi) % (2 * np.pi) - np.pi  # 0 = ahead
         inside = (np.abs(ang) < hfov_rad / 2) & (dist > 1e-6)
         b = np.clip(((ang[inside] / hfov_rad + 0.5) * bins).astype(int), 0, bins - 1)
-        nearest = np.full(bins, np.inf)
-        np.minimum.at(nearest, b, dist[inside])
-        for k in np.flatnonzero(np.isfinite(nearest)):
+        return b, dist[inside]
+
+    for (cx, cy), h in zip(np.asarray(cameras_xy, float).reshape(-1, 2), headings, strict=True):
+        reach = np.full(bins, np.inf)
+        b, dist = polar(pts, cx, cy, h)
+        np.minimum.at(reach, b, dist)
+        only_floor = np.full(bins, -np.inf)
+        b, dist = polar(floor, cx, cy, h)
+        np.maximum.at(only_floor, b, dist)
+        reach = np.where(np.isfinite(reach), reach, only_floor)
+        for k in np.flatnonzero(np.isfinite(reach) & (reach > 0)):
             a = h + ((k + 0.5) / bins - 0.5) * hfov_rad
-            t = np.arange(0.0, nearest[k], cell / 2)
-            r, c = cells(np.stack([cx + t * np.sin(a), cy + t * np.cos(a)], 1))
-            ok = (r >= 0) & (r < n) & (c >= 0) & (c < n)
-            grid[r[ok], c[ok]] = FREE
-    r, c = cells(pts)
-    ok = (r >= 0) & (r < n) & (c >= 0) & (c < n)
-    grid[r[ok], c[ok]] = SURFACE
+            t = np.arange(0.0, reach[k], cell / 2)
+            mark(np.stack([cx + t * np.sin(a), cy + t * np.cos(a)], 1), FREE)
+    mark(pts, SURFACE)
     return grid
 
 
 def coverage_estimate(
     grid: np.ndarray, view: MapView, xy: tuple[float, float], heading: float, hfov_rad: float,
-    rays: int = 24, max_range: float = 8.0,
+    rays: int = 24, max_range: float = 8.0, eye_height: float = 1.6,
+    vfov_rad: float | None = None, pitch_rad: float = 0.0, rows: int = 12,
 ) -> float:  # fmt: skip
-    """Fraction of a view memory already knows, estimated on the floor plan: of ``rays`` rays
-    across the field of view, those that reach a seen surface (or the range limit) through seen
-    free space. The reference for ``coverageEstimate`` in ``loci-map.js``; the server's exact
-    figure (retrieval coverage in 3D) replaces it once a path is planned."""
+    """Fraction of a view memory already knows, estimated on the floor plan: the reference for
+    ``coverageEstimate`` in ``loci-map.js`` (the server's exact figure, retrieval coverage in 3D,
+    replaces it once a path is planned).
+
+    Each of ``rays`` directions across the field of view is a column of the image. Along it the
+    ray marches through known free space until it meets a seen surface (distance ``t_s``) or
+    the unknown (``t_u``). Of the column's ``rows`` (elevations across the vertical field of
+    view around ``pitch_rad``, up positive), one looking down meets the floor at
+    ``eye_height / tan(-elevation)``: known when that lies before the unknown; any other row
+    meets the wall: known when the ray ended at a seen surface, or ran ``max_range`` through
+    known space.
+    """
     n = grid.shape[0]
     cell = view.scale * view.size / n
-    known = 0
+    vfov = 0.75 * hfov_rad if vfov_rad is None else vfov_rad
+    elev = pitch_rad + ((np.arange(rows) + 0.5) / rows - 0.5) * vfov
+    floor_at = np.where(elev < 0, eye_height / np.tan(np.maximum(-elev, 1e-6)), np.inf)
+    known = 0.0
     for k in range(rays):
         a = heading + ((k + 0.5) / rays - 0.5) * hfov_rad
-        ok = True
+        t_s = t_u = np.inf
         for t in np.arange(0.0, max_range, cell / 2):
             px = view.to_pixels(np.array([[xy[0] + t * np.sin(a), xy[1] + t * np.cos(a)]]))[0]
             r, c = int(np.floor(px[1] * n / view.size)), int(np.floor(px[0] * n / view.size))
             v = grid[r, c] if 0 <= r < n and 0 <= c < n else UNKNOWN
             if v == SURFACE:
+                t_s = t
                 break
             if v == UNKNOWN:
-                ok = False
+                t_u = t
                 break
-        known += ok
+        wall_known = t_u == np.inf  # ended at a seen surface, or at the range in known space
+        on_floor = (floor_at < t_s) & (floor_at < max_range)
+        known += float(np.where(on_floor, floor_at <= t_u, wall_known).mean())
     return known / rays
 
 

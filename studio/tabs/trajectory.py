@@ -10,6 +10,7 @@ The waypoints also stay editable as text, and presets work from the same start c
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -39,12 +40,25 @@ def map_base(
         cams = gf.to_ground(c2w[:, :3, 3])
         fwd = c2w[:, :3, 2]
         heads = np.arctan2(fwd @ gf.right, fwd @ gf.forward)
-        # Room around what is known, so paths can be sketched into the unseen.
-        view = MapView.fit(pts, cams, margin=0.35)
+        # Room around what is known (at any height: a facade stands above eye level), so paths
+        # can be sketched into the unseen.
+        solid, floor = studio.known_points(ws)
+        view = MapView.fit(solid if len(solid) else pts, cams, margin=0.35)
         _BASE[digest] = (view, pts, cols, cams, heads)
         while len(_BASE) > 16:
             _BASE.popitem(last=False)
     return _BASE[digest]
+
+
+def view_geometry(ws: WorldState) -> dict[str, float]:
+    """What the map's coverage estimate needs to know of the cameras: eye height above the
+    floor (metres), vertical field of view and pitch (radians, up positive) of the photo."""
+    cam = ws.camera(0)
+    up = np.asarray(ws.meta["up"], float)
+    up = up / np.linalg.norm(up)
+    vfov = 2 * math.atan(ws.height / (2 * float(cam.K[1, 1])))
+    pitch = math.asin(float(np.clip(cam.c2w[:3, 2] @ up, -1, 1)))
+    return {"eye_height": float(ws.meta["camera_height"]), "vfov_rad": vfov, "pitch_rad": pitch}
 
 
 def start_pose(studio: Studio, ws: WorldState, start: str) -> tuple[str, tuple[float, ...]]:
@@ -59,8 +73,10 @@ def base_payload(studio: Studio, ws: WorldState, start: str) -> tuple[str, dict]
     key, pose = start_pose(studio, ws, start)
     if key not in _PAYLOAD:
         view, pts, cols, cams, heads = map_base(studio, ws)
+        solid, floor = studio.known_points(ws)
         _PAYLOAD[key] = map_payload(view, pts, cols, cams, heads, pose, ws.meta["hfov_deg"],
-                                    ws.meta["scene_depth"])  # fmt: skip
+                                    ws.meta["scene_depth"], solid=solid, floor=floor,
+                                    sight=view_geometry(ws))  # fmt: skip
         while len(_PAYLOAD) > 16:
             _PAYLOAD.popitem(last=False)
     return key, _PAYLOAD[key]

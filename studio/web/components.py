@@ -77,15 +77,22 @@ def map_payload(
     hfov_deg: float,
     scene_depth: float,
     grid_n: int = 128,
+    solid: np.ndarray | None = None,
+    floor: np.ndarray | None = None,
+    sight: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``base`` prop of :func:`map_sketch`.
 
     view: the map window; points_xy (N, 2) + colors (N, 3): the floor plan; cameras_xy (M, 2)
     + headings (M,) radians (0 = map north, positive to the right): the world's cameras; start:
-    (x, y, heading) where a new path begins; hfov_deg: the cameras' horizontal field of view.
+    (x, y, heading) where a new path begins; hfov_deg: the cameras' horizontal field of view;
+    solid / floor: what memory knows for the coverage estimate (default: points_xy / none);
+    sight: eye height, vertical field of view and pitch for it (``view_geometry``).
     """
     hfov = math.radians(hfov_deg)
-    grid = known_grid(view, points_xy, cameras_xy, headings, hfov, n=grid_n)
+    solid = points_xy if solid is None else solid
+    grid = known_grid(view, solid, cameras_xy, headings, hfov, n=grid_n, floor_xy=floor)
+    sight = sight or {"eye_height": 1.6, "vfov_rad": 0.75 * hfov, "pitch_rad": 0.0}
     step = max(1, len(cameras_xy) // 400)  # the map shows the path of cameras, not every one
     cams = [[round(float(x), 3), round(float(y), 3), round(float(h), 4)]
             for (x, y), h in zip(cameras_xy[::step], headings[::step], strict=True)]  # fmt: skip
@@ -103,6 +110,9 @@ def map_payload(
         "hfov": hfov,
         "start": [round(float(v), 4) for v in start],
         "scene_depth": float(scene_depth),
+        "eye_height": float(sight["eye_height"]),
+        "vfov": float(sight["vfov_rad"]),
+        "pitch": float(sight["pitch_rad"]),
     }
 
 

@@ -29,6 +29,7 @@ Selectors (Gradio 6.31 DOM; the studio gives its components elem_ids):
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -56,7 +57,8 @@ from tests.e2e.flow import (
 )
 from tests.helpers import PHOTOS
 
-PHOTO = PHOTOS / "interior_office_03_dsine.png"
+# LOCI_E2E_PHOTO picks another photo (the README strip is made from examples/office-tum-fr3.jpg).
+PHOTO = Path(os.environ.get("LOCI_E2E_PHOTO") or PHOTOS / "interior_office_03_dsine.png")
 FRAMES = 12  # path frames; the first is the start camera, so 11 are generated
 VIEW_ONLY = "This is a view-only link: it cannot change the project."
 BACKGROUND = np.array([28, 23, 21])  # the 3D view's clear colour #15171c, as BGR

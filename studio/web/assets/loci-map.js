@@ -192,28 +192,49 @@ function gaussian1d(v, sigma) {
   });
 }
 
-// The share of a view memory knows, estimated on the floor plan (studio.worldmap.coverage_estimate).
-export function coverageEstimate(grid, n, extent, x, y, heading, hfov, rays = 24, maxRange = 8) {
+// The share of a view memory knows, estimated on the floor plan: the mirror of
+// studio.worldmap.coverage_estimate. Each ray across the field of view is an image column; it
+// marches through known free space until a seen surface (tS) or the unknown (tU). A row looking
+// down meets the floor at eyeHeight / tan(-elevation), known when that lies before the unknown;
+// other rows meet the wall, known when the ray ended at a seen surface or ran through known
+// space to the range limit.
+export function coverageEstimate(
+  grid, n, extent, x, y, heading, hfov, rays = 24, maxRange = 8,
+  eyeHeight = 1.6, vfov = null, pitch = 0, rows = 12,
+) {
   const cell = extent.span / n;
+  const vf = vfov === null || vfov === undefined ? 0.75 * hfov : vfov;
+  const floorAt = [];
+  for (let j = 0; j < rows; j++) {
+    const e = pitch + ((j + 0.5) / rows - 0.5) * vf;
+    floorAt.push(e < 0 ? eyeHeight / Math.tan(Math.max(-e, 1e-6)) : Infinity);
+  }
   let known = 0;
   for (let k = 0; k < rays; k++) {
     const a = heading + ((k + 0.5) / rays - 0.5) * hfov;
     const sa = Math.sin(a);
     const ca = Math.cos(a);
-    let ok = true;
+    let tS = Infinity;
+    let tU = Infinity;
     for (let t = 0; t < maxRange; t += cell / 2) {
       const px = (x + t * sa - extent.x0) / extent.span;
       const py = (extent.y1 - (y + t * ca)) / extent.span;
       const r = Math.floor(py * n);
       const c = Math.floor(px * n);
       const v = r >= 0 && r < n && c >= 0 && c < n ? grid[r * n + c] : 0;
-      if (v === 2) break;
+      if (v === 2) {
+        tS = t;
+        break;
+      }
       if (v === 0) {
-        ok = false;
+        tU = t;
         break;
       }
     }
-    known += ok ? 1 : 0;
+    const wallKnown = tU === Infinity;
+    let col = 0;
+    for (const d of floorAt) col += d < tS && d < maxRange ? (d <= tU ? 1 : 0) : wallKnown ? 1 : 0;
+    known += col / rows;
   }
   return known / rays;
 }
@@ -651,7 +672,9 @@ class MapSketch {
     const p = previewPath(this.base.start, wp, this.props.settings || {});
     const depth = this.base.scene_depth || 3;
     const coverage = this.grid
-      ? p.xy.map((q, i) => coverageEstimate(this.grid, this.base.grid.n, this.base.extent, q[0], q[1], p.headings[i], this.base.hfov, 24, 2.5 * depth))
+      ? p.xy.map((q, i) =>
+          coverageEstimate(this.grid, this.base.grid.n, this.base.extent, q[0], q[1], p.headings[i],
+            this.base.hfov, 24, 2.5 * depth, this.base.eye_height, this.base.vfov, this.base.pitch))
       : null;
     return { ...p, coverage, exact: false };
   }

@@ -134,6 +134,9 @@ class WorldView {
     if (this.compact) this.bar.querySelectorAll("[data-group=show],[data-group=model]").forEach((g) => g.remove());
     this.canvas = el("canvas", { class: "lv-canvas", tabindex: "0", "aria-label": "3D view of the world" });
     this.overlay = el("img", { class: "lv-overlay", alt: "", hidden: "" });
+    this.overlay.addEventListener("error", () => {
+      if (!this.overlay.hidden) this.message('This frame could not load. Press "Load the world" again.');
+    });
     this.msg = el("div", { class: "lv-msg" });
     this.stage = el("div", { class: "lv-stage" }, [this.canvas, this.overlay, this.msg]);
     this.status = el("div", { class: "lv-status" });
@@ -435,7 +438,7 @@ class WorldView {
   setModel(model) {
     this.model = model;
     this.syncButtons();
-    this.applyModel();
+    this.applyModel().catch((e) => this.message(`The ${model} could not be shown: ${e.message || e}`));
   }
 
   // ---- content ---------------------------------------------------------------------------------
@@ -533,7 +536,15 @@ class WorldView {
     if (want === "mesh" && mesh && !mesh.obj) {
       this.message("Loading the mesh…");
       const { m, THREE } = this.three;
-      const gltf = await new m.GLTFLoader().loadAsync(resolveUrl(mesh.url));
+      let gltf;
+      try {
+        gltf = await new m.GLTFLoader().loadAsync(resolveUrl(mesh.url));
+      } catch (e) {
+        // Links to stored files are short-lived: after a while, loading the world again
+        // makes fresh ones.
+        this.message(`The mesh could not load (${e.message || e}). Press "Load the world" again.`);
+        return;
+      }
       // Unlit vertex colours: the mesh shows the captured colours, as the frames do.
       gltf.scene.traverse((o) => {
         if (o.isMesh) o.material = new THREE.MeshBasicMaterial({ vertexColors: true, side: THREE.DoubleSide });
