@@ -95,7 +95,7 @@ def render(shared: Shared) -> dict:
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
-            progress = gr.HTML(progress_html(None), elem_id="progress")
+            progress = gr.HTML(progress_html(None), elem_id="progress", min_height=56)
             status = gr.Textbox(label="Status", interactive=False, elem_id="status")
             live_map = gr.Image(label="Map so far", interactive=False, elem_id="live-map",
                                 height=300)  # fmt: skip

@@ -13,7 +13,9 @@ Load). Measured inside the page, on its own clock:
 - **stroke -> preview**: a stroke's pointer-up -> the map redrawn with the client-side path
   preview (no server), and -> the server's plan for it drawn (``data-exact``).
 - ``--baseline``: the viewer this replaced, ``gr.Model3D`` given the full .ply, measured the
-  same way (until its canvas shows a picture; one run, it takes minutes).
+  same way (until its canvas shows a picture; one run, it takes minutes);
+- ``--eta``: the Generate tab's time left against the job's, when the machine gets busy part way
+  through a 60-frame generation (:func:`eta_under_load`).
 
 It also measures how well the map's coverage estimate (rays over the known-floor grid, the
 browser's) agrees with the exact retrieval coverage the server computes, on views along random
@@ -204,7 +206,46 @@ def coverage_agreement(width: int = 256, paths: int = 3, frames: int = 16) -> di
             "photos": len(list(SHARED_PHOTOS.glob("*.[jp][pn]g")))}  # fmt: skip
 
 
-def run(repeats: int = 5, baseline: bool = False) -> dict:
+def eta_under_load(frames: int = 60, load_after: int = 15) -> dict:
+    """The time left shown while generating, when the machine gets busy part way through: the
+    job's estimate (average rate since the start) against the Generate tab's (the recent
+    frames), as median actual / estimated remaining time over the frames after the load began
+    (1.0 = right; above 1 = too optimistic). The load: two busy processes (others' work)."""
+    import subprocess
+
+    from studio.context import StudioContext
+    from studio.service import Studio
+    from studio.tabs.generate import RecentRate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Studio(StudioContext(data_dir=Path(tmp), width=512))
+        pid, _v, key = s.create_project("eta")
+        s.set_photo(pid, key, str(PHOTO))
+        s.save_path(pid, key, s.plan_path(pid, key, preset="loop", frames=frames + 1))
+        rate, rows, load = RecentRate(), [], []
+        rate.add(0, time.perf_counter())
+        busy = "import numpy as np\nwhile True: np.linalg.svd(np.random.rand(300, 300))"
+        try:
+            for u in s.generate(pid, key):
+                now = time.perf_counter()
+                if u.status != "running":
+                    break
+                rate.add(u.frames_done, now)
+                rows.append((u.frames_done, now, u.eta_s, rate.eta(u.total - u.frames_done)))
+                if u.frames_done == load_after and not load:
+                    load = [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(2)]
+            end = time.perf_counter()
+        finally:
+            for p in load:
+                p.kill()
+        s.db.dispose()
+    late = [(end - t, old, new) for done, t, old, new in rows if load_after < done <= frames - 5]
+    return {"job_average": statistics.median(a / o for a, o, _ in late),
+            "recent_frames": statistics.median(a / n for a, _, n in late),
+            "frames": frames, "load_after": load_after}  # fmt: skip
+
+
+def run(repeats: int = 5, baseline: bool = False, eta: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     from studio.app import StudioContext, build_app, launch_kwargs
@@ -235,6 +276,8 @@ def run(repeats: int = 5, baseline: bool = False) -> dict:
         finally:
             app.close()
     out["coverage_estimate"] = coverage_agreement()
+    if eta:
+        out["time_left_actual_over_estimate"] = eta_under_load()
     if "model3d_baseline" in out:
         out["viewer"]["ratio_to_model3d"] = round(
             out["viewer"]["settled_ms"] / out["model3d_baseline"]["first_picture_ms"], 4
@@ -246,9 +289,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--baseline", action="store_true", help="also time gr.Model3D on the .ply")
+    p.add_argument("--eta", action="store_true", help="also time-left estimates under load")
     p.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = p.parse_args()
-    result = run(args.repeats, args.baseline)
+    result = run(args.repeats, args.baseline, args.eta)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
