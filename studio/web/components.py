@@ -28,36 +28,30 @@ from studio.worldmap import MapView, known_grid, render_points
 __all__ = ["map_sketch", "map_payload", "plan_payload", "world_view"]
 
 
-def map_sketch(value: str = "[]", **kwargs: Any) -> gr.HTML:
-    """Path sketching on the top-down map (value: waypoints JSON, metres)."""
-    # A function, not a gr.HTML subclass: Gradio writes a .pyi stub next to subclasses.
+def _component(module: str, value: Any, **props: Any) -> gr.HTML:
+    """A ``gr.HTML`` whose DOM our ES module ``module``.js builds (CSS from ``module``.css).
+
+    A function, not a gr.HTML subclass: Gradio writes a .pyi stub next to subclasses.
+    """
     return gr.HTML(
         value,
-        html_template="",
-        css_template=(ASSETS / "loci-map.css").read_text(),
+        html_template="",  # static: a re-rendered template would drop the canvas
+        css_template=(ASSETS / f"{module}.css").read_text(),
         apply_default_css=False,
-        js_on_load=module_loader_js("loci-map.js"),
-        base=None,
-        plan=None,
-        settings=None,
-        **kwargs,
+        js_on_load=module_loader_js(f"{module}.js"),
+        **props,
     )
+
+
+def map_sketch(value: str = "[]", **kwargs: Any) -> gr.HTML:
+    """Path sketching on the top-down map (value: waypoints JSON, metres)."""
+    return _component("loci-map", value, base=None, plan=None, settings=None, **kwargs)
 
 
 def world_view(compact: bool = False, **kwargs: Any) -> gr.HTML:
     """The 3D world view: splats or mesh at the world's cameras, fly and orbit."""
-    return gr.HTML(
-        None,
-        html_template="",
-        css_template=(ASSETS / "loci-view.css").read_text(),
-        apply_default_css=False,
-        js_on_load=module_loader_js("loci-view.js"),
-        scene=None,
-        frame=0,
-        live=False,
-        compact=compact,
-        **kwargs,
-    )
+    return _component("loci-view", None, scene=None, frame=0, live=False, compact=compact,
+                      **kwargs)  # fmt: skip
 
 
 def _png_data_uri(rgba: np.ndarray) -> str:

@@ -77,15 +77,21 @@ LOAD_JS = """() => new Promise((resolve) => {
 })"""
 
 
+def _open(browser, url: str, tab: str, height: int = 900):
+    """(context, page): a fresh page on the studio, on ``tab``."""
+    context = browser.new_context(viewport={"width": 1280, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    page.goto(url)
+    page.locator("#new-project").wait_for()
+    page.get_by_role("tab", name=tab, exact=True).click()
+    return context, page
+
+
 def viewer_first_paint(browser, url: str, repeats: int) -> dict:
     firsts, settles = [], []
     for _ in range(repeats):
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(180_000)
-        page.goto(url)
-        page.locator("#new-project").wait_for()
-        page.get_by_role("tab", name="Inspect", exact=True).click()
+        context, page = _open(browser, url, "Inspect")
         page.locator("#load-inspect").wait_for()
         page.wait_for_function("() => window.gradio_config")
         t = page.evaluate(LOAD_JS)
@@ -97,12 +103,7 @@ def viewer_first_paint(browser, url: str, repeats: int) -> dict:
 
 
 def stroke_latency(browser, url: str, repeats: int) -> dict:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.locator("#new-project").wait_for()
-    page.get_by_role("tab", name="Trajectory", exact=True).click()
+    context, page = _open(browser, url, "Trajectory", height=1000)
     page.wait_for_function(
         "() => document.querySelector('#map-sketch .loci-map')?.__lociMap?.base?.image"
     )
