@@ -49,7 +49,7 @@ class GenerationUpdate:
 
 class GenerationJobs:
     """Generation methods of :class:`studio.service.Studio` (which provides repo, store, ctx,
-    world(), restore(), trajectory_of(), require_edit() and check_backends())."""
+    world(), restore(), trajectory_of() and require_edit())."""
 
     # ---- generation ---------------------------------------------------------------------------
     def generate(
@@ -63,12 +63,12 @@ class GenerationJobs:
     ) -> Iterator[GenerationUpdate]:
         """Generate the frames of a planned path (default: the newest one), as a job.
 
-        ``backends``: this generation's own {"depth", "synthesis", "prompt"} (default: the
-        studio's). Yields one update per finished frame (already stored), then a final one.
+        ``backends``: this generation's own depth / painter choice (see ``Studio.pipeline``),
+        recorded with the step so a resume paints the same way. Yields one update per finished
+        frame (already stored), then a final one.
         """
         pid = clean_id(project_id)
         self.require_edit(pid, key)
-        backends = self.check_backends(backends)
         ws = self.world(pid, key)
         self._no_active_job(pid)
         trajs = [c for c in ws.cells if c.kind == "trajectory" and c.position > ws.photo.position]
@@ -82,6 +82,7 @@ class GenerationJobs:
                   "first_index": len(ws.frames)}  # fmt: skip
         if backends:
             params["backends"] = backends  # a resume or re-run uses the same ones
+        self.pipeline(use_memory, backends=backends)  # a bad choice fails before the step
         cell = self.repo.add_cell(
             pid, key, "generation", params, parent=traj_cell.id, author=author
         )
@@ -147,6 +148,9 @@ class GenerationJobs:
         done = done_before
         try:
             pipe, world = self.restore(ws, use_memory, backends)
+            info = getattr(pipe.synthesis, "info", None)
+            if info:  # which painter ran, its settings and VRAM plan
+                self.repo.update_cell_params(cell_id, {"painter_info": info})
             beat.start()
             pending: list[np.ndarray] = []
             for event in pipe.explore(world, cams):

@@ -37,7 +37,6 @@ from storage.db import (
     open_database,
 )
 from storage.formats.images import load_photo
-from studio.backends import available_backends, checked_choice
 from studio.context import StudioContext
 from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
@@ -70,7 +69,7 @@ class Studio(GenerationJobs, PathPreviews):
         self._pruned = time.monotonic()
         # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
         self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
-        self._backends: dict[tuple, Any] = {}  # (kind, name[, prompt]) -> backend
+        self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
         self._map_points: dict[str, tuple[np.ndarray, ...]] = {}  # world digest -> map layers
         self._lock = threading.Lock()
         self.notes: list[str] = []
@@ -79,37 +78,38 @@ class Studio(GenerationJobs, PathPreviews):
     def pipeline(
         self, use_memory: bool = True, hfov_deg: float = 60.0, backends: dict | None = None
     ) -> WorldPipeline:
-        """A pipeline on the configured backends, or on ``backends`` ({"depth", "synthesis",
-        "prompt"}: a generation's own choice); each backend is built once and shared."""
-        from studio.backends import build_depth, build_synthesis
+        """A pipeline on the configured backends, or on ``backends`` (a generation's own choice:
+        ``{"depth": name, "synthesis": name, "prompt": text, "model": id or folder, "steps": n,
+        ...}``, any painter option of ``studio.backends.PAINTER_OPTIONS``). Each backend is
+        built once per choice and shared; painters' weights are shared through the model
+        manager. A bad choice raises ModelError before any work.
+        """
+        from studio.backends import build_depth, build_painter
 
-        choice = backends or {}
-        depth = choice.get("depth") or self.ctx.depth
-        synthesis = choice.get("synthesis") or self.ctx.synthesis
-        prompt = choice.get("prompt") or None
+        choice = dict(backends or {})
+        depth = choice.pop("depth", None) or self.ctx.depth
+        painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
             notes: list[str] = []
             if ("depth", depth) not in self._backends:
                 self._backends["depth", depth] = build_depth(depth, None, notes)
-            if ("synthesis", synthesis, prompt) not in self._backends:
-                self._backends["synthesis", synthesis, prompt] = build_synthesis(
-                    synthesis, None, notes, **({"prompt": prompt} if prompt else {})
-                )
+            if painter not in self._backends:
+                if len(self._backends) > 8:  # a few recent choices; the weights stay cached
+                    self._backends.pop(next(k for k in self._backends if k[0] == "synthesis"))
+                self._backends[painter] = build_painter(choice, self.ctx.synthesis, notes)
             self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
-            depth=self._backends["depth", depth],
-            synthesis=self._backends["synthesis", synthesis, prompt],
-            config=config,
+            depth=self._backends["depth", depth], synthesis=self._backends[painter], config=config
         )
 
-    def backend_choices(self) -> dict[str, Any]:
-        """Backends a generation may choose on this install (:func:`available_backends`)."""
-        return available_backends(self.ctx.depth, self.ctx.synthesis)
+    def painters(self) -> list[dict[str, Any]]:
+        """The painters this studio offers, for the Generate tab: each with ``backend``,
+        ``default_model``, ``prompt`` (takes one), ``ready`` (can run here now) and ``why``
+        not; the configured default is marked ``default``."""
+        from studio.backends import painter_choices
 
-    def check_backends(self, backends: dict | None) -> dict | None:
-        """A generation's backend choice, checked (StudioError when one is not available)."""
-        return checked_choice(backends, self.backend_choices())
+        return [{**p, "default": p["backend"] == self.ctx.synthesis} for p in painter_choices()]
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:

@@ -11,7 +11,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from models.manager import ModelError
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from storage.db import Conflict, Forbidden, NotFound
@@ -218,19 +217,19 @@ def test_previews_reuse_one_restored_memory_and_show_what_is_known(seeded, monke
     assert again.coverage[0] == pytest.approx(1.0)
 
 
-def test_a_generation_can_choose_its_backends_and_resume_keeps_them(seeded):
-    studio, pid, _, key = seeded
-    choices = studio.backend_choices()
-    assert choices["synthesis"][0] == "reproject" and "file" not in choices["depth"]
-    with pytest.raises(ModelError, match="not available here"):
-        studio.check_backends({"synthesis": "no-such-painter"})
-    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=4))
-    chosen = {"synthesis": "reproject", "depth": "layout", "prompt": "a quiet office"}
-    ups = list(studio.generate(pid, key, backends=chosen))
-    assert ups[-1].status == "done"
-    cell = studio.world(pid, key).cells[-1]
-    # reproject takes no prompt: it is dropped rather than silently ignored later.
-    assert cell.params["backends"] == {"synthesis": "reproject", "depth": "layout", "prompt": None}
+def test_generate_tab_offers_backends_only_when_there_is_a_choice(seeded, monkeypatch):
+    from studio.tabs.generate import backend_choices
+
+    studio = seeded[0]
+    here = backend_choices(studio)
+    assert here["synthesis"][0] == "reproject" and "file" not in here["depth"]
+    fake = [{"backend": "reproject", "prompt": False, "ready": True, "why": ""},
+            {"backend": "sd-inpaint", "prompt": True, "ready": True, "why": ""},
+            {"backend": "vace", "prompt": True, "ready": False, "why": "needs a CUDA GPU"}]  # fmt: skip
+    monkeypatch.setattr(studio, "painters", lambda: fake)
+    two = backend_choices(studio)
+    assert two["synthesis"] == ["reproject", "sd-inpaint"] and "sd-inpaint" in two["prompt"]
+    assert two["unavailable"] == [("vace", "needs a CUDA GPU")]
 
 
 def test_a_long_stroke_at_a_given_speed_is_capped_with_a_message(seeded):

@@ -75,8 +75,32 @@ def status_text(u: GenerationUpdate) -> str:
     return f"{u.status}: {u.frames_done}/{u.total} frames in {u.elapsed_s:.1f} s. {u.message}"
 
 
+def backend_choices(studio: Studio) -> dict:
+    """What the Generate tab offers: {"synthesis": [painters that can run here, the studio's
+    own first], "depth": [likewise], "prompt": [painters taking a prompt], "unavailable":
+    [(painter, why)], "default": {kind: name}}."""
+    from studio.backends import list_models
+
+    painters = studio.painters()
+    default = {"synthesis": studio.ctx.synthesis, "depth": studio.ctx.depth}
+    ready = [p["backend"] for p in painters if p["ready"]]
+    depth = [r["backend"] for r in list_models() if r["kind"] == "depth"
+             and r["weights"] != "missing" and r["backend"] != "file"]  # fmt: skip
+
+    def first(names: list[str], d: str) -> list[str]:
+        return sorted(names, key=lambda n: n != d) or [d]
+
+    return {
+        "synthesis": first(ready, default["synthesis"]),
+        "depth": first(depth, default["depth"]),
+        "prompt": [p["backend"] for p in painters if p["prompt"]],
+        "unavailable": [(p["backend"], p["why"]) for p in painters if not p["ready"]],
+        "default": default,
+    }
+
+
 def render(shared: Shared) -> dict:
-    choices = shared.studio.backend_choices()
+    choices = backend_choices(shared.studio)
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             memory = gr.Checkbox(True, label="Spatial memory (off = the forgetting ablation)",
@@ -117,14 +141,12 @@ def render(shared: Shared) -> dict:
 
 def _backends_line(choices: dict) -> str:
     d = choices["default"]
-    return (
-        f"Backends: painter `{d['synthesis']}`, depth `{d['depth']}`"
-        + (
-            ""
-            if len(choices["synthesis"]) > 1 or len(choices["depth"]) > 1
-            else " (the only ones this install has; `loci models` lists the others)"
-        )  # fmt: skip
-    )
+    text = f"Backends: painter `{d['synthesis']}`, depth `{d['depth']}`"
+    if len(choices["synthesis"]) == 1 and len(choices["depth"]) == 1:
+        text += " (the only ones that can run here)"
+    if choices["unavailable"]:
+        text += ". Not here: " + "; ".join(f"`{b}` ({why})" for b, why in choices["unavailable"])
+    return text + "."
 
 
 def _frame_tuple(rgb: np.ndarray, depth: np.ndarray, K, c2w) -> tuple:
@@ -197,9 +219,10 @@ def listen(shared: Shared, c: dict) -> None:
     def generate(pid: str, key: str, use_memory: bool, painter: str | None = None,
                  depth: str | None = None, prompt: str | None = None):  # fmt: skip
         s.require_edit(pid, key)  # before any work: a view-only link is refused at once
-        backends = {"synthesis": painter, "depth": depth, "prompt": prompt}
-        chosen = s.check_backends(backends if painter or depth else None)
-        gen = s.generate(pid, key, None, bool(use_memory), backends=chosen)
+        chosen = {k: v for k, v in (("synthesis", painter), ("depth", depth)) if v}
+        if prompt and (painter or s.ctx.synthesis) in prompt_painters:
+            chosen["prompt"] = str(prompt).strip()
+        gen = s.generate(pid, key, None, bool(use_memory), backends=chosen or None)
         live = LiveWorld(s, pid, key)
         yield (gr.skip(), progress_html(None, "starting…"), "starting…", gr.skip(), gr.skip(),
                live.flush(reset=True))  # fmt: skip
