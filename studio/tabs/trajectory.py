@@ -234,13 +234,17 @@ def listen(shared: Shared, c: dict) -> None:
     c["waypoints"].submit(lambda w: json.dumps(parse_waypoints(w)), [c["waypoints"]], [c_sketch],
                           api_visibility="private")  # fmt: skip
 
-    def from_sketch(value: str | None, preset: str):
-        wp = parse_waypoints(value)
-        return json.dumps(wp), gr.skip() if preset == SKETCH else SKETCH
+    def from_sketch(pid, key, value, preset, frames, speed, eye, look, start, have):
+        """An edit on the map: the waypoints as text, and the server's plan, in one round trip
+        (the stroke-end-to-planned-path time is what a person waits for)."""
+        text = json.dumps(parse_waypoints(value))
+        view = preview(pid, key, SKETCH, text, frames, speed, eye, look, start, have)[:3]
+        return text, gr.skip() if preset == SKETCH else SKETCH, *view
 
-    c_sketch.change(friendly(from_sketch), [c_sketch, c["preset"]], [c["waypoints"], c["preset"]],
+    sketch_inputs = [*ids, c_sketch, c["preset"], c["frames"], c["speed"], c["eye"], c["look"],
+                     c["start"], c["base_key"]]  # fmt: skip
+    c_sketch.change(friendly(from_sketch), sketch_inputs, [c["waypoints"], c["preset"], *outs[:3]],
                     api_visibility="private", show_progress="hidden").then(
-        redraw, inputs, outs[:3], api_visibility="private", show_progress="hidden").then(
         memory_preview, [*ids, *params], [c["memory"]], api_visibility="private",
         show_progress="hidden")  # fmt: skip
 

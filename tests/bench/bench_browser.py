@@ -84,6 +84,9 @@ def _open(browser, url: str, tab: str, height: int = 900):
     page.set_default_timeout(180_000)
     page.goto(url)
     page.locator("#new-project").wait_for()
+    page.wait_for_function(  # the project of the link is open
+        "() => (document.getElementById('share-links')?.textContent || '').includes('share')"
+    )
     page.get_by_role("tab", name=tab, exact=True).click()
     return context, page
 
@@ -271,8 +274,12 @@ def run(repeats: int = 5, baseline: bool = False, eta: bool = False) -> dict:
                 out["sketch"] = stroke_latency(browser, url, max(repeats, 5))
                 if baseline:
                     ws = studio.world(pid, key)
-                    ply = studio.artifact(studio.cached_cell(ws, "lift"), "splats", "splats.ply")
-                    out["model3d_baseline"] = model3d_baseline(browser, Path(ply))
+                    cell = studio.cached_cell(ws, "lift")
+                    sha = studio.repo.cell_artifacts(cell.id, "splats")[-1].sha256
+                    ply = Path(tmp) / "baseline" / "splats.ply"  # a copy of its own
+                    ply.parent.mkdir()
+                    ply.write_bytes(studio.store.read_bytes(sha))
+                    out["model3d_baseline"] = model3d_baseline(browser, ply)
                 browser.close()
         finally:
             app.close()
