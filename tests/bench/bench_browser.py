@@ -8,8 +8,9 @@ The world is real: a photo from ``examples/`` seeded at 512 px and a 24-frame sk
 (the Trajectory tab's defaults), generated and lifted once (the lift is cached, as after a first
 Load). Measured inside the page, on its own clock:
 
-- **viewer first paint**: the Inspect tab's Load click -> the first frame the 3D view draws, and
-  -> the view settled (Spark finished sorting, nothing left to draw);
+- **viewer first paint**: the Inspect tab's Load click -> the 3D view's first frame with the
+  world in it (the splats loaded: ``first_paint_ms``; the camera path alone is drawn earlier,
+  ``cameras_drawn_ms``), and -> the view settled (Spark finished sorting, nothing left to draw);
 - **stroke -> preview**: a stroke's pointer-up -> the map redrawn with the client-side path
   preview (no server), and -> the server's plan for it drawn (``data-exact``).
 - ``--baseline``: the viewer this replaced, ``gr.Model3D`` given the full .ply, measured the
@@ -69,9 +70,10 @@ LOAD_JS = """() => new Promise((resolve) => {
   const poll = setInterval(() => {
     const r = document.querySelector('#world-view .loci-view');
     const v = r && r.__lociView;
-    if (!v || !v.times.settled || r.dataset.state !== 'ready') return;
+    if (!v || !v.times.settled || !v.times.firstContent || r.dataset.state !== 'ready') return;
     clearInterval(poll);
-    resolve({ first: v.times.firstRender - t0, settled: v.times.settled - t0 });
+    resolve({ cameras: v.times.firstRender - t0, first: v.times.firstContent - t0,
+              settled: v.times.settled - t0, loaded: v.times.loaded - t0 });
   }, 10);
   document.querySelector('#load-inspect').click();
 })"""
@@ -92,7 +94,7 @@ def _open(browser, url: str, tab: str, height: int = 900):
 
 
 def viewer_first_paint(browser, url: str, repeats: int) -> dict:
-    firsts, settles = [], []
+    firsts, settles, cams = [], [], []
     for _ in range(repeats):
         context, page = _open(browser, url, "Inspect")
         page.locator("#load-inspect").wait_for()
@@ -100,8 +102,10 @@ def viewer_first_paint(browser, url: str, repeats: int) -> dict:
         t = page.evaluate(LOAD_JS)
         firsts.append(t["first"])
         settles.append(t["settled"])
+        cams.append(t["cameras"])
         context.close()
-    return {"first_render_ms": statistics.median(firsts),
+    return {"cameras_drawn_ms": statistics.median(cams),
+            "first_paint_ms": statistics.median(firsts),
             "settled_ms": statistics.median(settles), "runs": len(firsts)}  # fmt: skip
 
 
@@ -287,8 +291,9 @@ def run(repeats: int = 5, baseline: bool = False, eta: bool = False) -> dict:
     if eta:
         out["time_left_actual_over_estimate"] = eta_under_load()
     if "model3d_baseline" in out:
-        out["viewer"]["ratio_to_model3d"] = round(
-            out["viewer"]["settled_ms"] / out["model3d_baseline"]["first_picture_ms"], 4
+        base = out["model3d_baseline"]["first_picture_ms"]
+        out["viewer"]["first_paint_ratio_to_model3d"] = round(
+            out["viewer"]["first_paint_ms"] / base, 4
         )
     return out
 

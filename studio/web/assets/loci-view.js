@@ -249,6 +249,10 @@ class WorldView {
     this.renderedAt = performance.now();
     this.settledAt = null;
     if (this.scene && !this.times.firstRender) this.times.firstRender = this.renderedAt;
+    // The first picture with the world in it (splats or mesh loaded), not just the cameras.
+    if (this.root.dataset.state === "ready" && !this.times.firstContent) {
+      this.times.firstContent = this.renderedAt;
+    }
   }
 
   // ---- cameras ---------------------------------------------------------------------------------
