@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 
 from models.paths.trajectory import PRESET_NAMES
-from studio.service import PathPlan, Studio, StudioError, WorldState
+from studio.service import PathPlan, Studio, StudioError, WorldState, user_facing
 from studio.tabs.common import Shared, friendly
 from studio.web.components import map_payload, map_sketch, plan_payload
 from studio.worldmap import MapView, render_map
@@ -214,12 +214,16 @@ def listen(shared: Shared, c: dict) -> None:
     inputs, outs = preview_inputs(shared, c), preview_outputs(c)
     c_sketch = c["sketch"]
 
-    @friendly
     def memory_preview(pid: str, key: str, preset, waypoints, frames, speed, eye, look, start):
-        if (not preset or preset == SKETCH) and not parse_waypoints(waypoints):
+        """What memory knows of a few views (after the plan is drawn; its errors were shown)."""
+        try:
+            if (not preset or preset == SKETCH) and not parse_waypoints(waypoints):
+                return []
+            ws = s.world(pid, key)
+            plan = plan_from_inputs(s, pid, key, preset, waypoints, frames, speed, eye, look,
+                                    start, ws)  # fmt: skip
+        except user_facing():
             return []
-        ws = s.world(pid, key)
-        plan = plan_from_inputs(s, pid, key, preset, waypoints, frames, speed, eye, look, start, ws)
         return s.memory_preview(ws, plan)
 
     def redraw(*args):  # as preview, leaving the start choices alone (no change-event loop)
@@ -237,8 +241,13 @@ def listen(shared: Shared, c: dict) -> None:
     def from_sketch(pid, key, value, preset, frames, speed, eye, look, start, have):
         """An edit on the map: the waypoints as text, and the server's plan, in one round trip
         (the stroke-end-to-planned-path time is what a person waits for)."""
-        text = json.dumps(parse_waypoints(value))
-        view = preview(pid, key, SKETCH, text, frames, speed, eye, look, start, have)[:3]
+        wp = parse_waypoints(value)
+        text = json.dumps(wp)
+        try:
+            view = preview(pid, key, SKETCH, text, frames, speed, eye, look, start, have)[:3]
+        except gr.Error as e:  # e.g. drawn far outside the map: say so on the map, keep it
+            gr.Warning(e.message)
+            view = (gr.HTML(plan={"waypoints": wp, "error": e.message}), gr.skip(), gr.skip())
         return text, gr.skip() if preset == SKETCH else SKETCH, *view
 
     sketch_inputs = [*ids, c_sketch, c["preset"], c["frames"], c["speed"], c["eye"], c["look"],

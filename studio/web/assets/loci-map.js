@@ -403,8 +403,9 @@ class MapSketch {
     this.draw();
     this.times.preview = performance.now();
     this.root.dataset.waypoints = String(this.wp.length);
+    // Setting the value is what fires the component's "change" event (Gradio does it): the
+    // server plans once per edit. (An explicit trigger("change") here would plan twice.)
     this.props.value = JSON.stringify(this.wp);
-    this.trigger("change");
   }
 
   undo() {
@@ -660,7 +661,7 @@ class MapSketch {
   currentPath() {
     const plan = this.props.plan;
     const key = JSON.stringify(this.wp);
-    if (!this.stroke && plan && plan.xy && (plan.preset || JSON.stringify(plan.waypoints) === key)) {
+    if (!this.stroke && plan && plan.xy && !plan.error && (plan.preset || JSON.stringify(plan.waypoints) === key)) {
       return { xy: plan.xy, headings: plan.headings, coverage: plan.coverage, exact: true };
     }
     let wp = this.wp;
@@ -842,6 +843,13 @@ class MapSketch {
       this.status.textContent = "Draw a path from the start (white circle), or tap to add points.";
       return;
     }
+    const plan = this.props.plan;
+    if (plan && plan.error && JSON.stringify(plan.waypoints) === JSON.stringify(this.wp)) {
+      this.status.textContent = `Not planned: ${plan.error}`;
+      this.root.dataset.planError = "1";
+      return;
+    }
+    this.root.dataset.planError = "0";
     if (!path) return;
     const cov = path.coverage || [];
     const mean = cov.length > 1 ? cov.slice(1).reduce((a, b) => a + b, 0) / (cov.length - 1) : 1;
