@@ -24,9 +24,12 @@ from studio.web.components import world_view
 from studio.web.scene import preview_spz_b64, scene_payload
 from studio.world_store import load_rgb, load_state
 
-#: All generation-like events share one slot per process (Gradio's queue bounds them).
+#: Generation-like events share one group. They only create the job and stream its rows (the
+#: executor's workers do the work and bound it), so many can follow at once; a second Generate
+#: in a busy project is refused at once by the database instead of waiting in Gradio's queue.
 CONCURRENCY_ID = "generation"
 PREVIEW_STRIDE = 8  # pixels between preview splats (about 3k per 512x384 frame)
+FOLLOWERS = 16
 
 
 class RecentRate:
@@ -119,6 +122,7 @@ def render(shared: Shared) -> dict:
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                watch = gr.Button("Watch", elem_id="watch")
             progress = gr.HTML(progress_html(None), elem_id="progress", min_height=56)
             status = gr.Textbox(label="Status", interactive=False, elem_id="status")
             live_map = gr.Image(label="Map so far", interactive=False, elem_id="live-map",
@@ -136,7 +140,7 @@ def render(shared: Shared) -> dict:
     return {"memory": memory, "painter": painter, "depth": depth, "prompt": prompt,
             "backends": backends, "go": go, "cancel": cancel, "progress": progress,
             "status": status, "map": live_map, "frame": frame, "video": video, "live": live,
-            "choices": choices}  # fmt: skip
+            "watch": watch, "choices": choices}  # fmt: skip
 
 
 def _backends_line(choices: dict) -> str:
@@ -189,9 +193,16 @@ def stream(studio: Studio, pid: str, key: str, updates, live: LiveWorld | None =
     """(frame, progress, status, video chunk, map, 3D view) tuples for a stream of updates."""
     rate = RecentRate()
     t_start = time.perf_counter()
-    rate.add(0, t_start)
     for u in updates:
         new_map, view = gr.skip(), gr.skip()
+        text = status_text(u)
+        if u.status == "pending":  # no worker free yet: say where it stands, time from now on
+            ahead, running = studio.queue_position(u.job_id)
+            text = (f"Waiting for a free worker: {ahead} generation(s) ahead of this one, "
+                    f"{running} running.")  # fmt: skip
+            rate, t_start = RecentRate(), time.perf_counter()
+        elif not rate.marks:  # the first frame of this stream (a watched job has earlier ones)
+            rate.add(u.frames_done - 1, t_start)
         if u.event is not None and live is not None:
             live.add(u)
         if u.chunk is not None or u.status != "running":
@@ -202,7 +213,7 @@ def stream(studio: Studio, pid: str, key: str, updates, live: LiveWorld | None =
         yield (
             u.event.rgb if u.event is not None else gr.skip(),
             progress_html(u, eta=rate.eta(u.total - u.frames_done)),
-            status_text(u),
+            text,
             str(u.chunk) if u.chunk is not None else gr.skip(),
             new_map,
             view,
@@ -229,11 +240,24 @@ def listen(shared: Shared, c: dict) -> None:
         yield from stream(s, pid, key, gen, live)
 
     c["go"].click(generate, [*ids, c["memory"], c["painter"], c["depth"], c["prompt"]], outs,
-                  api_name="generate", concurrency_id=CONCURRENCY_ID, concurrency_limit=1,
-                  trigger_mode="once", show_progress_on=[c["progress"]])  # fmt: skip
+                  api_name="generate", concurrency_id=CONCURRENCY_ID,
+                  concurrency_limit=FOLLOWERS, trigger_mode="once",
+                  show_progress_on=[c["progress"]])  # fmt: skip
 
     c["painter"].change(lambda p: gr.update(visible=p in prompt_painters), [c["painter"]],
                         [c["prompt"]], api_visibility="private")  # fmt: skip
+
+    @friendly
+    def watch(pid: str, key: str):
+        """Stream the generation already running in this project (started elsewhere)."""
+        updates = s.watch(pid, key)
+        live = LiveWorld(s, pid, key)
+        yield (gr.skip(), progress_html(None, "following…"), "following…", gr.skip(), gr.skip(),
+               live.flush(reset=True))  # fmt: skip
+        yield from stream(s, pid, key, updates, live)
+
+    c["watch"].click(watch, ids, outs, api_name="watch", concurrency_id=CONCURRENCY_ID,
+                     concurrency_limit=FOLLOWERS, show_progress_on=[c["progress"]])  # fmt: skip
 
     @friendly
     def cancel(pid: str, key: str):

@@ -40,7 +40,8 @@ def _attachments(studio: Studio, project: Any, key: str, cells: list[Any]) -> di
     """Per cell id: its exports as (format, download URL, bytes) for the notebook."""
     out = {}
     for c in cells:
-        exports = (c.params or {}).get("exports") or {}
+        exports = {k[len("export:") :]: v for k, v in (c.params or {}).items()
+                   if k.startswith("export:") and isinstance(v, dict)}  # fmt: skip
         out[c.id] = [
             (
                 fmt,
@@ -236,7 +237,7 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         [*outs, x["status"]],
         api_name="rerun",
         concurrency_id="generation",
-        concurrency_limit=1,
+        concurrency_limit=16,  # followers of jobs that workers run (studio.executors)
     )
 
     @friendly
@@ -251,7 +252,7 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         [*outs, x["status"]],
         api_name="resume",
         concurrency_id="generation",
-        concurrency_limit=1,
+        concurrency_limit=16,  # followers of jobs that workers run (studio.executors)
     )
 
     def poll(project_id: str, k: str, seen: str):
