@@ -301,3 +301,17 @@ def test_with_one_slot_another_project_waits_and_says_so(seeded):
     assert second[0].status == "pending" and "free worker" in second[0].message
     assert second[-1].status == "done" and second[-1].frames_done == 3
     assert list(first)[-1].status == "done"
+
+
+def test_a_waiting_generation_knows_its_place_in_the_queue(seeded):
+    studio, pid, _, key = seeded
+    other, _, other_key = studio.fork(pid, key)
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=40))
+    studio.save_path(other, other_key, studio.plan_path(other, other_key, preset="orbit", frames=3))
+    first = studio.generate(pid, key)
+    next(first)  # the only worker is busy with this one
+    second = studio.generate(other, other_key)
+    waiting = next(second)
+    assert waiting.status == "pending"
+    assert studio.queue_position(waiting.job_id) == (0, 1)  # none ahead, one running
+    assert list(second)[-1].status == "done" and list(first)[-1].status == "done"
