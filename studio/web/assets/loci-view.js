@@ -99,7 +99,7 @@ class WorldView {
       this.setState("nowebgl");
       this.message(
         "This browser has no WebGL2, so the 3D view is off. The generated frame and its " +
-          "source mask still show here, and the frame panel below works as before.",
+          "source mask still show here, and the frame panel beside it works as before.",
       );
       this.show = "frame";
       this.syncButtons();
@@ -175,7 +175,7 @@ class WorldView {
         const pressed = on[g.dataset.group] === b.dataset.value;
         b.setAttribute("aria-pressed", String(pressed));
         b.classList.toggle("on", pressed);
-        if (g.dataset.group !== "show" && !this.webgl) b.disabled = true;
+        if (!this.webgl && (g.dataset.group !== "show" || b.dataset.value === "3d")) b.disabled = true;
       });
     });
     this.root.dataset.show = this.show;
