@@ -24,7 +24,7 @@ import numpy as np
 
 from models.geometry.cameras import Camera, intrinsics_from_fov
 from models.paths.trajectory import PRESET_NAMES, Trajectory, make_preset
-from models.paths.waypoints import GroundFrame, from_waypoints
+from models.paths.waypoints import MAX_WAYPOINTS, GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
@@ -37,9 +37,9 @@ from storage.db import (
 )
 from storage.formats.images import load_photo
 from studio.context import StudioContext
-from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
+from studio.errors import USER_ERRORS, StudioError, checked_number, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
-from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
+from studio.files import WRONG_KEYS, FileLinks, handoff, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
@@ -59,7 +59,7 @@ class Studio(GenerationJobs):
         self.repo = Repository(self.db)
         self.store = ArtifactStore(ctx.artifacts_dir, self.db)
         self.secret = load_secret(ctx.data_dir, ctx.file_secret)
-        self.throttle = Throttle()  # wrong keys and forged links, per client
+        self.throttle = WRONG_KEYS  # wrong keys and forged links, per client (process-wide)
         self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
                                ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
         prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
@@ -134,9 +134,9 @@ class Studio(GenerationJobs):
         else 60 degrees."""
         if not photo_path:
             raise StudioError("Choose a photo first (JPEG or PNG).")
+        if hfov_deg not in (None, 0):
+            hfov_deg = checked_number(hfov_deg, "The field of view (degrees)", 10, 150)
         photo = load_photo(photo_path)  # PhotoError: not an image, too big, damaged...
-        if hfov_deg is not None and hfov_deg and not 10 <= float(hfov_deg) <= 150:
-            raise StudioError("The field of view must be between 10 and 150 degrees.")
         data = Path(photo_path).read_bytes()
         params = {
             "filename": Path(photo_path).name[-120:],
@@ -195,38 +195,33 @@ class Studio(GenerationJobs):
         start_cam = ws.camera(start_i)
         up = np.asarray(ws.meta["up"])
         gf0 = ws.ground()
-        if frames is not None and not 2 <= int(frames) <= self.ctx.max_frames:
-            raise StudioError(f"Choose between 2 and {self.ctx.max_frames} frames.")
+        limit = self.ctx.max_frames
+        if frames is not None:
+            frames = checked_number(frames, "The number of frames", 2, limit, integer=True)
         if preset:
             if preset not in PRESET_NAMES:
                 raise StudioError(
-                    f"Unknown preset {preset!r}; use one of {', '.join(PRESET_NAMES)}."
+                    f"Unknown preset {str(preset)[:40]!r}; use one of {', '.join(PRESET_NAMES)}."
                 )
             n = int(frames or 24)
             traj = make_preset(preset, start_cam, n, up=up, scene_depth=ws.meta["scene_depth"])
             params: dict[str, Any] = {"mode": "preset", "preset": preset, "frames": n}
         else:
-            wp = (
-                np.asarray(waypoints or [], float).reshape(-1, 2) if waypoints else np.zeros((0, 2))
-            )
-            if len(wp) == 0:
-                raise StudioError("The path is empty: click points on the map (or pick a preset).")
+            wp = _waypoints(waypoints)
             self._check_on_map(ws, gf0, wp)
             h_start = float(gf0.height_of(start_cam.c2w[:3, 3])[0])
             gfs = GroundFrame.from_camera(start_cam, up, max(h_start, 0.0))
             wp_start = gfs.to_ground(gf0.to_world(wp, 0.0))
-            if speed is not None and frames is None:
-                n_kw: dict[str, Any] = {"speed": float(speed)}
+            if speed not in (None, 0) and frames is None:
+                speed = checked_number(speed, "The speed (metres per frame)", 1e-6, 100.0)
+                n_kw: dict[str, Any] = {"speed": speed}
             else:
                 n_kw = {"n_frames": int(frames or 24)}
-            eye = None if eye_height in (None, 0) else float(eye_height)
+            eye = None
+            if eye_height not in (None, 0):
+                eye = checked_number(eye_height, "The eye height (metres)", 0.0, 50.0) or None
             traj = from_waypoints(wp_start, start_cam, up=up, camera_height=max(h_start, 0.0),
-                                  eye_height=eye, look=look, **n_kw)  # fmt: skip
-            if len(traj) > self.ctx.max_frames:
-                raise StudioError(
-                    f"That path needs {len(traj)} frames at this speed; the limit is "
-                    f"{self.ctx.max_frames}. Walk faster or shorten the path."
-                )
+                                  eye_height=eye, look=look, max_frames=limit, **n_kw)  # fmt: skip
             params = {"mode": "waypoints", "waypoints": wp.round(4).tolist(), "look": look,
                       "eye_height": eye, "speed": speed, "frames": len(traj)}  # fmt: skip
         if len(traj) < 2:
@@ -437,6 +432,21 @@ class Studio(GenerationJobs):
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)
         return self.named_file(links[-1].sha256, filename) if links else None
+
+
+def _waypoints(waypoints: Any) -> np.ndarray:
+    """(N, 2) float waypoints from the API or a form, checked before anything is built."""
+    if not waypoints:
+        raise StudioError("The path is empty: click points on the map (or pick a preset).")
+    if len(waypoints) > MAX_WAYPOINTS:
+        raise StudioError(f"A path has at most {MAX_WAYPOINTS} waypoints.")
+    try:
+        wp = np.asarray(waypoints, float)
+    except (TypeError, ValueError):
+        wp = np.zeros((0, 3))
+    if wp.ndim != 2 or wp.shape[1] != 2 or not np.isfinite(wp).all():
+        raise StudioError("Waypoints must be a list of [x, y] pairs in metres.")
+    return wp
 
 
 def _suffix(fmt: str) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 from models.metrics import psnr
 from models.paths.trajectory import rotation_angle_deg
 from storage.formats.splats import read_inria_ply
+from studio.errors import checked_number
 from studio.service import Studio, StudioError, WorldState
 from studio.tabs.common import Shared, friendly
 from studio.world_store import decode_png, load_rgb
@@ -58,12 +59,15 @@ def render(shared: Shared) -> dict:
     with gr.Row():
         with gr.Column(scale=1):
             frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="inspect-frame")
+            # The API's frame number: no UI limits (the slider's maximum is per session).
+            frame_api = gr.Number(0, precision=0, visible=False)
             which = gr.Radio(list(VIEWS), value=VIEWS[0], label="Show", elem_id="inspect-view")
             info = gr.Markdown(elem_id="frame-info")
         with gr.Column(scale=2):
             image = gr.Image(label="Frame", interactive=False, elem_id="inspect-image")
     return {"load": load, "summary": summary, "splats": splats, "mesh": mesh, "video": video,
-            "frame": frame, "which": which, "info": info, "image": image}  # fmt: skip
+            "frame": frame, "frame_api": frame_api, "which": which, "info": info,
+            "image": image}  # fmt: skip
 
 
 def listen(shared: Shared, c: dict) -> None:
@@ -93,9 +97,9 @@ def listen(shared: Shared, c: dict) -> None:
     @friendly
     def show(pid: str, key: str, index: float, which: str):
         ws = s.world(pid, key)
-        i = int(index)
-        if not 0 <= i < len(ws.frames):
-            raise StudioError(f"There is no frame {i}; this world has {len(ws.frames)}.")
+        i = checked_number(index, "The frame number", 0, len(ws.frames) - 1, integer=True)
+        if which not in VIEWS:
+            raise StudioError(f"Show one of: {', '.join(VIEWS)}.")
         f = ws.frames[i]
         meta = f.meta or {}
         if which == VIEWS[1]:
@@ -126,5 +130,7 @@ def listen(shared: Shared, c: dict) -> None:
         return img, "\n\n".join(lines)
 
     inputs, outputs = [*ids, c["frame"], c["which"]], [c["image"], c["info"]]
-    c["frame"].release(show, inputs, outputs, api_name="inspect_frame")
+    c["frame"].release(show, inputs, outputs, api_visibility="private")
     c["which"].change(show, inputs, outputs, api_visibility="private")
+    c["frame_api"].change(show, [*ids, c["frame_api"], c["which"]], outputs,
+                          api_name="inspect_frame")  # fmt: skip

@@ -70,8 +70,9 @@ def render(shared: Shared) -> dict:
                             elem_id="photo")  # fmt: skip
             preview = gr.Image(label="Preview", interactive=False, height=240,
                                elem_id="photo-preview")  # fmt: skip
-            fov = gr.Number(0, label="Horizontal field of view, degrees (0 = from EXIF, or 60)",
-                            minimum=0, maximum=150, elem_id="fov")  # fmt: skip
+            fov = gr.Number(
+                0, label="Horizontal field of view, degrees (0 = from EXIF, or 60)", elem_id="fov"
+            )  # the server checks 10..150
             use = gr.Button("Use this photo", variant="primary", elem_id="set-photo")
             if EXAMPLES.is_dir():
                 gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:6], photo)
