@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 # The studio shares its cores between the web server, sessions and generation jobs. OpenMP's
@@ -44,10 +45,21 @@ def main(argv: list[str] | None = None) -> None:
         "--root-path", default=env.get("LOCI_ROOT_PATH"), help="public sub-path behind a proxy"
     )
     p.add_argument("--concurrent-jobs", type=int, default=1, help="generations running at once")
+    p.add_argument(
+        "--cache-mb",
+        type=float,
+        default=None,
+        help="bound of derived files in the data dir's cache (2000, $LOCI_CACHE_MB)",
+    )
     args = p.parse_args(argv)
+    # One line per expected refusal (studio.tabs.common.refuse); tracebacks only for bugs.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ctx = StudioContext.from_env(
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
-        depth=args.depth, synthesis=args.synthesis,
+        depth=args.depth, synthesis=args.synthesis, cache_max_mb=args.cache_mb,
+        root_path=args.root_path,
     )  # fmt: skip
     app = build_app(ctx)
     # Generations share one named slot (see studio/tabs/generate.py); everything else (polls,

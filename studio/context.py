@@ -46,6 +46,8 @@ class StudioContext:
     file_url_ttl_s: float = 1800.0
     temp_ttl_s: float = 3600.0
     file_secret: str | None = None
+    cache_max_mb: float = 2000.0
+    cache_min_age_s: float = 300.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -81,7 +83,8 @@ class StudioContext:
     @classmethod
     def from_env(cls, **overrides: object) -> StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_WIDTH``,
-        ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_FILE_SECRET``; keyword arguments win."""
+        ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_FILE_SECRET``, ``LOCI_CACHE_MB``; keyword
+        arguments win."""
         env = os.environ
         values: dict[str, object] = {
             "data_dir": Path(env.get("LOCI_DATA_DIR", "data")),
@@ -90,6 +93,7 @@ class StudioContext:
             "depth": env.get("LOCI_DEPTH", "layout"),
             "synthesis": env.get("LOCI_SYNTHESIS", "reproject"),
             "file_secret": env.get("LOCI_FILE_SECRET") or None,
+            "cache_max_mb": float(env.get("LOCI_CACHE_MB", "2000")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ and a cancel, a crash or a closed browser loses nothing that was finished.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -35,21 +34,21 @@ from storage.db import (
     Repository,
     open_database,
 )
-from storage.formats.images import load_photo
+from storage.formats.images import image_mime, load_photo
 from studio.context import StudioContext
+from studio.downloads import Downloads
 from studio.errors import USER_ERRORS, StudioError, checked_number, clean_id, error_message
-from studio.exports.lift import FORMATS, export_bundle, lift_bundle
-from studio.files import WRONG_KEYS, FileLinks, handoff, load_secret, prune_folder
+from studio.files import WRONG_KEYS, FileLinks, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
-from studio.world_store import bundle_for, load_records, save_frame
+from studio.world_store import load_records, save_frame
 
 __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
 
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
 
-class Studio(GenerationJobs):
+class Studio(GenerationJobs, Downloads):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
     def __init__(self, ctx: StudioContext) -> None:
@@ -133,7 +132,7 @@ class Studio(GenerationJobs):
         """Seed the project's world from a photo (a new photo cell). ``hfov_deg`` None/0: EXIF,
         else 60 degrees."""
         if not photo_path:
-            raise StudioError("Choose a photo first (JPEG or PNG).")
+            raise StudioError("Choose a photo first (JPEG, PNG or HEIC).")
         if hfov_deg not in (None, 0):
             hfov_deg = checked_number(hfov_deg, "The field of view (degrees)", 10, 150)
         photo = load_photo(photo_path)  # PhotoError: not an image, too big, damaged...
@@ -146,8 +145,7 @@ class Studio(GenerationJobs):
         cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
         job = self.repo.create_job(cell.id, total=1)
         try:
-            mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
-            art = self.store.put_bytes(data, mime)
+            art = self.store.put_bytes(data, image_mime(data))
             self.repo.link_artifact(cell.id, art.sha256, "photo")
             pipe = self.pipeline(hfov_deg=float(hfov_deg) if hfov_deg else 60.0)
             K = (
@@ -331,108 +329,6 @@ class Studio(GenerationJobs):
     def delete(self, project_id: str, key: str) -> None:
         self.repo.delete_project(clean_id(project_id), key)
 
-    # ---- lift and export ----------------------------------------------------------------------
-    def bundle(self, ws: WorldState) -> Path:
-        return bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
-
-    def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
-        """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
-        pid = clean_id(project_id)
-        ws = self.world(pid, key)
-        if not force:
-            cached = self.cached_cell(ws, "lift")
-            if cached is not None:
-                return cached
-        self.require_edit(pid, key)
-        cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
-                                  author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=2)
-        try:
-            root = self.bundle(ws)
-            info = lift_bundle(root)
-            for role, name, mime in (("splats", "splats.ply", "application/x-ply"),
-                                     ("mesh", "mesh.ply", "application/x-ply")):  # fmt: skip
-                art = self.store.put_file(root / name, mime)
-                self.repo.link_artifact(cell.id, art.sha256, role)
-            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"]}
-            self.repo.update_cell_params(cell.id, counts)
-            self.repo.finish_job(job.id, "done")
-        except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", error_message(exc))
-            raise
-        return self.repo.get_cell(cell.id)
-
-    def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
-        for c in reversed(ws.cells):
-            p = c.params or {}
-            if (
-                c.kind == kind
-                and c.status == "done"
-                and p.get("world") == ws.digest
-                and all(p.get(k) == v for k, v in match.items())
-            ):
-                return c
-        return None
-
-    def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
-        """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
-        and format, then served from the artifact store."""
-        if fmt not in FORMATS:
-            raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-        pid = clean_id(project_id)
-        ws = self.world(pid, key)
-        cached = self.cached_cell(ws, "export", format=fmt)
-        name = f"world-{ws.digest[:8]}.{_suffix(fmt)}"
-        if cached is not None:
-            links = self.repo.cell_artifacts(cached.id, "export")
-            if links:
-                return self.named_file(links[-1].sha256, name)
-        self.require_edit(pid, key)
-        if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
-            self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
-        cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
-                                  author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1)
-        try:
-            root = self.bundle(ws)
-            out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
-            shutil.rmtree(out_dir, ignore_errors=True)
-            target = out_dir / (fmt if fmt in FOLDER_FORMATS else name)
-            written = export_bundle(root, fmt, target)
-            if Path(written).is_dir():
-                written = Path(shutil.make_archive(str(out_dir / fmt), "zip", written))
-            art = self.store.put_file(written, _mime(fmt))
-            self.repo.link_artifact(cell.id, art.sha256, "export")
-            self.repo.finish_job(job.id, "done")
-            shutil.rmtree(out_dir, ignore_errors=True)
-        except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", error_message(exc))
-            raise
-        return self.named_file(art.sha256, name)
-
-    def named_file(self, sha256: str, filename: str) -> Path:
-        """A stored file under a readable name, handed over for a Gradio component (downloads
-        and viewers go by the file extension); see :func:`studio.files.handoff`."""
-        return self.handoff(self.store.path_of(sha256), filename)
-
-    def handoff(self, path: Path, filename: str) -> Path:
-        """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""
-        if time.monotonic() - self._pruned > 60:  # a folder listing at most once a minute
-            self._pruned = time.monotonic()
-            prune_folder(self.ctx.handoff_dir, self.ctx.temp_ttl_s)
-        return handoff(path, filename, self.ctx.handoff_dir, self.secret)
-
-    def file_url(
-        self, project_id: str, key: str, sha256: str, filename: str, download: bool = False
-    ) -> str:
-        """A short-lived signed URL for one stored file of a project (view or edit key), for
-        viewers and links in the page: see :mod:`studio.files`."""
-        return self.files.url(clean_id(project_id), key, sha256, filename, download=download)
-
-    def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
-        links = self.repo.cell_artifacts(cell.id, role)
-        return self.named_file(links[-1].sha256, filename) if links else None
-
 
 def _waypoints(waypoints: Any) -> np.ndarray:
     """(N, 2) float waypoints from the API or a form, checked before anything is built."""
@@ -447,16 +343,6 @@ def _waypoints(waypoints: Any) -> np.ndarray:
     if wp.ndim != 2 or wp.shape[1] != 2 or not np.isfinite(wp).all():
         raise StudioError("Waypoints must be a list of [x, y] pairs in metres.")
     return wp
-
-
-def _suffix(fmt: str) -> str:
-    return {"usd": "usda", "mjcf": "zip", "nerfstudio": "zip", "colmap": "zip"}.get(fmt, fmt)
-
-
-def _mime(fmt: str) -> str:
-    return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
-            "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
-        fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
 
 
 def user_facing() -> tuple[type[BaseException], ...]:

@@ -66,7 +66,7 @@ def render(shared: Shared) -> dict:
         with gr.Column():
             # A file input, not gr.Image: Gradio would decode an image input before our handler
             # and answer a non-image with a generic error; load_photo explains what is wrong.
-            photo = gr.File(label="Photo (JPEG or PNG)", file_types=["image"], type="filepath",
+            photo = gr.File(label="Photo (JPEG, PNG, HEIC)", file_types=["image"], type="filepath",
                             elem_id="photo")  # fmt: skip
             preview = gr.Image(label="Preview", interactive=False, height=240,
                                elem_id="photo-preview")  # fmt: skip
