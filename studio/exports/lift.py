@@ -8,6 +8,7 @@ timings). Exports read those when present and lift on the fly otherwise, convert
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -88,8 +89,17 @@ def make_mesh(
     max_frames: int = 24,
     target_faces: int | None = 400_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TSDF mesh of the bundle (world frame): vertices (V, 3), faces (F, 3), colours (V, 3)."""
-    voxel = voxel or float(np.clip(scene_depth(bundle) / 150.0, 0.01, 0.2))
+    """TSDF mesh of the bundle (world frame): vertices (V, 3), faces (F, 3), colours (V, 3).
+
+    A given ``voxel`` must lie within [scene depth / 400, scene depth / 5]: finer grids grow
+    with the square of the resolution (about 0.6 GB at depth / 300 for 8 frames at 256 px)."""
+    depth = scene_depth(bundle)
+    if voxel is not None and not (math.isfinite(voxel) and depth / 400 <= voxel <= depth / 5):
+        raise StorageError(
+            f"the voxel size must be between {depth / 400:.4f} and {depth / 5:.2f} m for this "
+            f"world (its median depth is {depth:.2f} m), got {voxel}"
+        )
+    voxel = voxel or float(np.clip(depth / 150.0, 0.01, 0.2))
     frames = [
         (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
         for i in lift_frames(bundle, max_frames)
