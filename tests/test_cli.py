@@ -180,7 +180,7 @@ def test_bad_trajectories(tmp_path, capsys, mutate, expect):
 def test_unknown_preset_and_bad_width(tmp_path, capsys):
     _bad(tmp_path, capsys, [str(PHOTO), "--path", "spiral"], "--path")
     _bad(tmp_path, capsys, [str(PHOTO), "--width", "500"], "multiple of 8")
-    _bad(tmp_path, capsys, [str(PHOTO), "--frames", "0"], "at least 1")
+    _bad(tmp_path, capsys, [str(PHOTO), "--frames", "0"], "--frames must be between 1 and")
 
 
 def test_depth_file_errors(tmp_path, capsys):
