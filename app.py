@@ -6,10 +6,8 @@ import argparse
 import logging
 import os
 
-# The studio shares its cores between the web server, sessions and generation jobs. OpenMP's
-# default busy-waiting then collapses torch throughput (measured: 2.5 frames/s against 6.2 with
-# PASSIVE when another process holds a core; PASSIVE costs 30 % on an idle machine, which
-# is why the CLI keeps the default). Must be set before torch is imported.
+# Passive OpenMP waiting before torch loads (the ``studio`` package sets it too; see its
+# docstring for the measurement): a busy-waiting torch collapses when it shares its cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from studio.app import StudioContext, build_app, launch_kwargs  # noqa: E402

@@ -232,3 +232,19 @@ def test_failure_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
         )
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_waits_passively_unless_told_otherwise():
+    """Importing ``studio`` (as ``loci`` does) sets OpenMP's passive waiting before torch loads,
+    and leaves a policy the user chose alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import studio.cli, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "PASSIVE", run.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "ACTIVE", run.stderr

@@ -5,9 +5,11 @@ uploads never attached to a project (the data dir only grows by what projects ho
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from studio.context import StudioContext
@@ -97,3 +99,28 @@ def test_uploads_never_attached_leave_the_temp_dir(tmp_path):
             assert not any(ctx.data_dir.rglob("big.jpg"))  # never reached the data dir
     finally:
         app.close()
+
+
+def test_concurrent_handoffs_of_one_file_are_whole(tmp_path, monkeypatch):
+    """Byte-identical downloads requested at the same moment (e.g. two jobs exporting the same
+    world) each get the whole file: every copy is written under a name of its own, then
+    renamed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    s = Studio(StudioContext(data_dir=tmp_path / "data", width=64))
+    data = np.random.default_rng(0).bytes(3_000_000)
+    sha = s.store.put_bytes(data).sha256
+    barrier = threading.Barrier(8)
+
+    def fetch(i: int) -> bytes:
+        barrier.wait()
+        return s.named_file(sha, "world.ply").read_bytes()
+
+    for _ in range(3):
+        for p in (tmp_path / "gradio").rglob("world.ply"):
+            p.unlink()
+        with ThreadPoolExecutor(8) as pool:
+            assert all(got == data for got in pool.map(fetch, range(8)))
+    assert not [p for p in (tmp_path / "gradio").rglob("*.tmp")]  # no temp file left behind
+    s.db.dispose()
