@@ -8,11 +8,12 @@ worlds and models stay on the server, in the database and the artifact store.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import html
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,29 +83,30 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             request, args = args[n_pos], args[:n_pos]
         return args, client_of(request)
 
+    @contextlib.contextmanager
+    def guarded(client: str) -> Iterator[None]:
+        if (err := _throttled(client)) is not None:
+            raise err
+        try:
+            yield
+        except errors as e:
+            raise refuse(fn.__name__, client, e) from None
+
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any):
             args, client = split(args, kwargs)
-            if (err := _throttled(client)) is not None:
-                raise err
-            try:
+            with guarded(client):
                 yield from fn(*args, **kwargs)
-            except errors as e:
-                raise refuse(fn.__name__, client, e) from None
 
     else:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any):
             args, client = split(args, kwargs)
-            if (err := _throttled(client)) is not None:
-                raise err
-            try:
+            with guarded(client):
                 return fn(*args, **kwargs)
-            except errors as e:
-                raise refuse(fn.__name__, client, e) from None
 
     if extendable:
         req = inspect.Parameter("loci_request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
