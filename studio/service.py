@@ -82,7 +82,7 @@ class Studio(GenerationJobs, Downloads):
         """
         from studio.backends import build_depth, build_painter
 
-        choice = dict(backends or {})
+        choice = checked_backends(backends)
         depth = choice.pop("depth", None) or self.ctx.depth
         painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
@@ -351,6 +351,30 @@ class Studio(GenerationJobs, Downloads):
 
     def delete(self, project_id: str, key: str) -> None:
         self.repo.delete_project(clean_id(project_id), key)
+
+
+#: Ranges of the numeric painter options a generation may carry (the API passes them through).
+PAINTER_NUMBERS = {"steps": (1, 200, True), "chunk_size": (1, 257, True),
+                   "guidance_scale": (0.0, 50.0, False), "conditioning_scale": (0.0, 10.0, False),
+                   "flow_shift": (0.0, 100.0, False), "vram_gb": (0.0, 4096.0, False)}  # fmt: skip
+
+
+def checked_backends(backends: Any) -> dict[str, Any]:
+    """A generation's backend choice with every number in range and texts of sane length,
+    checked before anything is built (a number from the API must never size work unchecked)."""
+    if backends in (None, ""):
+        return {}
+    if not isinstance(backends, dict) or len(backends) > 32:
+        raise StudioError("The backend choice must be a small JSON object of options.")
+    out: dict[str, Any] = {}
+    for k, v in backends.items():
+        if k in PAINTER_NUMBERS and v is not None:
+            lo, hi, integer = PAINTER_NUMBERS[k]
+            v = checked_number(v, f"The painter option {k!r}", lo, hi, integer=integer)
+        elif isinstance(v, str) and len(v) > 4000:
+            raise StudioError(f"The painter option {str(k)[:40]!r} is too long (4000 characters).")
+        out[str(k)] = v
+    return out
 
 
 def _waypoints(waypoints: Any) -> np.ndarray:

@@ -249,3 +249,36 @@ def lifted_world(tmp_path_factory):
     assert main(["generate", str(photo), "--out", str(out), "--frames", "3", "--width", "64",
                  "--quiet"]) == 0  # fmt: skip
     return out
+
+
+@settings(SETTINGS, max_examples=150)
+@given(
+    options=st.dictionaries(
+        st.sampled_from(
+            [
+                "steps",
+                "chunk_size",
+                "guidance_scale",
+                "conditioning_scale",
+                "flow_shift",
+                "vram_gb",
+                "prompt",
+                "synthesis",
+            ]
+        ),
+        ANY_FLOAT | ANY_INT | st.text(max_size=50) | st.none(),
+        max_size=8,
+    )  # fmt: skip
+)
+def test_painter_options_are_checked_before_anything_is_built(options):
+    """A generation's painter options (passed through by the API) are in range or refused."""
+    from studio.errors import StudioError
+    from studio.service import PAINTER_NUMBERS, checked_backends
+
+    out, *_ = _within_budget(lambda: checked_backends(options), 1, 1.0)
+    if isinstance(out, Exception):
+        assert isinstance(out, StudioError), repr(out)
+        return
+    for k, (lo, hi, integer) in PAINTER_NUMBERS.items():
+        if out.get(k) is not None:
+            assert lo <= out[k] <= hi and (not integer or isinstance(out[k], int))
