@@ -71,8 +71,10 @@ def live(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_throttle(live):
+    """The throttle is per process: start and leave every test with a clean slate."""
     live[0].studio.throttle._fails.clear()
     yield
+    live[0].studio.throttle._fails.clear()
 
 
 def _files_under(root: Path) -> list[Path]:
