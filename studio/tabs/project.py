@@ -214,8 +214,8 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         if not project_id:
             return gr.skip(), gr.skip(), gr.skip(), *(gr.skip(),) * len(outs), gr.skip()
         try:
-            if WRONG_KEYS.retry_after(client_of(request)) > 0:
-                raise Forbidden("Too many wrong keys from your address; try again in a minute.")
+            if WRONG_KEYS.retry_after(client_of(request)) > 0:  # refused, not counted again
+                raise StudioError("Too many wrong keys from your address; try again in a minute.")
             project, _, _ = s.open_project(project_id, k)
         except (NotFound, Forbidden, StudioError) as e:
             refuse("a share link", client_of(request), e)
