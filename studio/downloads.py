@@ -125,7 +125,8 @@ def _mime(fmt: str) -> str:
 
 class Downloads:
     """Lift/export/file methods of :class:`studio.service.Studio` (which provides ctx, repo,
-    store, files, secret, world() and require_edit())."""
+    store, files, secret, executor, owner, world() and require_edit()). ``lift`` / ``export``
+    run on a worker of the executor, which calls ``lift_here`` / ``export_here``."""
 
     _pruned: float = 0.0
 
@@ -142,17 +143,22 @@ class Downloads:
                       self.ctx.cache_min_age_s)  # fmt: skip
 
     def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
-        """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
+        """Splats and mesh of the current world (a lift cell), reused while the world is the same.
+        Runs on a worker of the executor (in this thread for the local one)."""
+        return self.repo.get_cell(self.executor.call("lift", project_id, key, force, author))
+
+    def lift_here(self, project_id: str, key: str, force: bool = False, author: str = "") -> str:
+        """:meth:`lift` in this process; returns the lift cell's id."""
         pid = clean_id(project_id)
         ws = self.world(pid, key)
         if not force:
             cached = self.cached_cell(ws, "lift")
             if cached is not None:
-                return cached
+                return cached.id
         self.require_edit(pid, key)
         cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=2)
+        job = self.repo.create_job(cell.id, total=2, owner=self.owner)
         try:
             with self.bundle(ws) as root:
                 info = lift_bundle(root)
@@ -166,7 +172,7 @@ class Downloads:
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.repo.get_cell(cell.id)
+        return cell.id
 
     def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
         for c in reversed(ws.cells):
@@ -181,7 +187,13 @@ class Downloads:
         return None
 
     def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
-        """The world in ``fmt`` as a downloadable file (see the module docstring)."""
+        """The world in ``fmt`` as a downloadable file (see the module docstring), made on a
+        worker of the executor, then served from the artifact store."""
+        sha256, name = self.executor.call("export", project_id, key, fmt, author)
+        return self.named_file(sha256, name)
+
+    def export_here(self, project_id: str, key: str, fmt: str, author: str = "") -> tuple[str, str]:
+        """:meth:`export` in this process; returns the stored file's ``(sha256, download name)``."""
         if fmt not in FORMATS:
             raise StudioError(f"Unknown format {str(fmt)[:40]!r}; choose one of "
                               f"{', '.join(FORMATS)}.")  # fmt: skip
@@ -192,13 +204,13 @@ class Downloads:
         if cached is not None:
             links = self.repo.cell_artifacts(cached.id, "export")
             if links:
-                return self.named_file(links[-1].sha256, download_name(project.name, cached, fmt))
+                return links[-1].sha256, download_name(project.name, cached, fmt)
         self.require_edit(pid, key)
         if fmt in LIFTED_FORMATS:
-            self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
+            self.lift_here(pid, key, author=author)  # exports of splats/meshes reuse the lift
         cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             parent = self.ctx.cache_dir / "exports"
             parent.mkdir(parents=True, exist_ok=True)
@@ -218,12 +230,26 @@ class Downloads:
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.named_file(art.sha256, download_name(project.name, cell, fmt))
+        return art.sha256, download_name(project.name, cell, fmt)
 
     def named_file(self, sha256: str, filename: str) -> Path:
         """A stored file under a readable name, handed over for a Gradio component (downloads
         and viewers go by the file extension); see :func:`studio.files.handoff`."""
-        return self.handoff(self.store.path_of(sha256), filename)
+        return self.handoff(self.local_path(sha256), filename)
+
+    def local_path(self, sha256: str) -> Path:
+        """A stored file on this machine's disk: in the store itself when it is a folder, else a
+        copy streamed from the bucket into the cache (keyed by the content hash; the copies
+        share the cache's bound, least recently used out first)."""
+        if self.store.is_local:
+            return self.store.path_of(sha256)
+        objects = self.ctx.cache_dir / "objects"
+        target = objects / sha256[:2] / sha256[2:]
+        if not (target.is_file() and target.stat().st_size == self.store.get(sha256).size):
+            self.store.copy_to(sha256, target)
+            prune_lru(objects, self.ctx.cache_max_mb * 1e6, self.ctx.cache_min_age_s)
+        target.parent.touch()  # its folder's time: last use, for the LRU
+        return target
 
     def handoff(self, path: Path, filename: str) -> Path:
         """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""

@@ -27,48 +27,56 @@ from models.paths.waypoints import MAX_WAYPOINTS, GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
-    Conflict,
     Forbidden,
     HistoryCell,
-    NotFound,
+    Owner,
     Repository,
     open_database,
 )
 from storage.formats.images import image_mime, load_photo
 from studio.context import StudioContext
 from studio.downloads import Downloads
-from studio.errors import USER_ERRORS, StudioError, checked_number, clean_id, error_message
+from studio.errors import StudioError, checked_number, clean_id, error_message, user_facing
 from studio.files import WRONG_KEYS, FileLinks, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import load_records, save_frame
 
-__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
-
-FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
+__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState", "user_facing"]
 
 
 class Studio(GenerationJobs, Downloads):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
-    def __init__(self, ctx: StudioContext) -> None:
+    def __init__(self, ctx: StudioContext, executor: str | None = None) -> None:
+        from studio.executors import build_executor
+
         self.ctx = ctx
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(ctx.db_url, migrate=True)
         self.repo = Repository(self.db)
-        self.store = ArtifactStore(ctx.artifacts_dir, self.db)
+        self.store = ArtifactStore(ctx.artifacts_url, self.db)
         self.secret = load_secret(ctx.data_dir, ctx.file_secret)
         self.throttle = WRONG_KEYS  # wrong keys and forged links, per client (process-wide)
         self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
                                ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
         prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
         self._pruned = time.monotonic()
-        # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
-        self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
+        # Who runs this process's jobs. Whatever an earlier instance under the same name left
+        # running is dead now: interrupted (resumable) at once, not after a heartbeat timeout;
+        # other owners count as dead when their pid is gone here or their heartbeat is stale.
+        self.owner = Owner.this_process(ctx.instance)
+        self.interrupted_at_start = self.repo.interrupt_owned(self.owner) + self.reap()
         self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
+        self.executor = build_executor(executor or ctx.executor, self)
+
+    def close(self) -> None:
+        """Stop this process's workers (running jobs end "interrupted") and close the database."""
+        self.executor.close()
+        self.db.dispose()
 
     # ---- components ---------------------------------------------------------------------------
     def pipeline(
@@ -99,6 +107,11 @@ class Studio(GenerationJobs, Downloads):
             depth=self._backends["depth", depth], synthesis=self._backends[painter], config=config
         )
 
+    def check_backends_here(self, use_memory: bool, backends: dict | None) -> None:
+        """Build (or find) the pipeline of a generation's ``backends`` in this process, so a bad
+        choice is refused before its step exists (ModelError with a plain message)."""
+        self.pipeline(use_memory, backends=backends)
+
     def painters(self) -> list[dict[str, Any]]:
         """The painters this studio offers, for the Generate tab: each with ``backend``,
         ``default_model``, ``prompt`` (takes one), ``ready`` (can run here now) and ``why``
@@ -126,19 +139,7 @@ class Studio(GenerationJobs, Downloads):
     # ---- world --------------------------------------------------------------------------------
     def world(self, project_id: str, key: str) -> WorldState:
         """The project's current world (either key). StudioError when there is no photo yet."""
-        cells = self.repo.list_cells(clean_id(project_id), key)
-        photos = [c for c in cells if c.kind == "photo" and c.status == "done"]
-        if not photos:
-            raise StudioError("This project has no photo yet: add one in the Photo tab.")
-        photo = photos[-1]
-        frames = list(self.repo.list_frames(photo.id))
-        for c in cells:
-            if c.kind == "generation" and c.position > photo.position:
-                frames.extend(self.repo.list_frames(c.id))
-        frames.sort(key=lambda f: f.frame_index)
-        # Frames are contiguous by construction; stop at a gap rather than build a broken world.
-        n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
-        return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
+        return WorldState.from_cells(self.repo, self.repo.list_cells(clean_id(project_id), key))
 
     def restore(
         self, ws: WorldState, use_memory: bool = True, backends: dict | None = None
@@ -166,7 +167,7 @@ class Studio(GenerationJobs, Downloads):
             "size": [photo.width, photo.height],
         }
         cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             art = self.store.put_bytes(data, image_mime(data))
             self.repo.link_artifact(cell.id, art.sha256, "photo")
@@ -390,8 +391,3 @@ def _waypoints(waypoints: Any) -> np.ndarray:
     if wp.ndim != 2 or wp.shape[1] != 2 or not np.isfinite(wp).all():
         raise StudioError("Waypoints must be a list of [x, y] pairs in metres.")
     return wp
-
-
-def user_facing() -> tuple[type[BaseException], ...]:
-    """Errors whose message is meant for the person using the studio (shown as is)."""
-    return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

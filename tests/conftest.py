@@ -1,11 +1,20 @@
-"""Test-wide hooks: when the real data is absent, the tests that need it skip with a reason
-that says where it comes from (instead of erroring on a missing file)."""
+"""Test-wide fixtures and hooks.
+
+- Real services started once per test session (``tests/services.py``: PostgreSQL, moto's S3
+  emulator). Defined here, not imported into each module, so that a session fixture is one
+  fixture: one server for the whole run.
+- When the real data is absent, the tests that need it skip with a reason that says where it
+  comes from (instead of erroring on a missing file).
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.helpers import DATA, DATA_REASON
+from tests.services import pg_server, pg_url, s3_server, s3_url
+
+__all__ = ["pg_server", "pg_url", "s3_server", "s3_url"]
 
 
 def pytest_report_header(config) -> str:

@@ -68,7 +68,7 @@ def test_disk_stays_bounded_over_a_20_round_soak(tmp_path, monkeypatch):
     # Every frame is still there and the cache rebuilds what it dropped.
     assert rows[-1]["frames"] == 1 + 20 * 3
     s.export(pid, key, "ply")
-    s.db.dispose()
+    s.close()
 
 
 def _free_port() -> int:
@@ -123,4 +123,4 @@ def test_concurrent_handoffs_of_one_file_are_whole(tmp_path, monkeypatch):
         with ThreadPoolExecutor(8) as pool:
             assert all(got == data for got in pool.map(fetch, range(8)))
     assert not [p for p in (tmp_path / "gradio").rglob("*.tmp")]  # no temp file left behind
-    s.db.dispose()
+    s.close()

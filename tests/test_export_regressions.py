@@ -150,7 +150,7 @@ def studio_world(tmp_path_factory):
     s.save_path(pid, key, s.plan_path(pid, key, preset="forward", frames=4))
     list(s.generate(pid, key))
     yield s, pid, key
-    s.db.dispose()
+    s.close()
 
 
 def test_studio_zips_hold_whole_folders_under_distinct_names(studio_world):

@@ -140,7 +140,7 @@ def seeded(tmp_path_factory):
     pid, _view, key = s.create_project("Limits")
     s.set_photo(pid, key, str(photo))
     yield s, pid, key
-    s.db.dispose()
+    s.close()
 
 
 @settings(SETTINGS, max_examples=40)

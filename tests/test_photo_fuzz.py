@@ -209,7 +209,7 @@ def test_the_corpus_has_thirty_kinds_or_more():
 def studio(tmp_path_factory):
     s = Studio(StudioContext(data_dir=tmp_path_factory.mktemp("fuzz") / "data", width=64))
     yield s
-    s.db.dispose()
+    s.close()
 
 
 def _counts(studio: Studio, pid: str, key: str) -> tuple[int, int]:
