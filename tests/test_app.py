@@ -128,13 +128,15 @@ def test_api_calls_work_from_a_fresh_session(server, tmp_path):
     s = server.studio
     pid, _view, key = s.create_project("Fresh")
     s.set_photo(pid, key, str(PHOTO))
-    s.save_path(pid, key, s.plan_path(pid, key, preset="forward", frames=6))
+    s.save_path(pid, key, s.plan_path(pid, key, preset="forward", frames=40))
     gen = s.generate(pid, key)
     next(gen), next(gen)
-    gen.close()  # interrupted after 2 frames
+    s.cancel(pid, key)  # stopped after a few frames: resumable
+    list(gen)
     cells = s.world(pid, key).cells
     traj, gen_cell = cells[1], cells[2]
-    assert gen_cell.status == "interrupted"
+    assert gen_cell.status == "cancelled"
+    n = len(s.world(pid, key).frames)
 
     def fresh():
         return gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
@@ -142,9 +144,10 @@ def test_api_calls_work_from_a_fresh_session(server, tmp_path):
     *_, status = fresh().predict(pid, key, gen_cell.id, api_name="/resume")
     assert "Re-ran" in status or "resum" in status, status
     assert s.world(pid, key).cells[2].status == "done"
-    image, info = fresh().predict(pid, key, 4, "generated frame", api_name="/inspect_frame")
-    assert "Frame 4" in info and image
-    with pytest.raises(Exception, match="between 0 and 5"):
+    assert len(s.world(pid, key).frames) == 40 > n
+    image, info = fresh().predict(pid, key, 30, "generated frame", api_name="/inspect_frame")
+    assert "Frame 30" in info and image
+    with pytest.raises(Exception, match="between 0 and 39"):
         fresh().predict(pid, key, 99, "generated frame", api_name="/inspect_frame")
     fork_id, fork_key, *_ = fresh().predict(pid, key, traj.id, api_name="/fork")
     assert [c.kind for c in s.world(fork_id, fork_key).cells] == ["photo", "trajectory"]
