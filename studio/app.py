@@ -114,8 +114,8 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
     """The studio's Blocks (not launched). Pass ``studio`` to share one service between apps."""
     studio = studio or Studio(ctx or StudioContext())
     _check_not_served(studio.ctx, [])
-    ttl = max(60, int(studio.ctx.temp_ttl_s))
-    with StudioBlocks(title="Loci studio", delete_cache=(max(30, ttl // 4), ttl)) as app:
+    ttl = max(1, int(studio.ctx.temp_ttl_s))  # Gradio's temp files: checked 4 times per lifetime
+    with StudioBlocks(title="Loci studio", delete_cache=(max(1, ttl // 4), ttl)) as app:
         gr.Markdown(
             "# Loci\nOne photo and a camera path become a persistent, explorable 3D world. "
             "Start a project, add a photo, sketch a path on the map, generate, then inspect "

@@ -33,8 +33,8 @@ __all__ = ["ENV_VARS", "EXECUTORS", "StudioContext"]
 ENV_VARS = (
     "LOCI_DATA_DIR", "LOCI_DATABASE_URL", "LOCI_ARTIFACTS", "LOCI_WIDTH", "LOCI_DEPTH",
     "LOCI_SYNTHESIS", "LOCI_EXECUTOR", "LOCI_RAY_ADDRESS", "LOCI_RAY_WORKERS",
-    "LOCI_RAY_LIFT_WORKERS", "LOCI_INSTANCE", "LOCI_FILE_SECRET", "LOCI_HOST", "LOCI_PORT",
-    "LOCI_ROOT_PATH",
+    "LOCI_RAY_LIFT_WORKERS", "LOCI_INSTANCE", "LOCI_FILE_SECRET", "LOCI_CACHE_MB", "LOCI_HOST",
+    "LOCI_PORT", "LOCI_ROOT_PATH",
 )  # fmt: skip
 
 #: Where jobs run: "local" (threads of this process, the default) or "ray" (Ray actors).
@@ -56,6 +56,13 @@ class StudioContext:
     ray_workers: generation actors in the pool; ray_lift_workers: CPU actors for lift and export
     (0: the generation actors do it). instance: this process's stable name: a process that starts
     again under the same name interrupts what its previous instance left running, at once.
+    root_path: the public sub-path the studio is served under ("" at the root; file URLs
+    start with it). file_url_ttl_s: lifetime of signed file URLs. temp_ttl_s: how long files
+    handed to the browser (downloads, viewers, uploads not attached to a project) stay in
+    Gradio's temp dir. file_secret: signs file URLs (default: ``data_dir/file-secret``).
+    cache_max_mb: bound of the derived world bundles in ``cache/`` (least recently used go
+    first; ``$LOCI_CACHE_MB``). cache_min_age_s: a bundle used more recently than this is kept
+    even above the bound (another process may be reading it).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("data").absolute())
@@ -78,6 +85,8 @@ class StudioContext:
     file_url_ttl_s: float = 1800.0
     temp_ttl_s: float = 3600.0
     file_secret: str | None = None
+    cache_max_mb: float = 2000.0
+    cache_min_age_s: float = 300.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -131,8 +140,7 @@ class StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_ARTIFACTS``,
         ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_EXECUTOR``,
         ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_RAY_LIFT_WORKERS``, ``LOCI_INSTANCE``,
-        ``LOCI_FILE_SECRET``;
-        keyword arguments win."""
+        ``LOCI_FILE_SECRET``, ``LOCI_CACHE_MB``; keyword arguments win."""
         env = os.environ
         values: dict[str, object] = {
             "data_dir": Path(env.get("LOCI_DATA_DIR", "data")),
@@ -146,6 +154,7 @@ class StudioContext:
             "ray_workers": int(env.get("LOCI_RAY_WORKERS", "1")),
             "ray_lift_workers": int(env.get("LOCI_RAY_LIFT_WORKERS", "0")),
             "file_secret": env.get("LOCI_FILE_SECRET") or None,
+            "cache_max_mb": float(env.get("LOCI_CACHE_MB", "2000")),
         }
         if env.get("LOCI_INSTANCE"):
             values["instance"] = env["LOCI_INSTANCE"]

@@ -14,8 +14,6 @@ and a cancel, a crash or a closed browser loses nothing that was finished.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 
 from models.geometry.cameras import intrinsics_from_fov
 from models.paths.trajectory import PRESET_NAMES, Trajectory, make_preset
-from models.paths.waypoints import GroundFrame
+from models.paths.waypoints import MAX_WAYPOINTS, GroundFrame
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
@@ -35,23 +33,28 @@ from storage.db import (
     Repository,
     open_database,
 )
-from storage.formats.images import load_photo
+from storage.formats.images import image_mime, load_photo
 from studio.context import StudioContext
-from studio.errors import StudioError, clean_id, error_message, user_facing
-from studio.exports.lift import FORMATS, export_bundle, lift_bundle
-from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
+from studio.downloads import Downloads, download_name
+from studio.errors import StudioError, checked_number, clean_id, error_message, user_facing
+from studio.files import WRONG_KEYS, FileLinks, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.previews import PathPreviews, blind_warnings
 from studio.state import PathPlan, WorldState
-from studio.web.scene import write_web_splats
-from studio.world_store import bundle_for, load_records, save_frame
+from studio.world_store import load_records, save_frame
 
-__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState", "user_facing"]
+__all__ = [
+    "GenerationUpdate",
+    "PathPlan",
+    "Studio",
+    "StudioError",
+    "WorldState",
+    "download_name",
+    "user_facing",
+]
 
-FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
-
-class Studio(GenerationJobs, PathPreviews):
+class Studio(GenerationJobs, PathPreviews, Downloads):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
     def __init__(self, ctx: StudioContext, executor: str | None = None) -> None:
@@ -63,7 +66,7 @@ class Studio(GenerationJobs, PathPreviews):
         self.repo = Repository(self.db)
         self.store = ArtifactStore(ctx.artifacts_url, self.db)
         self.secret = load_secret(ctx.data_dir, ctx.file_secret)
-        self.throttle = Throttle()  # wrong keys and forged links, per client
+        self.throttle = WRONG_KEYS  # wrong keys and forged links, per client (process-wide)
         self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
                                ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
         prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
@@ -96,7 +99,7 @@ class Studio(GenerationJobs, PathPreviews):
         """
         from studio.backends import build_depth, build_painter
 
-        choice = dict(backends or {})
+        choice = checked_backends(backends)
         depth = choice.pop("depth", None) or self.ctx.depth
         painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
@@ -162,10 +165,10 @@ class Studio(GenerationJobs, PathPreviews):
         """Seed the project's world from a photo (a new photo cell). ``hfov_deg`` None/0: EXIF,
         else 60 degrees."""
         if not photo_path:
-            raise StudioError("Choose a photo first (JPEG or PNG).")
+            raise StudioError("Choose a photo first (JPEG, PNG or HEIC).")
+        if hfov_deg not in (None, 0):
+            hfov_deg = checked_number(hfov_deg, "The field of view (degrees)", 10, 150)
         photo = load_photo(photo_path)  # PhotoError: not an image, too big, damaged...
-        if hfov_deg is not None and hfov_deg and not 10 <= float(hfov_deg) <= 150:
-            raise StudioError("The field of view must be between 10 and 150 degrees.")
         data = Path(photo_path).read_bytes()
         params = {
             "filename": Path(photo_path).name[-120:],
@@ -175,8 +178,7 @@ class Studio(GenerationJobs, PathPreviews):
         cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
         job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
-            mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
-            art = self.store.put_bytes(data, mime)
+            art = self.store.put_bytes(data, image_mime(data))
             self.repo.link_artifact(cell.id, art.sha256, "photo")
             pipe = self.pipeline(hfov_deg=float(hfov_deg) if hfov_deg else 60.0)
             K = (
@@ -224,31 +226,31 @@ class Studio(GenerationJobs, PathPreviews):
         start_cam = ws.camera(start_i)
         up = np.asarray(ws.meta["up"])
         gf0 = ws.ground()
-        if frames is not None and not 2 <= int(frames) <= self.ctx.max_frames:
-            raise StudioError(f"Choose between 2 and {self.ctx.max_frames} frames.")
+        limit = self.ctx.max_frames
+        if frames is not None:
+            frames = checked_number(frames, "The number of frames", 2, limit, integer=True)
         if preset:
             if preset not in PRESET_NAMES:
                 raise StudioError(
-                    f"Unknown preset {preset!r}; use one of {', '.join(PRESET_NAMES)}."
+                    f"Unknown preset {str(preset)[:40]!r}; use one of {', '.join(PRESET_NAMES)}."
                 )
             n = int(frames or 24)
             traj = make_preset(preset, start_cam, n, up=up, scene_depth=ws.meta["scene_depth"])
             params: dict[str, Any] = {"mode": "preset", "preset": preset, "frames": n}
         else:
-            wp = (
-                np.asarray(waypoints or [], float).reshape(-1, 2) if waypoints else np.zeros((0, 2))
-            )
-            if len(wp) == 0:
-                raise StudioError("The path is empty: click points on the map (or pick a preset).")
+            wp = _waypoints(waypoints)
             self._check_on_map(ws, gf0, wp)
             h_start = float(gf0.height_of(start_cam.c2w[:3, 3])[0])
             gfs = GroundFrame.from_camera(start_cam, up, max(h_start, 0.0))
             wp_start = gfs.to_ground(gf0.to_world(wp, 0.0))
-            if speed is not None and frames is None:
-                n_kw: dict[str, Any] = {"speed": float(speed)}
+            if speed not in (None, 0) and frames is None:
+                speed = checked_number(speed, "The speed (metres per frame)", 1e-6, 100.0)
+                n_kw: dict[str, Any] = {"speed": speed}
             else:
                 n_kw = {"n_frames": int(frames or 24)}
-            eye = None if eye_height in (None, 0) else float(eye_height)
+            eye = None
+            if eye_height not in (None, 0):
+                eye = checked_number(eye_height, "The eye height (metres)", 0.0, 50.0) or None
             traj, capped = self.capped_path(wp_start, start_cam, up, max(h_start, 0.0), eye,
                                             look, n_kw)  # fmt: skip
             params = {"mode": "waypoints", "waypoints": wp.round(4).tolist(), "look": look,
@@ -293,7 +295,6 @@ class Studio(GenerationJobs, PathPreviews):
             raise StudioError("Continue from: that step is not a generation of this world.")
         return max(ends)
 
-    # ---- history ------------------------------------------------------------------------------
     def revert(self, project_id: str, key: str) -> HistoryCell:
         """Remove the newest cell (its files stay in the store for forks and undo)."""
         return self.repo.revert_last_cell(clean_id(project_id), key)
@@ -307,100 +308,6 @@ class Studio(GenerationJobs, PathPreviews):
 
     def delete(self, project_id: str, key: str) -> None:
         self.repo.delete_project(clean_id(project_id), key)
-
-    # ---- lift and export ----------------------------------------------------------------------
-    def bundle(self, ws: WorldState) -> Path:
-        return bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
-
-    def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
-        """Splats and mesh of the current world (a lift cell), reused while the world is the same.
-        Runs on a worker of the executor (in this thread for the local one)."""
-        return self.repo.get_cell(self.executor.call("lift", project_id, key, force, author))
-
-    def lift_here(self, project_id: str, key: str, force: bool = False, author: str = "") -> str:
-        """:meth:`lift` in this process; returns the lift cell's id."""
-        pid = clean_id(project_id)
-        ws = self.world(pid, key)
-        if not force:
-            cached = self.cached_cell(ws, "lift")
-            if cached is not None:
-                return cached.id
-        self.require_edit(pid, key)
-        cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
-                                  author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=2, owner=self.owner)
-        try:
-            root = self.bundle(ws)
-            info = lift_bundle(root)
-            for role, name, mime in (("splats", "splats.ply", "application/x-ply"),
-                                     ("mesh", "mesh.ply", "application/x-ply")):  # fmt: skip
-                art = self.store.put_file(root / name, mime)
-                self.repo.link_artifact(cell.id, art.sha256, role)
-            # The browser's copy: compact SPZ (a few MB), the full .ply stays the export.
-            web = write_web_splats(root / "splats.ply", root / "splats.web.spz")
-            art = self.store.put_file(root / "splats.web.spz", "application/octet-stream")
-            self.repo.link_artifact(cell.id, art.sha256, "splats-web")
-            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"],
-                      "web_splats": web["count"], "web_bytes": web["bytes"]}  # fmt: skip
-            self.repo.update_cell_params(cell.id, counts)
-            self.repo.finish_job(job.id, "done")
-        except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", error_message(exc))
-            raise
-        return cell.id
-
-    def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
-        for c in reversed(ws.cells):
-            p = c.params or {}
-            if (
-                c.kind == kind
-                and c.status == "done"
-                and p.get("world") == ws.digest
-                and all(p.get(k) == v for k, v in match.items())
-            ):
-                return c
-        return None
-
-    def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
-        """The world in ``fmt`` as a downloadable file named ``<project>-<step>[-<fmt>].<ext>``
-        (folders come zipped). Made once per world and format (on a worker of the executor) and
-        attached to the step whose world it is (no history step of its own), then served from
-        the artifact store."""
-        sha256, name = self.executor.call("export", project_id, key, fmt, author)
-        return self.named_file(sha256, name)
-
-    def export_here(self, project_id: str, key: str, fmt: str, author: str = "") -> tuple[str, str]:
-        """:meth:`export` in this process; returns the stored file's ``(sha256, download name)``."""
-        if fmt not in FORMATS:
-            raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-        pid = clean_id(project_id)
-        ws = self.world(pid, key)
-        step = self.world_step(ws)
-        name = download_name(self.repo.open_project(pid, key)[0].name, step.position + 1, fmt)
-        done = self.attachment(step, fmt, ws.digest)
-        if done is not None:
-            return done["sha256"], name
-        self.require_edit(pid, key)
-        if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
-            self.lift_here(pid, key, author=author)  # exports of splats/meshes reuse the lift
-        root = self.bundle(ws)
-        out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        try:
-            target = out_dir / (fmt if fmt in FOLDER_FORMATS else name)
-            written = export_bundle(root, fmt, target)
-            if Path(written).is_dir():
-                written = Path(shutil.make_archive(str(out_dir / fmt), "zip", written))
-            art = self.store.put_file(written, _mime(fmt))
-            self.repo.link_artifact(step.id, art.sha256, f"export:{fmt}")
-            entry = {"world": ws.digest, "sha256": art.sha256,
-                     "bytes": Path(written).stat().st_size}  # fmt: skip
-            # One key per format: params merge per key, so workers exporting other formats of
-            # the same step at the same time never overwrite each other.
-            self.repo.update_cell_params(step.id, {f"export:{fmt}": entry})
-        finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        return art.sha256, name
 
     def queue_position(self, job_id: str) -> tuple[int, int]:
         """(generations waiting ahead of this pending one, generations running), server-wide:
@@ -420,65 +327,41 @@ class Studio(GenerationJobs, PathPreviews):
             running = session.scalar(count.where(Job.status == "running"))
         return int(ahead or 0), int(running or 0)
 
-    def world_step(self, ws: WorldState) -> HistoryCell:
-        """The history step whose world this is: the one that made its newest frame."""
-        cell_id = ws.frames[-1].cell_id
-        return next(c for c in ws.cells if c.id == cell_id)
 
-    @staticmethod
-    def attachment(step: HistoryCell, fmt: str, digest: str) -> dict[str, Any] | None:
-        """The stored export of ``step`` in ``fmt`` when it is of the world ``digest``."""
-        entry = (step.params or {}).get(f"export:{fmt}")
-        return entry if entry and entry.get("world") == digest else None
-
-    def named_file(self, sha256: str, filename: str) -> Path:
-        """A stored file under a readable name, handed over for a Gradio component (downloads
-        and viewers go by the file extension); see :func:`studio.files.handoff`."""
-        return self.handoff(self.local_path(sha256), filename)
-
-    def local_path(self, sha256: str) -> Path:
-        """A stored file on this machine's disk: in the store itself when it is a folder, else a
-        copy streamed from the bucket into the cache (kept, keyed by the content hash)."""
-        if self.store.is_local:
-            return self.store.path_of(sha256)
-        target = self.ctx.cache_dir / "objects" / sha256[:2] / sha256[2:]
-        if not (target.is_file() and target.stat().st_size == self.store.get(sha256).size):
-            self.store.copy_to(sha256, target)
-        return target
-
-    def handoff(self, path: Path, filename: str) -> Path:
-        """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""
-        if time.monotonic() - self._pruned > 60:  # a folder listing at most once a minute
-            self._pruned = time.monotonic()
-            prune_folder(self.ctx.handoff_dir, self.ctx.temp_ttl_s)
-        return handoff(path, filename, self.ctx.handoff_dir, self.secret)
-
-    def file_url(
-        self, project_id: str, key: str, sha256: str, filename: str, download: bool = False
-    ) -> str:
-        """A short-lived signed URL for one stored file of a project (view or edit key), for
-        viewers and links in the page: see :mod:`studio.files`."""
-        return self.files.url(clean_id(project_id), key, sha256, filename, download=download)
-
-    def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
-        links = self.repo.cell_artifacts(cell.id, role)
-        return self.named_file(links[-1].sha256, filename) if links else None
+#: Ranges of the numeric painter options a generation may carry (the API passes them through).
+PAINTER_NUMBERS = {"steps": (1, 200, True), "chunk_size": (1, 257, True),
+                   "guidance_scale": (0.0, 50.0, False), "conditioning_scale": (0.0, 10.0, False),
+                   "flow_shift": (0.0, 100.0, False), "vram_gb": (0.0, 4096.0, False)}  # fmt: skip
 
 
-def download_name(project: str, step: int, fmt: str) -> str:
-    """``<project>-<step>.<ext>``, or ``<project>-<step>-<fmt>.zip`` for folder formats: a
-    download says which world and which step it came from (e.g. ``kitchen-3-mjcf.zip``)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", (project or "").lower()).strip("-")[:40] or "world"
-    if fmt in FOLDER_FORMATS:
-        return f"{slug}-{step}-{fmt}.zip"
-    return f"{slug}-{step}.{_suffix(fmt)}"
+def checked_backends(backends: Any) -> dict[str, Any]:
+    """A generation's backend choice with every number in range and texts of sane length,
+    checked before anything is built (a number from the API must never size work unchecked)."""
+    if backends in (None, ""):
+        return {}
+    if not isinstance(backends, dict) or len(backends) > 32:
+        raise StudioError("The backend choice must be a small JSON object of options.")
+    out: dict[str, Any] = {}
+    for k, v in backends.items():
+        if k in PAINTER_NUMBERS and v is not None:
+            lo, hi, integer = PAINTER_NUMBERS[k]
+            v = checked_number(v, f"The painter option {k!r}", lo, hi, integer=integer)
+        elif isinstance(v, str) and len(v) > 4000:
+            raise StudioError(f"The painter option {str(k)[:40]!r} is too long (4000 characters).")
+        out[str(k)] = v
+    return out
 
 
-def _suffix(fmt: str) -> str:
-    return {"usd": "usda", "mjcf": "zip", "nerfstudio": "zip", "colmap": "zip"}.get(fmt, fmt)
-
-
-def _mime(fmt: str) -> str:
-    return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
-            "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
-        fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
+def _waypoints(waypoints: Any) -> np.ndarray:
+    """(N, 2) float waypoints from the API or a form, checked before anything is built."""
+    if not waypoints:
+        raise StudioError("The path is empty: click points on the map (or pick a preset).")
+    if len(waypoints) > MAX_WAYPOINTS:
+        raise StudioError(f"A path has at most {MAX_WAYPOINTS} waypoints.")
+    try:
+        wp = np.asarray(waypoints, float)
+    except (TypeError, ValueError):
+        wp = np.zeros((0, 3))
+    if wp.ndim != 2 or wp.shape[1] != 2 or not np.isfinite(wp).all():
+        raise StudioError("Waypoints must be a list of [x, y] pairs in metres.")
+    return wp

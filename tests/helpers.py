@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+# The real data (../shared/data, see its README); LOCI_TEST_DATA points elsewhere.
+DATA = Path(os.environ.get("LOCI_TEST_DATA") or ROOT.parent / "shared" / "data")
+DATA_REASON = (
+    f"needs the real data in {DATA} (8 photos, the TUM fr3 RGB-D sequence with mocap poses, "
+    "single RGB-D frames: the shared/data folder next to the repository, see its README; "
+    "or set LOCI_TEST_DATA)"
+)
 PHOTOS = DATA / "photos"
 TUM = DATA / "posed" / "tum_fr3_long_office_household"
 

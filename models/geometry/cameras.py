@@ -314,6 +314,19 @@ def opencv_to_opengl_c2w(c2w: np.ndarray) -> np.ndarray:
     return np.asarray(c2w, dtype=np.float64) @ CV_TO_GL
 
 
+def opencv_to_corner_intrinsics(K: np.ndarray) -> np.ndarray:
+    """K for tools whose pixel centres sit at +0.5 (COLMAP, nerfstudio; the image's top-left
+    corner is (0, 0)): the same camera, with the principal point moved by half a pixel.
+
+    OpenCV (and Loci) put the centre of the top-left pixel at (0, 0), so a point seen at pixel
+    (u, v) here is at (u + 0.5, v + 0.5) there: cx' = cx + 0.5, cy' = cy + 0.5.
+    """
+    out = np.array(K, dtype=np.float64)
+    out[0, 2] += 0.5
+    out[1, 2] += 0.5
+    return out
+
+
 def opengl_to_opencv_c2w(c2w_gl: np.ndarray) -> np.ndarray:
     """Inverse of :func:`opencv_to_opengl_c2w`."""
     return np.asarray(c2w_gl, dtype=np.float64) @ CV_TO_GL

@@ -17,16 +17,27 @@ from pathlib import Path
 from models.depth import create_depth_backend, depth_backend_names
 from models.geometry.cameras import scale_intrinsics
 from models.geometry.pointcloud import VoxelCloud, frame_points
-from models.paths.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
-from models.pipeline import PipelineConfig, WorldPipeline
+from models.paths.trajectory import (
+    MAX_FRAMES,
+    PRESET_NAMES,
+    Trajectory,
+    TrajectoryError,
+    make_preset,
+)
+from models.pipeline import MAX_WIDTH, PipelineConfig, WorldPipeline
 from models.synthesis import synthesis_backend_names
 from storage.formats.bundle import BundleWriter
 from storage.formats.images import load_photo
 from storage.formats.ply import write_pointcloud_ply
 from storage.formats.video import VideoStream
-from studio.cli.common import UsageError, progress
+from studio.cli.common import UsageError, check_numbers, progress
 
 DEFAULT_FRAMES = 24
+#: Ranges of the numeric options of ``loci generate`` (checked before anything is loaded).
+GENERATE_LIMITS = {"frames": (1, MAX_FRAMES), "width": (64, MAX_WIDTH), "fov": (10, 150),
+                   "fps": (0.1, 240), "steps": (1, 1000), "memory_stride": (1, MAX_FRAMES),
+                   "max_retrieved": (1, 64), "seed": (0, 2**63 - 1),
+                   "depth_scale": (1e-6, 1e9)}  # fmt: skip
 
 
 def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline:
@@ -90,8 +101,7 @@ def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    if args.frames is not None and args.frames < 1:
-        raise UsageError("--frames must be at least 1")
+    check_numbers(args, GENERATE_LIMITS)
     photo = load_photo(args.photo)
     ph, pw = photo.rgb.shape[:2]
     traj_file = args.path if args.path.endswith(".json") else None
@@ -170,6 +180,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_lift(args: argparse.Namespace) -> int:
     from studio.exports.lift import lift_bundle
 
+    check_numbers(args, {"voxel": (1e-3, 10.0)})  # metres; per world in make_mesh
     if not (args.splats or args.mesh):
         args.splats = args.mesh = True
     bar = progress(int(args.splats) + int(args.mesh), "lifting", not args.quiet)

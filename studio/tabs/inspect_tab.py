@@ -20,6 +20,7 @@ from models.metrics import psnr
 from models.paths.trajectory import rotation_angle_deg
 from storage.db import Forbidden
 from storage.formats.splats import read_inria_ply
+from studio.errors import checked_number
 from studio.service import Studio, StudioError, WorldState
 from studio.tabs.common import Shared, friendly
 from studio.web.components import world_view
@@ -78,14 +79,16 @@ def render(shared: Shared) -> dict:
                                             visible=False)  # fmt: skip
         with gr.Column(scale=2, min_width=280):
             frame = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="inspect-frame")
+            # The API's frame number: no UI limits (the slider's maximum is per session).
+            frame_api = gr.Number(0, precision=0, visible=False)
             which = gr.Radio(list(VIEWS), value=VIEWS[0], label="Frame panel shows",
                              elem_id="inspect-view")  # fmt: skip
             image = gr.Image(label="Frame", interactive=False, elem_id="inspect-image")
             info = gr.Markdown(elem_id="frame-info")
     video = gr.Video(label="Walkthrough", elem_id="world-video")
     return {"load": load, "summary": summary, "view": view, "video": video, "frame": frame,
-            "which": which, "info": info, "image": image, "dl_splats": dl_splats,
-            "dl_spz": dl_spz, "dl_mesh": dl_mesh}  # fmt: skip
+            "frame_api": frame_api, "which": which, "info": info, "image": image,
+            "dl_splats": dl_splats, "dl_spz": dl_spz, "dl_mesh": dl_mesh}  # fmt: skip
 
 
 def world_scene(s: Studio, pid: str, key: str, ws: WorldState) -> tuple[dict, dict, str]:
@@ -180,7 +183,8 @@ def listen(shared: Shared, c: dict) -> None:
             return (gr.HTML(scene={"message": msg}), gr.skip(), msg, gr.skip(),
                     *panel(pid, key, ws, 0, VIEWS[0]), hidden, hidden, hidden)  # fmt: skip
         scene, downloads, text = world_scene(s, pid, key, ws)
-        video = s.handoff(s.bundle(ws) / "video.mp4", f"walkthrough-{ws.digest[:8]}.mp4")
+        with s.bundle(ws) as root:
+            video = s.handoff(root / "video.mp4", f"walkthrough-{ws.digest[:8]}.mp4")
 
         def button(fmt: str):
             path = downloads.get(fmt)
@@ -198,13 +202,15 @@ def listen(shared: Shared, c: dict) -> None:
     @friendly
     def show(pid: str, key: str, index: float, which: str):
         ws = s.world(pid, key)
-        i = int(index)
-        if not 0 <= i < len(ws.frames):
-            raise StudioError(f"There is no frame {i}; this world has {len(ws.frames)}.")
+        i = checked_number(index, "The frame number", 0, len(ws.frames) - 1, integer=True)
+        if which not in VIEWS:
+            raise StudioError(f"Show one of: {', '.join(VIEWS)}.")
         return panel(pid, key, ws, i, which)
 
     inputs, outputs = [*ids, c["frame"], c["which"]], [c["image"], c["info"]]
     c["frame"].input(None, [c["frame"]], None, js=FOLLOW_JS)
     c["frame"].change(None, [c["frame"]], None, js=FOLLOW_JS)
-    c["frame"].release(show, inputs, outputs, api_name="inspect_frame")
+    c["frame"].release(show, inputs, outputs, api_visibility="private")
     c["which"].change(show, inputs, outputs, api_visibility="private")
+    c["frame_api"].change(show, [*ids, c["frame_api"], c["which"]], outputs,
+                          api_name="inspect_frame")  # fmt: skip

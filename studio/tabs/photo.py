@@ -94,12 +94,13 @@ def render(shared: Shared) -> dict:
         with gr.Column():
             # A file input, not gr.Image: Gradio would decode an image input before our handler
             # and answer a non-image with a generic error; load_photo explains what is wrong.
-            photo = gr.File(label="Photo (JPEG or PNG)", file_types=["image"], type="filepath",
+            photo = gr.File(label="Photo (JPEG, PNG, HEIC)", file_types=["image"], type="filepath",
                             elem_id="photo")  # fmt: skip
             preview = gr.Image(label="Preview", interactive=False, height=240,
                                elem_id="photo-preview")  # fmt: skip
-            fov = gr.Number(0, label="Horizontal field of view, degrees (0 = from EXIF, or 60)",
-                            minimum=0, maximum=150, elem_id="fov")  # fmt: skip
+            fov = gr.Number(
+                0, label="Horizontal field of view, degrees (0 = from EXIF, or 60)", elem_id="fov"
+            )  # the server checks 10..150
             use = gr.Button("Use this photo", variant="primary", elem_id="set-photo")
             thumbs = example_thumbnails(shared.studio.ctx.cache_dir)
             examples = gr.Gallery([t for t, _ in thumbs], label="Examples (click one to use it)",

@@ -12,8 +12,9 @@ from typing import Any
 import gradio as gr
 
 from storage.db import Forbidden, NotFound
+from studio.files import WRONG_KEYS
 from studio.service import Studio, StudioError, download_name
-from studio.tabs.common import Shared, friendly, notebook_html, png_data_uri
+from studio.tabs.common import Shared, client_of, friendly, notebook_html, png_data_uri, refuse
 from studio.web.routes import stored_file_url
 from studio.world_store import load_rgb, thumbnail_png
 
@@ -145,7 +146,8 @@ def render(studio: Studio) -> Shared:
     gr.Markdown("### History")
     notebook = gr.HTML(notebook_html([], {}, True), elem_id="notebook")
     with gr.Row():
-        step = gr.Dropdown([], label="Step", elem_id="step", scale=3)
+        # Any step id is accepted here and checked by the server (the API has no choices).
+        step = gr.Dropdown([], label="Step", elem_id="step", scale=3, allow_custom_value=True)
         rerun = gr.Button("Re-run step", elem_id="rerun", scale=1)
         resume = gr.Button("Resume step", elem_id="resume", scale=1)
         fork = gr.Button("Fork from step", elem_id="fork", scale=1)
@@ -257,7 +259,8 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
 
     def poll(project_id: str, k: str, seen: str):
         """Timer tick: re-render only when the project changed (someone else's step, a job)."""
-        if not project_id or not k:
+        # Only a page that has opened the project polls it (a key being typed is not probed).
+        if not project_id or not k or not seen:
             return (gr.skip(),) * len(outs)
         try:
             project, _, cells = s.open_project(project_id, k)
@@ -279,8 +282,11 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         if not project_id:
             return gr.skip(), gr.skip(), gr.skip(), *(gr.skip(),) * len(outs), gr.skip()
         try:
+            if WRONG_KEYS.retry_after(client_of(request)) > 0:  # refused, not counted again
+                raise StudioError("Too many wrong keys from your address; try again in a minute.")
             project, _, _ = s.open_project(project_id, k)
         except (NotFound, Forbidden, StudioError) as e:
+            refuse("a share link", client_of(request), e)
             gr.Warning(str(e))
             return gr.skip(), gr.skip(), gr.skip(), *(gr.skip(),) * len(outs), str(e)
         return project_id, k, project.name, *view(s, project_id, k), f"Opened {project.name}."

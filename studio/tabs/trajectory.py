@@ -91,8 +91,10 @@ def draw(studio: Studio, ws: WorldState, plan: PathPlan | None, waypoints: list 
 
 
 def parse_waypoints(text: str | None) -> list[list[float]]:
-    if not text or not text.strip():
+    if not text or not str(text).strip():
         return []
+    if len(str(text)) > 100_000:
+        raise StudioError("That waypoint list is too long; a path has at most 1000 waypoints.")
     try:
         wp = json.loads(text)
         arr = np.asarray(wp, float)
@@ -108,10 +110,11 @@ def parse_waypoints(text: str | None) -> list[list[float]]:
 def plan_from_inputs(studio: Studio, pid: str, key: str, preset: str, waypoints: str,
                      frames: float, speed: float, eye: float, look: str, start: str,
                      ws: WorldState | None = None) -> PathPlan:  # fmt: skip
+    """A plan from the tab's inputs (the service checks every number: the API skips the UI)."""
     if preset and preset != SKETCH:
-        return studio.plan_path(pid, key, preset=preset, frames=int(frames), start=start, ws=ws)
+        return studio.plan_path(pid, key, preset=preset, frames=frames, start=start, ws=ws)
     wp = parse_waypoints(waypoints)
-    kw: dict[str, Any] = {"speed": float(speed)} if speed else {"frames": int(frames)}
+    kw: dict[str, Any] = {"speed": speed} if speed else {"frames": frames}
     return studio.plan_path(pid, key, waypoints=wp, eye_height=eye or None, look=look,
                             start=start, ws=ws, **kw)  # fmt: skip
 
@@ -136,14 +139,16 @@ def render(shared: Shared) -> dict:
                                  elem_id="path-preset")  # fmt: skip
             waypoints = gr.Textbox("[]", label="Waypoints (x right, y ahead; metres; Enter to "
                                    "apply)", elem_id="waypoints", max_lines=4)  # fmt: skip
-            frames = gr.Slider(2, 240, value=24, step=1, label="Frames", elem_id="path-frames")
+            # The server's own limit (and the server checks every number: the API skips the UI).
+            frames = gr.Slider(2, shared.studio.ctx.max_frames, value=24, step=1, label="Frames",
+                               elem_id="path-frames")  # fmt: skip
             speed = gr.Number(0, label="Speed, m per frame (0 = use the frame count)",
-                              minimum=0, elem_id="path-speed")  # fmt: skip
-            eye = gr.Number(0, label="Eye height, m (0 = the photo's)", minimum=0,
-                            elem_id="eye-height")  # fmt: skip
+                              elem_id="path-speed")  # fmt: skip
+            eye = gr.Number(0, label="Eye height, m (0 = the photo's)", elem_id="eye-height")
             look = gr.Radio(["path", "fixed"], value="path", label="Look", elem_id="look")
             start = gr.Dropdown([("end of the world so far", "end"), ("the photo", "photo")],
-                                value="end", label="Start from", elem_id="start-from")  # fmt: skip
+                                value="end", label="Start from", elem_id="start-from",
+                                allow_custom_value=True)  # fmt: skip
             save = gr.Button("Use this path", variant="primary", elem_id="save-path")
             show = gr.Button("Show the map", elem_id="show-map", visible=False)  # API only
             saved = gr.Markdown(elem_id="path-saved")

@@ -78,7 +78,7 @@ def studio_app(tmp_path_factory):
         server_name="127.0.0.1",
         server_port=_free_port(),
         quiet=True,
-        **launch_kwargs(ctx),  # files are served from the data dir only; the studio's CSS
+        **launch_kwargs(ctx),  # the data dir blocked (files go through signed URLs); the CSS
     )
     try:
         yield app
