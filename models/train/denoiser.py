@@ -1,0 +1,153 @@
+"""The painter-denoiser protocol: what ``loci train`` needs from a generative painter.
+
+The trainer owns the recipe (timesteps, noise, self-augmented history, masked loss, LoRA,
+precision, checkpoints); a painter exposes its network and a few primitives over *latents*:
+
+* ``prepare`` turns stored samples into a :class:`PainterBatch` at the painter's working size,
+  with the very code its synthesis backend runs at inference (pre-fill, dilated hole mask);
+* ``encode`` (no gradient) gives clean target latents ``x0``, the conditioning, the history
+  latents (the routed memory the painter is conditioned on) and a per-latent loss weight (only
+  trusted target pixels count);
+* ``add_noise`` / ``predict`` / ``target`` / ``estimate_x0`` are the diffusion (or flow)
+  parameterisation;
+* ``free_condition`` conditions on nothing known (the model paints everything) and
+  ``with_history`` swaps the history in a conditioning for another one (self-augmentation).
+
+Painters register a factory by name (``sd-inpaint``; ``vace`` when its backend exists), heavy
+imports inside the factory, like synthesis backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+Cond = dict[str, torch.Tensor]  # every tensor has the batch dimension first
+
+
+class TrainError(ValueError):
+    """Training cannot run as asked (bad config, data or model); the message says what to do."""
+
+
+@dataclass
+class PainterBatch:
+    """Samples at the painter's working size (h, w).
+
+    target: (B, 3, h, w) float [0, 1]; image: (B, 3, h, w) the painter's init image (warped
+    memory, holes pre-filled); hole: (B, 1, h, w) float {0, 1}, 1 = the painter generates;
+    trust: (B, 1, h, w) float {0, 1}, target pixels the loss may use.
+    """
+
+    target: torch.Tensor
+    image: torch.Tensor
+    hole: torch.Tensor
+    trust: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def select(self, idx: torch.Tensor) -> PainterBatch:
+        return PainterBatch(self.target[idx], self.image[idx], self.hole[idx], self.trust[idx])
+
+
+@dataclass
+class Encoded:
+    """x0: (B, ...) clean target latents; cond: the conditioning; history: (B, ...) latents of
+    the routed history the conditioning carries; weight: broadcastable to x0, per-latent loss
+    weight in [0, 1] (0 where the target is not trusted)."""
+
+    x0: torch.Tensor
+    cond: Cond
+    history: torch.Tensor
+    weight: torch.Tensor
+
+
+def select(cond: Cond, idx: torch.Tensor) -> Cond:
+    return {k: v[idx] for k, v in cond.items()}
+
+
+def scatter(cond: Cond, idx: torch.Tensor, part: Cond) -> Cond:
+    """``cond`` with the rows ``idx`` replaced by ``part`` (new tensors; inputs untouched)."""
+    out = {}
+    for k, v in cond.items():
+        v = v.clone()
+        v[idx] = part[k].to(v.dtype)
+        out[k] = v
+    return out
+
+
+@runtime_checkable
+class PainterDenoiser(Protocol):
+    """A generative painter as ``loci train`` sees it (see the module docstring)."""
+
+    name: str  # the synthesis backend it trains (the LoRA loads there)
+    model_id: str
+    network_name: str  # attribute of the diffusers pipeline holding ``network`` ("unet", ...)
+    network: torch.nn.Module  # what LoRA adapts
+    pipeline: Any  # the loaded diffusers pipeline (for save_lora_weights and inference)
+    default_targets: tuple[str, ...]  # module names LoRA adapts by default
+    device: torch.device
+    weight_dtype: torch.dtype  # frozen weights' dtype
+
+    def prepare(self, samples: list[dict[str, Any]]) -> PainterBatch: ...
+
+    def encode(self, batch: PainterBatch, generator: torch.Generator) -> Encoded: ...
+
+    def sample_t(self, n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+        """n noise levels, uniform over the fraction [lo, hi] of the schedule."""
+        ...
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor: ...
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def estimate_x0(
+        self, x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def free_condition(self, cond: Cond) -> Cond: ...
+
+    def with_history(
+        self, cond: Cond, history_x0: torch.Tensor, batch: PainterBatch, generator: torch.Generator
+    ) -> Cond: ...
+
+    def drop_prompt(self, cond: Cond, drop: torch.Tensor) -> Cond:
+        """The conditioning with the text prompt emptied where ``drop`` (B,) is True."""
+        ...
+
+
+_REGISTRY: dict[str, Callable[..., PainterDenoiser]] = {}
+
+
+def register_painter_denoiser(name: str):
+    def deco(factory: Callable[..., PainterDenoiser]) -> Callable[..., PainterDenoiser]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def painter_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_painter_denoiser(name: str, **options: Any) -> PainterDenoiser:
+    """The trainable painter ``name`` (model=, device=, mixed_precision=, ...)."""
+    if name not in _REGISTRY:
+        raise TrainError(
+            f"the {name!r} painter cannot be fine-tuned; trainable painters: "
+            f"{', '.join(painter_names())}"
+        )
+    return _REGISTRY[name](**options)
+
+
+@register_painter_denoiser("sd-inpaint")
+def _sd_inpaint(**options: Any) -> PainterDenoiser:
+    from models.train.sd_painter import SDInpaintDenoiser
+
+    return SDInpaintDenoiser(**options)
