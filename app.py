@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="synthesis backend: reproject (offline), sd-inpaint, video, auto",
     )
+    p.add_argument("--lora", default=None, help="a loci train LoRA folder for the painter")
     p.add_argument(
         "--root-path", default=env.get("LOCI_ROOT_PATH"), help="public sub-path behind a proxy"
     )
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ctx = StudioContext.from_env(
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
-        depth=args.depth, synthesis=args.synthesis,
+        depth=args.depth, synthesis=args.synthesis, lora=args.lora,
     )  # fmt: skip
     app = build_app(ctx)
     # Generations share one named slot (see studio/tabs/generate.py); everything else (polls,

@@ -143,6 +143,23 @@ def build_depth(name: str, model: str | None, notes: list[str], **options: Any) 
 def build_synthesis(
     name: str, model: str | None, notes: list[str], **options: Any
 ) -> SynthesisBackend:
+    """``name`` may be "auto". ``lora=PATH`` (a ``loci train`` adapter) needs a generative
+    painter: with "auto" the adapter's own painter is used, never a silent offline fallback."""
+    lora = options.get("lora")
+    if lora:
+        from models.synthesis.lora import lora_backend
+
+        wanted = lora_backend(lora)
+        if name == "auto":
+            name = wanted
+        if name != wanted:
+            raise SynthesisError(
+                f"the LoRA in {lora} adapts the {wanted} painter, not {name}: "
+                f"use --synthesis {wanted} (or auto)"
+            )
+    else:
+        options.pop("lora_scale", None)
+
     def make(n: str) -> SynthesisBackend:
         opts = {k: v for k, v in options.items() if v is not None} if n != "reproject" else {}
         if model and n != "reproject":
@@ -151,3 +168,9 @@ def build_synthesis(
 
     make = _needs_extra("synthesis", name, make)
     return _with_fallback("synthesis", make, notes, model) if name == "auto" else make(name)
+
+
+def painter_record(backend: SynthesisBackend) -> dict[str, Any]:
+    """What world.json records about a painter beyond its name (e.g. its LoRA), or {}."""
+    record = getattr(backend, "record", None)
+    return dict(record()) if callable(record) else {}

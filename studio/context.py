@@ -24,6 +24,8 @@ class StudioContext:
     data_dir: folder of the embedded database and files. database_url: any SQLAlchemy URL
     (default ``sqlite:///<data_dir>/loci.db``). width: working width of generated frames.
     depth / synthesis: backend names (``auto`` uses local weights when present, else offline).
+    lora: a ``loci train`` LoRA folder for the painter (None: the base model); with synthesis
+    ``auto`` or the default, the LoRA's own painter is used.
     max_frames: most frames one generation may ask for. stale_after_s: a running job whose
     heartbeat is older than this at start-up is marked interrupted (resumable).
     """
@@ -33,6 +35,7 @@ class StudioContext:
     width: int = 512
     depth: str = "layout"
     synthesis: str = "reproject"
+    lora: str | None = None
     max_frames: int = 600
     stale_after_s: float = 45.0
     heartbeat_s: float = 10.0
@@ -55,7 +58,7 @@ class StudioContext:
     @classmethod
     def from_env(cls, **overrides: object) -> StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_WIDTH``,
-        ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``; keyword arguments win."""
+        ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_LORA``; keyword arguments win."""
         env = os.environ
         values: dict[str, object] = {
             "data_dir": Path(env.get("LOCI_DATA_DIR", "data")),
@@ -63,6 +66,7 @@ class StudioContext:
             "width": int(env.get("LOCI_WIDTH", "512")),
             "depth": env.get("LOCI_DEPTH", "layout"),
             "synthesis": env.get("LOCI_SYNTHESIS", "reproject"),
+            "lora": env.get("LOCI_LORA") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ from models.manager import ModelError
 from models.paths.trajectory import TrajectoryError
 from models.pipeline import PipelineError
 from models.synthesis import SynthesisError
+from models.train.denoiser import TrainError
+from models.train.footage import FootageError
 from storage.errors import StorageError
 
 __all__ = ["USER_ERRORS", "StudioError", "clean_id", "error_message"]
@@ -22,6 +24,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PipelineError,
     CameraError,
     ModelError,
+    TrainError,
+    FootageError,
 )
 
 

@@ -36,6 +36,7 @@ from storage.db import (
     open_database,
 )
 from storage.formats.images import load_photo
+from studio.backends import painter_record
 from studio.context import StudioContext
 from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
@@ -73,7 +74,11 @@ class Studio(GenerationJobs):
             if not self._backends:
                 notes: list[str] = []
                 self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
-                self._backends["synthesis"] = build_synthesis(self.ctx.synthesis, None, notes)
+                # A LoRA names its painter: with the default painter, paint with the LoRA's.
+                name = self.ctx.synthesis
+                if self.ctx.lora and name == "reproject":
+                    name = "auto"
+                self._backends["synthesis"] = build_synthesis(name, None, notes, lora=self.ctx.lora)
                 self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
@@ -151,6 +156,7 @@ class Studio(GenerationJobs):
             world = pipe.seed(photo.rgb, K, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
             save_frame(self.store, self.repo, cell.id, world.seed_event, world)
             meta = world.meta()
+            meta.update(painter_record(self._backends["synthesis"]))
             meta["camera_height"] = float(world.depth_meta.get("camera_height_m", 1.6))
             meta["scene_depth"] = world.scene_depth
             meta["hfov_deg"] = float(

@@ -33,6 +33,7 @@ __all__ = [
     "LORA_WEIGHTS",
     "LoraInfo",
     "apply_lora",
+    "lora_backend",
     "network_fingerprint",
     "read_lora",
     "write_lora",
@@ -89,8 +90,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_lora(path: str | Path, backend: str) -> LoraInfo:
-    """Validate a LoRA folder for ``backend``; ModelError with the fix otherwise."""
+def lora_backend(path: str | Path) -> str:
+    """The painter a LoRA folder was trained for (validates the folder)."""
+    return read_lora(path, None).backend
+
+
+def read_lora(path: str | Path, backend: str | None) -> LoraInfo:
+    """Validate a LoRA folder (for ``backend`` when given); ModelError with the fix otherwise."""
     folder = Path(path).expanduser()
     if folder.is_file() and folder.name in (LORA_META, LORA_WEIGHTS):
         folder = folder.parent
@@ -121,7 +127,7 @@ def read_lora(path: str | Path, backend: str) -> LoraInfo:
         raise ModelError(f"{meta_file} is damaged or not a Loci LoRA description ({e})") from e
     if int(meta.get("version", 0)) > LORA_VERSION:
         raise ModelError(f"{folder} was written by a newer Loci (LoRA version {meta['version']})")
-    if info.backend != backend:
+    if backend is not None and info.backend != backend:
         raise ModelError(
             f"the LoRA in {folder} was trained for the {info.backend} painter, not {backend}; "
             f"use --synthesis {info.backend}"

@@ -134,13 +134,16 @@ class TrainingSample:
 
 @dataclass
 class BuildStep:
-    """What happened at one footage frame: ``sample`` (None when skipped, ``why`` says why) and
-    the ``depth`` (H, W) it was given in memory (None when it did not join memory)."""
+    """What happened at one footage frame: ``sample`` (None when skipped, ``why`` says why);
+    the frame as memory holds it: ``camera`` and ``rgb`` (H, W, 3) at the working size, and the
+    ``depth`` (H, W) it was given (None when it does not join memory)."""
 
     order: int
     name: str
     sample: TrainingSample | None
     why: str = ""
+    camera: Camera | None = None
+    rgb: np.ndarray | None = None
     depth: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -234,7 +237,7 @@ class SampleBuilder:
                 given = _nearest(np.asarray(given, np.uint8), W, H) > 0
             trust = np.ones((H, W), bool) if given is None else given
             key = f"{sequence}/{frame.name}"
-            step = BuildStep(order, frame.name, None)
+            step = BuildStep(order, frame.name, None, camera=cam, rgb=rgb)
             corr: Correspondence | None = None
             retrieved: list[int] = []
             if len(memory):

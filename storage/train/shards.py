@@ -101,6 +101,11 @@ class SampleStore:
         self._write_manifest()
 
     @property
+    def pending(self) -> list[str]:
+        """Keys of queued samples not yet in a shard on disk (lost if the process dies)."""
+        return [info["key"] for _, info in self._buffer]
+
+    @property
     def done_keys(self) -> set[str]:
         """Keys of every sample already on disk or buffered."""
         keys = {s["key"] for sh in self.manifest["shards"] for s in sh["samples"]}

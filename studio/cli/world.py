@@ -24,6 +24,7 @@ from storage.formats.bundle import BundleWriter
 from storage.formats.images import load_photo
 from storage.formats.ply import write_pointcloud_ply
 from storage.formats.video import VideoStream
+from studio.backends import painter_record
 from studio.cli.common import UsageError, progress
 
 DEFAULT_FRAMES = 24
@@ -45,8 +46,9 @@ def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline
         depth = build_depth(depth_name, depth_model, notes)
     synth_model = args.model if args.synthesis != "reproject" else None
     synthesis = build_synthesis(
-        args.synthesis, synth_model, notes, steps=args.steps, prompt=args.prompt
-    )
+        args.synthesis, synth_model, notes, steps=args.steps, prompt=args.prompt,
+        lora=args.lora, lora_scale=args.lora_scale,
+    )  # fmt: skip
     config = PipelineConfig(
         width=args.width,
         hfov_deg=args.fov,
@@ -70,6 +72,8 @@ def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
+    # A LoRA names its painter: --lora alone paints with it (auto), never with reproject.
+    args.synthesis = args.synthesis or ("auto" if args.lora else "reproject")
     if args.frames is not None and args.frames < 1:
         raise UsageError("--frames must be at least 1")
     photo = load_photo(args.photo)
@@ -130,6 +134,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             path=args.path if traj_file is None else Path(traj_file).name,
             memory=not args.no_memory,
             depth_meta=world.depth_meta,
+            **painter_record(pipe.synthesis),
         )
         bundle.finish(meta)
     elapsed = time.perf_counter() - t_start
@@ -201,12 +206,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--synthesis",
         choices=[*synthesis_backend_names(), "auto"],
-        default="reproject",
-        help="synthesis backend (auto = sd-inpaint if its weights are present)",
+        default=None,
+        help="synthesis backend (default reproject, or the --lora's painter; auto = sd-inpaint "
+        "if its weights are present)",
     )
     g.add_argument("--steps", type=int, default=None, help="denoising steps (model backends)")
     g.add_argument("--prompt", default=None, help="text prompt (model backends that take one)")
     g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
+    g.add_argument("--lora", default=None, help="a LoRA folder written by loci train run")
+    g.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (1 = trained)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")
     g.add_argument("--memory-stride", type=int, default=1, help="every k-th frame joins memory")
