@@ -100,8 +100,11 @@ def tiny_dav2(folder: Path, kind: str = "relative") -> Path:
     return folder
 
 
-def build_tiny_inpaint(folder: Path, in_channels: int = 9) -> Path:
-    """Save a tiny random SD (inpainting when in_channels == 9) pipeline to ``folder``."""
+def build_tiny_inpaint(
+    folder: Path, in_channels: int = 9, blocks: tuple[int, int] = (32, 64)
+) -> Path:
+    """Save a tiny random SD (inpainting when in_channels == 9) pipeline to ``folder``
+    (``blocks``: the UNet's channels, to build a second, incompatible architecture)."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -113,7 +116,7 @@ def build_tiny_inpaint(folder: Path, in_channels: int = 9) -> Path:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
+        block_out_channels=blocks,
         layers_per_block=1,
         sample_size=32,  # x vae factor 2 -> native 64 px, the test frame width
         in_channels=in_channels,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.geometry.fill import push_pull
 from models.manager import ModelError, pick_device
 from models.synthesis.sd_inpaint import (
     DEFAULT_MODEL,
@@ -47,9 +48,16 @@ def prepare_batch(
         valid = torch.from_numpy(np.asarray(s["valid"], bool))
         depth = torch.from_numpy(np.asarray(s["warped_depth"], np.float32))
         _, image, mask = inpaint_inputs(warped, valid, depth, dilate, (w, h))
-        target = torch.from_numpy(np.asarray(s["target"])).float().permute(2, 0, 1)[None] / 255.0
+        target = torch.from_numpy(np.asarray(s["target"])).float() / 255.0
+        trust = torch.from_numpy(np.asarray(s["trust"], bool))
+        if not bool(trust.all()):
+            # Untrusted pixels are replaced by a fill from the trusted ones before encoding: the
+            # VAE's receptive field would otherwise carry them into trusted latents.
+            fill = push_pull(target, trust) if bool(trust.any()) else torch.full_like(target, 0.5)
+            target = torch.where(trust[..., None], target, fill)
+        target = target.permute(2, 0, 1)[None]
         target = F.interpolate(target, (h, w), mode="bilinear", antialias=True).clamp(0, 1)
-        untrusted = torch.from_numpy(~np.asarray(s["trust"], bool)).float()[None, None]
+        untrusted = (~trust).float()[None, None]
         # A work pixel is trusted only if no untrusted pixel contributes to it.
         untrusted = F.interpolate(untrusted, (h, w), mode="bilinear", antialias=True)
         targets.append(target)
@@ -207,7 +215,10 @@ class SDInpaintDenoiser:
         if key not in self._free_latents:
             h, w = hl * self.vsf, wl * self.vsf
             ones = torch.ones(1, 1, h, w)
-            _, empty = self._mask_latents(ones, torch.zeros(1, 3, h, w), None)
+            # A fixed generator: the cached latent must not depend on when it is first made
+            # (global RNG draws would make a resumed run differ from an uninterrupted one).
+            fixed = torch.Generator().manual_seed(0)
+            _, empty = self._mask_latents(ones, torch.zeros(1, 3, h, w), fixed)
             self._free_latents[key] = empty
         masked = self._free_latents[key].expand(n, -1, -1, -1)
         return {**cond, "mask": torch.ones_like(cond["mask"]), "masked": masked}

@@ -175,14 +175,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = trainer.run(resume=args.resume, on_record=on_record)
     except KeyboardInterrupt:
-        ckpts = trainer.checkpoints()
-        where = f"the last checkpoint is {ckpts[-1].name}" if ckpts else "no checkpoint yet"
-        print(f"loci: interrupted; {where}: run again with --resume to carry on",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    finally:
         bar.close()
         loss_curve(Path(args.out))
+        ckpts = trainer.checkpoints()
+        where = f"the last checkpoint is {ckpts[-1].name}" if ckpts else "no checkpoint yet"
+        print(f"loci: interrupted; {where}: run again with --resume to carry on", file=sys.stderr)
+        return 130
+    bar.close()
+    loss_curve(Path(args.out))
     held = ""
     if "first" in last:
         held = f"; held-out loss {last['first']:.4f} -> {last['final']:.4f}"
