@@ -316,3 +316,91 @@ def test_drift_probe_runs_with_and_without_the_lora(trained, tiny, tmp_path, mon
     for r in report["runs"].values():
         assert len(r["per_frame"]) == 6 and r["summary"]["painted_mean"] > 0
     assert (out / "drift_sheet.png").is_file() and (out / "drift_color.html").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# The issue's acceptance run: 30 steps, a real kill (SIGKILL) mid-run, resume, same curve.
+@pytest.mark.slow
+def test_thirty_steps_killed_with_sigkill_and_resumed_give_the_same_curve(tiny, data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def train(out: Path, *extra: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "studio.cli", "train", "run", str(data), "--out", str(out),
+               "--model", str(tiny), "--steps", "30", "--batch-size", "2", "--lr", "1e-2",
+               "--checkpoint-every", "10", "--quiet", "--set", "min_routed_psnr=0",
+               "--set", "eval_every=10", "--set", "warmup_steps=0", *extra]  # fmt: skip
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOCI_PNG_PLOTS": "0", "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parents[1],
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    full = tmp_path / "full"
+    assert train(full).wait(timeout=600) == 0
+    killed = tmp_path / "killed"
+    proc = train(killed)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill it once it is past its first checkpoint
+        steps = [s for s, _ in _train_losses(killed)] if (killed / "metrics.jsonl").exists() else []
+        if steps and max(steps) >= 14:
+            break
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert {p.name for p in (killed / "checkpoints").iterdir()} >= {"step-000010"}
+    assert "lora" not in {p.name for p in killed.iterdir()}  # it never finished
+    assert train(killed, "--resume").wait(timeout=600) == 0
+    curve = _train_losses(full)
+    assert [s for s, _ in curve] == list(range(1, 31))
+    assert _train_losses(killed) == curve
+    held = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    held = [r["loss"] for r in held if r["split"] == "heldout"]
+    assert held[-1] < held[0]
+    first, last = np.mean([v for _, v in curve[:5]]), np.mean([v for _, v in curve[-5:]])
+    assert last < first
+    print(f"30 steps: train loss {first:.4f} -> {last:.4f} (means of 5), held-out {held[0]:.4f}"
+          f" -> {held[-1]:.4f}")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fine_tune_real_sd_inpainting_on_gpu(tmp_path):
+    """Real weights on a GPU: 20 bf16 steps at 512 px with gradient checkpointing; prints the
+    peak GPU memory and seconds per step (the README's figures are estimates until this runs)."""
+    import time
+
+    from models.depth import create_depth_backend
+    from models.manager import weights_present
+    from models.train.samples import SampleBuilder, SampleConfig
+    from storage.train.footage import read_footage
+    from studio.cli.train import footage_frames
+
+    if not weights_present(sd_inpaint.DEFAULT_MODEL):
+        pytest.skip(f"{sd_inpaint.DEFAULT_MODEL} is not in the local Hugging Face cache")
+    if not TUM.is_dir():
+        pytest.skip("shared TUM sequence not present")
+    config = SampleConfig(width=512)
+    store = SampleStore(tmp_path / "d", {"width": 512, "height": 384, "config": config.to_dict()})
+    for step in SampleBuilder(config, create_depth_backend("layout")).build(
+        "tum", footage_frames(read_footage(TUM))
+    ):
+        if step.sample is not None:
+            store.add(step.sample.arrays(), step.sample.info())
+    store.finish()
+    ds = SampleDataset(tmp_path / "d")
+    cfg = load_config(None, {"steps": 20, "batch_size": 2, "min_routed_psnr": 0,
+                             "checkpoint_every": 20, "eval_every": 20})  # fmt: skip
+    trainer = Trainer(cfg, build_painter(cfg, (ds.width, ds.height)), ds, tmp_path / "run")
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = trainer.run()
+    per_step = (time.perf_counter() - t0) / cfg.steps
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    losses = [v for _, v in _train_losses(tmp_path / "run")]
+    assert all(np.isfinite(losses)) and result.lora.is_dir()
+    print(f"SD-2 inpainting LoRA r16, 512x384, batch 2, bf16 + checkpointing: "
+          f"{per_step:.2f} s/step, peak {peak:.1f} GiB")  # fmt: skip

@@ -150,7 +150,10 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------
     def _inject_lora(self) -> list[torch.nn.Parameter]:
-        from peft import LoraConfig
+        try:
+            from peft import LoraConfig
+        except ImportError as e:
+            raise TrainError("loci train needs peft: pip install -e '.[models]'") from e
 
         cfg, net = self.config, self.painter.network
         targets = list(cfg.target_modules or self.painter.default_targets)
