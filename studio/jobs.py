@@ -134,7 +134,7 @@ class GenerationJobs:
         total = done_before + len(cams)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, stop), daemon=True)
-        chunk_dir = self.ctx.cache_dir / "chunks" / job_id
+        chunk_dir = self.ctx.chunks_dir / job_id
         _remove_old_dirs(chunk_dir.parent, older_than_s=600)  # streamed chunks are transient
         status, message = "interrupted", "The page was closed; resume the generation to go on."
         t0 = time.perf_counter()

@@ -14,9 +14,9 @@ and a cancel, a crash or a closed browser loses nothing that was finished.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from studio.backends import painter_record
 from studio.context import StudioContext
 from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
+from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
@@ -58,6 +59,12 @@ class Studio(GenerationJobs):
         self.db = open_database(ctx.db_url, migrate=True)
         self.repo = Repository(self.db)
         self.store = ArtifactStore(ctx.artifacts_dir, self.db)
+        self.secret = load_secret(ctx.data_dir, ctx.file_secret)
+        self.throttle = Throttle()  # wrong keys and forged links, per client
+        self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
+                               ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
+        prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
+        self._pruned = time.monotonic()
         # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
         self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
         self._backends: dict[str, Any] = {}
@@ -415,19 +422,23 @@ class Studio(GenerationJobs):
         return self.named_file(art.sha256, name)
 
     def named_file(self, sha256: str, filename: str) -> Path:
-        """A stored file under a readable name (a hard link when possible), for downloads and
-        viewers that go by the file extension."""
-        target = self.ctx.cache_dir / "files" / sha256[:24] / filename
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = self.store.path_of(sha256)
-            tmp = target.with_name(f".{filename}.{os.getpid()}.tmp")
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
-        return target
+        """A stored file under a readable name, handed over for a Gradio component (downloads
+        and viewers go by the file extension); see :func:`studio.files.handoff`."""
+        return self.handoff(self.store.path_of(sha256), filename)
+
+    def handoff(self, path: Path, filename: str) -> Path:
+        """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""
+        if time.monotonic() - self._pruned > 60:  # a folder listing at most once a minute
+            self._pruned = time.monotonic()
+            prune_folder(self.ctx.handoff_dir, self.ctx.temp_ttl_s)
+        return handoff(path, filename, self.ctx.handoff_dir, self.secret)
+
+    def file_url(
+        self, project_id: str, key: str, sha256: str, filename: str, download: bool = False
+    ) -> str:
+        """A short-lived signed URL for one stored file of a project (view or edit key), for
+        viewers and links in the page: see :mod:`studio.files`."""
+        return self.files.url(clean_id(project_id), key, sha256, filename, download=download)
 
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)

@@ -106,6 +106,16 @@ def test_studio_works_mounted_under_a_sub_path(tmp_path):
         info = client.predict(pid, key, gradio_client.handle_file(str(PHOTO)), 0,
                               api_name="/set_photo")[2]  # fmt: skip
         assert "World seeded" in info
+        # Signed file URLs carry the sub-path, and the route answers there.
+        studio = site.state.loci_studio
+        sha = studio.world(pid, key).frames[0].rgb_sha256
+        url = studio.file_url(pid, key, sha, "photo.png")
+        assert url.startswith("/studio/loci/files/")
+        import httpx
+
+        r = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=30)
+        assert r.status_code == 200 and r.content == studio.store.read_bytes(sha)
+        assert r.headers["x-content-type-options"] == "nosniff"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
