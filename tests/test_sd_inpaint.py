@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.manager import MANAGER, ModelError, weights_present
+from models.manager import ModelError, weights_present
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from models.synthesis import (
@@ -30,19 +30,6 @@ from models.synthesis import (
 from tests.helpers import PHOTOS, build_tiny_inpaint
 
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"
-
-
-@pytest.fixture(scope="module")
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-    MANAGER.clear()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, offline) -> Path:
-    return build_tiny_inpaint(tmp_path_factory.mktemp("sdi") / "tiny-sd-inpaint")
 
 
 def _photo(width: int = 64) -> np.ndarray:

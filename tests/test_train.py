@@ -18,7 +18,6 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from models.manager import MANAGER  # noqa: E402
 from models.synthesis import SynthesisRequest, create_synthesis_backend, sd_inpaint  # noqa: E402
 from models.train.config import load_config  # noqa: E402
 from models.train.recipe import batch_loss, generator, self_augment  # noqa: E402
@@ -29,19 +28,6 @@ from tests.helpers import PHOTOS, TUM, build_tiny_inpaint  # noqa: E402
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"
 BASE = dict(steps=8, batch_size=2, lr=1e-2, warmup_steps=0, rank=4, alpha=8, holdout=0.2,
             min_routed_psnr=0, checkpoint_every=3, eval_every=4, eval_samples=4)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-    MANAGER.clear()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, offline) -> Path:
-    return build_tiny_inpaint(tmp_path_factory.mktemp("sdi") / "tiny-sd-inpaint")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ precision, checkpoints); a painter exposes its network and a few primitives over
 * ``free_condition`` conditions on nothing known (the model paints everything) and
   ``with_history`` swaps the history in a conditioning for another one (self-augmentation).
 
-Painters register a factory by name (``sd-inpaint``; ``vace`` when its backend exists), heavy
+Painters register a factory by name in ``models.train.painters`` (``sd-inpaint``), heavy
 imports inside the factory, like synthesis backends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -119,35 +118,3 @@ class PainterDenoiser(Protocol):
     def drop_prompt(self, cond: Cond, drop: torch.Tensor) -> Cond:
         """The conditioning with the text prompt emptied where ``drop`` (B,) is True."""
         ...
-
-
-_REGISTRY: dict[str, Callable[..., PainterDenoiser]] = {}
-
-
-def register_painter_denoiser(name: str):
-    def deco(factory: Callable[..., PainterDenoiser]) -> Callable[..., PainterDenoiser]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
-def painter_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_painter_denoiser(name: str, **options: Any) -> PainterDenoiser:
-    """The trainable painter ``name`` (model=, device=, mixed_precision=, ...)."""
-    if name not in _REGISTRY:
-        raise TrainError(
-            f"the {name!r} painter cannot be fine-tuned; trainable painters: "
-            f"{', '.join(painter_names())}"
-        )
-    return _REGISTRY[name](**options)
-
-
-@register_painter_denoiser("sd-inpaint")
-def _sd_inpaint(**options: Any) -> PainterDenoiser:
-    from models.train.sd_painter import SDInpaintDenoiser
-
-    return SDInpaintDenoiser(**options)

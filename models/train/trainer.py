@@ -40,12 +40,8 @@ import torch
 
 from models.synthesis.lora import ADAPTER_NAME, write_lora
 from models.train.config import TrainConfig
-from models.train.denoiser import (
-    PainterBatch,
-    PainterDenoiser,
-    TrainError,
-    create_painter_denoiser,
-)
+from models.train.denoiser import PainterBatch, PainterDenoiser, TrainError
+from models.train.painters import create_painter_denoiser
 from models.train.recipe import (
     batch_loss,
     evaluate_batches,

@@ -248,7 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from models.depth import depth_backend_names
     from models.paths.trajectory import PRESET_NAMES
     from models.synthesis import synthesis_backend_names
-    from models.train.denoiser import painter_names
+    from models.train.painters import painter_names
     from storage.train.footage import FOOTAGE_KINDS
 
     t = sub.add_parser("train", help="fine-tune a painter on posed footage (LoRA)")
