@@ -96,7 +96,8 @@ def test_loss_decreases_and_a_killed_run_resumes_to_the_same_curve(trained, tiny
 
     with pytest.raises(_Killed):
         trainer.run(on_record=die)
-    resumed = _trainer(tiny, data, run)  # a fresh process: new model, new optimizer
+    # A fresh process (new model, new optimizer), with batches prepared by 2 DataLoader workers.
+    resumed = _trainer(tiny, data, run, num_workers=2)
     resumed.run(resume=True)
     assert _train_losses(run) == losses  # bit for bit, on the CPU
     from peft.utils import get_peft_model_state_dict

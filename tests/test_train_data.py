@@ -288,6 +288,7 @@ def test_patch_swd_matches_its_reference_and_colour_shift_is_delta_e():
         fast = _sliced_w1(_pool([(a, ma)], s, 0), _pool([(b, mb)], s, 1), 7 * s)
         assert fast == pytest.approx(patch_swd_reference(a, ma, b, mb, s, 0), rel=1e-5)
     assert patch_swd([(a, ma)], [(a, ma)]) == 0.0
+    assert math.isnan(patch_swd([(a, ma)], [(b, np.zeros_like(mb))]))  # no whole patch inside
     # A walk whose paint turns steadily redder: colour shift grows, and matches CIELAB.
     grey = np.full((24, 32, 3), 128, np.uint8)
     walk = []

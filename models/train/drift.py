@@ -8,7 +8,8 @@ per frame and for the last ``late`` fraction as a whole:
 * **colour shift**: CIE76 Delta E between the mean CIELAB colours (1 is about a just
   noticeable difference);
 * **texture distance**: the sliced Wasserstein distance between the distributions of 7x7 RGB
-  patches (values in [0, 1]) lying wholly inside the painted region, at scales 1 and 2.
+  patches (values in [0, 1]) lying wholly inside the painted region, at scales 1 and 2 (at most
+  4096 patches per set, drawn with a fixed seed).
 
 A painter that drifts shows both growing along the path. For context, the same distances between
 the photo's pixels and the early painted pixels are reported (how different paint is at all).
@@ -48,22 +49,33 @@ def mean_lab(frames: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | No
     return _to_lab(np.concatenate(px)).reshape(-1, 3).mean(0)
 
 
-def _patches(rgb: np.ndarray, mask: np.ndarray, scale: int) -> torch.Tensor:
-    """(N, 3 * PATCH * PATCH) patches of rgb at 1/scale whose pixels are all inside ``mask``."""
-    img = torch.from_numpy(rgb).float().permute(2, 0, 1)[None] / 255.0
+def _patches(rgb: np.ndarray, mask: np.ndarray, scale: int, seed: int = 0) -> torch.Tensor:
+    """(N, 3 * PATCH * PATCH) patches (channel-major, like ``F.unfold``) of rgb at 1/scale whose
+    pixels all lie inside ``mask``; at most :data:`MAX_PATCHES`, drawn with ``seed``."""
+    img = torch.from_numpy(rgb).float().permute(2, 0, 1) / 255.0
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     if scale > 1:
-        img = F.avg_pool2d(img, scale)
+        img = F.avg_pool2d(img[None], scale)[0]
         m = -F.max_pool2d(-m, scale)  # a coarse pixel counts only if all its pixels do
     if min(img.shape[-2:]) < PATCH:
         return torch.zeros(0, 3 * PATCH * PATCH)
-    cols = F.unfold(img, PATCH)[0].T  # (L, 3*P*P)
-    inside = F.unfold(m, PATCH)[0].min(0).values >= 1
-    return cols[inside]
+    # Top-left corners of windows wholly inside the mask (a min-pool over the window).
+    inside = -F.max_pool2d(-m, PATCH, stride=1)[0, 0] >= 1
+    ys, xs = inside.nonzero(as_tuple=True)
+    if len(ys) == 0:
+        return torch.zeros(0, 3 * PATCH * PATCH)
+    if len(ys) > MAX_PATCHES:
+        g = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(len(ys), generator=g)[:MAX_PATCHES]
+        ys, xs = ys[pick], xs[pick]
+    d = torch.arange(PATCH)
+    Y = (ys[:, None] + d)[:, :, None].expand(-1, PATCH, PATCH)
+    X = (xs[:, None] + d)[:, None, :].expand(-1, PATCH, PATCH)
+    return img[:, Y, X].permute(1, 0, 2, 3).reshape(len(ys), -1)
 
 
 def _pool(frames: Sequence[tuple[np.ndarray, np.ndarray]], scale: int, seed: int) -> torch.Tensor:
-    pats = [_patches(rgb, mask, scale) for rgb, mask in frames]
+    pats = [_patches(rgb, mask, scale, seed + i) for i, (rgb, mask) in enumerate(frames)]
     allp = torch.cat(pats) if pats else torch.zeros(0, 3 * PATCH * PATCH)
     if len(allp) > MAX_PATCHES:
         g = torch.Generator().manual_seed(seed)
@@ -87,19 +99,24 @@ def _sliced_w1(a: torch.Tensor, b: torch.Tensor, seed: int) -> float:
 
 
 def patch_swd(
-    a: Sequence[tuple[np.ndarray, np.ndarray]],
-    b: Sequence[tuple[np.ndarray, np.ndarray]],
+    a: Sequence[tuple[np.ndarray, np.ndarray]] | dict[int, torch.Tensor],
+    b: Sequence[tuple[np.ndarray, np.ndarray]] | dict[int, torch.Tensor],
     seed: int = 0,
 ) -> float:
-    """Texture distance between the masked regions of frame sets ``a`` and ``b``: the sliced
-    Wasserstein distance of 7x7 patch distributions, averaged over :data:`SCALES` (nan when a
-    side has no whole patch inside its mask)."""
-    dists = []
-    for s in SCALES:
-        pa, pb = _pool(a, s, seed), _pool(b, s, seed + 1)
-        if len(pa) and len(pb):
-            dists.append(_sliced_w1(pa, pb, seed + 7 * s))
+    """Texture distance between the masked regions of frame sets ``a`` and ``b`` (or their
+    :func:`patch_pools`): the sliced Wasserstein distance of 7x7 patch distributions, averaged
+    over :data:`SCALES` (nan when a side has no whole patch inside its mask)."""
+    pa = a if isinstance(a, dict) else patch_pools(a, seed)
+    pb = b if isinstance(b, dict) else patch_pools(b, seed + 1)
+    dists = [_sliced_w1(pa[s], pb[s], seed + 7 * s) for s in SCALES if len(pa[s]) and len(pb[s])]
     return float(np.mean(dists)) if dists else float("nan")
+
+
+def patch_pools(
+    frames: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0
+) -> dict[int, torch.Tensor]:
+    """Patches of ``frames`` per scale (at most :data:`MAX_PATCHES` each), for reuse."""
+    return {s: _pool(frames, s, seed) for s in SCALES}
 
 
 def patch_swd_reference(a: np.ndarray, mask_a: np.ndarray, b: np.ndarray, mask_b: np.ndarray,
@@ -141,6 +158,11 @@ def patch_swd_reference(a: np.ndarray, mask_a: np.ndarray, b: np.ndarray, mask_b
     return total / PROJECTIONS
 
 
+def _num(x: float, digits: int) -> float | None:
+    """Rounded, or None when not finite (JSON has no NaN)."""
+    return round(float(x), digits) if math.isfinite(x) else None
+
+
 @dataclass
 class DriftReport:
     """per_frame: [{"index", "painted", "delta_e", "swd"}] (distances to the early painted
@@ -169,12 +191,13 @@ def drift_report(
     early_set = [f for f, ok in zip(painted[:k_early], has[:k_early], strict=True) if ok]
     late_set = [f for f, ok in zip(painted[n - k_late :], has[n - k_late :], strict=True) if ok]
     ref_lab = mean_lab(early_set)
+    early_pools = patch_pools(early_set, seed)  # made once, compared with every frame
     per_frame = []
     for i, ((rgb, m), ok) in enumerate(zip(painted, has, strict=True)):
         rec: dict[str, Any] = {"index": i + 1, "painted": round(float(m.mean()), 5)}
         if ok and ref_lab is not None:
-            rec["delta_e"] = round(float(np.linalg.norm(mean_lab([(rgb, m)]) - ref_lab)), 4)
-            rec["swd"] = round(patch_swd(early_set, [(rgb, m)], seed), 5)
+            rec["delta_e"] = _num(np.linalg.norm(mean_lab([(rgb, m)]) - ref_lab), 4)
+            rec["swd"] = _num(patch_swd(early_pools, [(rgb, m)], seed), 5)
         else:
             rec["delta_e"] = rec["swd"] = None
         per_frame.append(rec)
@@ -190,13 +213,11 @@ def drift_report(
         "painted_mean": round(float(np.mean([m.mean() for _, m in painted])), 5),
     }
     if early_set and late_set and ref_lab is not None:
-        summary["delta_e_early_late"] = round(
-            float(np.linalg.norm(mean_lab(late_set) - ref_lab)), 4
-        )
-        summary["swd_early_late"] = round(patch_swd(early_set, late_set, seed), 5)
+        summary["delta_e_early_late"] = _num(np.linalg.norm(mean_lab(late_set) - ref_lab), 4)
+        summary["swd_early_late"] = _num(patch_swd(early_pools, late_set, seed), 5)
     summary["delta_e_max"] = max(finite("delta_e"), default=None)
     summary["swd_max"] = max(finite("swd"), default=None)
     if photo is not None and early_set:
         seen = [(photo, np.ones(photo.shape[:2], bool))]
-        summary["swd_photo_vs_early_paint"] = round(patch_swd(seen, early_set, seed), 5)
+        summary["swd_photo_vs_early_paint"] = _num(patch_swd(seen, early_pools, seed), 5)
     return DriftReport(per_frame, summary)

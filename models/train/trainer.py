@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,39 @@ def build_painter(config: TrainConfig, sample_size: tuple[int, int]) -> PainterD
         resolution=config.resolution,
         sample_size=sample_size,
     )
+
+
+def micro_batch_indices(train_idx: list[int], config: TrainConfig, step: int) -> list[list[int]]:
+    """Sample indices of each micro-batch of ``step``: consecutive slices of per-epoch
+    permutations seeded by (seed, epoch), a pure function of the step (so a resumed run reads
+    the batches an uninterrupted one reads)."""
+    n, out = len(train_idx), []
+    for micro in range(config.grad_accum):
+        start = (step * config.grad_accum + micro) * config.batch_size
+        idx = []
+        for pos in range(start, start + config.batch_size):
+            epoch, k = divmod(pos, n)
+            g = generator(config.seed, epoch, 7)
+            idx.append(train_idx[int(torch.randperm(n, generator=g)[k])])
+        out.append(idx)
+    return out
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item k: the prepared micro-batch k counted from step ``start`` (for DataLoader workers)."""
+
+    def __init__(self, dataset: Any, train_idx: list[int], config: TrainConfig,
+                 prepare: Callable[[list[dict[str, Any]]], PainterBatch], start: int) -> None:  # fmt: skip
+        self.dataset, self.train_idx, self.config = dataset, train_idx, config
+        self.prepare, self.start = prepare, start
+
+    def __len__(self) -> int:
+        return max(0, self.config.steps - self.start) * self.config.grad_accum
+
+    def __getitem__(self, k: int) -> PainterBatch:
+        step, micro = divmod(k, self.config.grad_accum)
+        idx = micro_batch_indices(self.train_idx, self.config, self.start + step)[micro]
+        return self.prepare([self.dataset[i] for i in idx])
 
 
 @dataclass
@@ -180,32 +213,36 @@ class Trainer:
 
     # -- data ----------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[list[int]]:
-        """Sample indices of each micro-batch of ``step``: consecutive slices of per-epoch
-        permutations seeded by (seed, epoch), a pure function of the step."""
-        cfg, n = self.config, len(self.train_idx)
-        out = []
-        for micro in range(cfg.grad_accum):
-            start = (step * cfg.grad_accum + micro) * cfg.batch_size
-            idx = []
-            for pos in range(start, start + cfg.batch_size):
-                epoch, k = divmod(pos, n)
-                g = generator(cfg.seed, epoch, 7)
-                idx.append(self.train_idx[int(torch.randperm(n, generator=g)[k])])
-            out.append(idx)
-        return out
+        """Sample indices of each micro-batch of ``step`` (see :func:`micro_batch_indices`)."""
+        return micro_batch_indices(self.train_idx, self.config, step)
+
+    def batches(self, start: int) -> Iterator[PainterBatch]:
+        """Painter batches of every micro-batch from step ``start`` on, in order; prepared by
+        ``num_workers`` DataLoader workers ahead of the training step (0: in this process)."""
+        steps = _StepBatches(self.dataset, self.train_idx, self.config, self.painter.prepare, start)
+        workers = self.config.num_workers
+        return iter(torch.utils.data.DataLoader(
+            steps, batch_size=None, shuffle=False, num_workers=workers,
+            prefetch_factor=2 if workers else None, persistent_workers=False,
+        ))  # fmt: skip
 
     def _batch(self, indices: list[int]) -> PainterBatch:
         return self.painter.prepare([self.dataset[i] for i in indices])
 
     # -- one step ------------------------------------------------------------------------------
-    def train_step(self, step: int) -> dict[str, Any]:
-        """One optimizer step (``step`` counts from 0); returns its metrics."""
+    def train_step(
+        self, step: int, batches: Iterator[PainterBatch] | None = None
+    ) -> dict[str, Any]:
+        """One optimizer step (``step`` counts from 0) on ``batches`` (default: prepared here);
+        returns its metrics."""
         cfg = self.config
         t0 = time.perf_counter()
         torch.manual_seed(step_seed(cfg.seed, step, 1))  # LoRA dropout, if any
+        if batches is None:
+            batches = iter([self._batch(idx) for idx in self.micro_batches(step)])
         losses, stats = [], []
-        for micro, idx in enumerate(self.micro_batches(step)):
-            loss, st = batch_loss(self.painter, cfg, self._batch(idx), step, micro, self.amp)
+        for micro in range(cfg.grad_accum):
+            loss, st = batch_loss(self.painter, cfg, next(batches), step, micro, self.amp)
             scaled = loss / cfg.grad_accum
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             losses.append(float(loss.detach()))
@@ -395,8 +432,9 @@ class Trainer:
              "skipped_low_psnr": self.skipped})  # fmt: skip
         if start == 0 and self.held_idx:
             log({"split": "heldout", "step": 0, **self.evaluate()})
+        batches = self.batches(start)
         for step in range(start, cfg.steps):
-            log(self.train_step(step))
+            log(self.train_step(step, batches))
             done = step + 1
             if done % cfg.eval_every == 0 and done < cfg.steps and self.held_idx:
                 log({"split": "heldout", "step": done, **self.evaluate()})

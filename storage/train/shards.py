@@ -178,6 +178,10 @@ class SampleDataset:
             raise StorageError(f"{self.root} holds no samples yet")
         self._open: tuple[str, Any, int] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # An open shard does not travel to DataLoader workers; each opens its own.
+        return {**self.__dict__, "_open": None}
+
     @property
     def complete(self) -> bool:
         return bool(self.manifest.get("complete"))

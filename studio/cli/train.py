@@ -196,6 +196,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+def _num(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
 def cmd_drift(args: argparse.Namespace) -> int:
     from models.pipeline import PipelineConfig, WorldPipeline
     from storage.formats.images import load_photo
@@ -231,11 +235,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     for label, run in report["runs"].items():
         s = run["summary"]
+        if s.get("delta_e_early_late") is None or s.get("swd_early_late") is None:
+            print(f"{label}: painted {s['painted_mean']:.1%} of pixels: too little paint to "
+                  "measure drift (try a longer or wider --path, e.g. orbit)", file=sys.stderr)  # fmt: skip
+            continue
+
         print(
             f"{label}: painted {s['painted_mean']:.1%} of pixels; early->late colour shift "
-            f"{s.get('delta_e_early_late', float('nan')):.2f} dE, texture distance "
-            f"{s.get('swd_early_late', float('nan')):.4f} (max along the path "
-            f"{s['delta_e_max']} dE, {s['swd_max']})",
+            f"{_num(s['delta_e_early_late'], '.2f')} dE, texture distance "
+            f"{_num(s['swd_early_late'], '.4f')} (max along the path "
+            f"{_num(s['delta_e_max'], '.2f')} dE, {_num(s['swd_max'], '.4f')})",
             file=sys.stderr,
         )
     print(f"wrote {args.out}/drift.json, drift_sheet.png and plots", file=sys.stderr)
