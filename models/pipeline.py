@@ -40,6 +40,7 @@ from models.geometry.fill import push_pull
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
 
+RECENT_FRAMES = 8  # finished frames a world keeps at hand for video backends' context
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
 
@@ -132,6 +133,8 @@ class World:
     """A world being explored: its spatial memory and what is known about it.
 
     up: (3,) unit world up vector. cameras: every frame's camera so far, in order.
+    recent: the last few finished frames, (H, W, 3) uint8, oldest first (video backends
+    continue from them; see ``SynthesisRequest.history``).
     """
 
     width: int
@@ -145,6 +148,7 @@ class World:
     scale_policy: str
     depth_meta: dict[str, Any] = field(default_factory=dict)
     last: FrameEvent | None = None
+    recent: list[np.ndarray] = field(default_factory=list)
 
     @property
     def scene_depth(self) -> float:
@@ -282,6 +286,7 @@ class WorldPipeline:
             result.scale_policy,
             dict(result.meta),
             last=event,
+            recent=[rgb],
         )
 
     def restore(self, meta: dict[str, Any], frames: Sequence[FrameRecord]) -> World:
@@ -329,6 +334,7 @@ class WorldPipeline:
             str(meta.get("scale_policy", "")),
             dict(meta.get("depth_meta", {})),
             last=seed_event if len(frames) == 1 else None,
+            recent=[np.asarray(f.rgb) for f in frames[-RECENT_FRAMES:]],
         )
 
     def _new_memory(self) -> SpatialMemory:
@@ -344,9 +350,14 @@ class WorldPipeline:
         cams = [self._fit(c, world) for c in cameras]
         total = world.n_frames + len(cams)
         step = self.synthesis.chunk_size
+        context = int(getattr(self.synthesis, "context_frames", 0))
+        reference = torch.from_numpy(world.seed_event.rgb).float() / 255.0
         for start in range(0, len(cams), step):
             chunk = cams[start : start + step]
             requests, metas = [], []
+            history = None
+            if context > 0 and world.recent:
+                history = torch.from_numpy(np.stack(world.recent[-context:])).float() / 255.0
             for cam in chunk:
                 index = world.n_frames + len(requests)
                 t0 = time.perf_counter()
@@ -358,7 +369,15 @@ class WorldPipeline:
                 seed = self.config.seed * 1_000_003 + index
                 requests.append(
                     SynthesisRequest(
-                        index, cam, corr.rgb, corr.depth, corr.valid, seed, stretch=corr.stretch
+                        index,
+                        cam,
+                        corr.rgb,
+                        corr.depth,
+                        corr.valid,
+                        seed,
+                        stretch=corr.stretch,
+                        reference=reference,
+                        history=history,
                     )
                 )
                 metas.append((corr, retrieved, {"retrieve": t1 - t0, "correspond": t2 - t1}))
@@ -402,6 +421,7 @@ class WorldPipeline:
                 )
                 world.cameras.append(req.camera)
                 world.last = event
+                world.recent = [*world.recent[1 - RECENT_FRAMES :], event.rgb]
                 yield event
 
     @staticmethod

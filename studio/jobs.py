@@ -22,6 +22,7 @@ import numpy as np
 from models.geometry.cameras import Camera
 from models.pipeline import FrameEvent
 from storage.db import Conflict, NotFound
+from studio.backends import painter_record
 from studio.errors import StudioError, clean_id, error_message
 from studio.state import WorldState
 from studio.world_store import save_frame
@@ -59,10 +60,13 @@ class GenerationJobs:
         trajectory_cell: str | None = None,
         use_memory: bool = True,
         author: str = "",
+        backends: dict | None = None,
     ) -> Iterator[GenerationUpdate]:
         """Generate the frames of a planned path (default: the newest one), as a job.
 
-        Yields one update per finished frame (already stored), then a final one.
+        ``backends``: this generation's own depth / painter choice (see ``Studio.pipeline``),
+        recorded with the step so a resume paints the same way. Yields one update per finished
+        frame (already stored), then a final one.
         """
         pid = clean_id(project_id)
         self.require_edit(pid, key)
@@ -77,11 +81,15 @@ class GenerationJobs:
         cams = traj.cameras[1:]
         params = {"trajectory": traj_cell.id, "frames": len(cams), "use_memory": bool(use_memory),
                   "first_index": len(ws.frames)}  # fmt: skip
+        if backends:
+            params["backends"] = backends  # a resume or re-run uses the same ones
+        self.pipeline(use_memory, backends=backends)  # a bad choice fails before the step
         cell = self.repo.add_cell(
             pid, key, "generation", params, parent=traj_cell.id, author=author
         )
         job = self.repo.create_job(cell.id, total=len(cams))
-        yield from self._run(ws, cell.id, job.id, cams, use_memory, done_before=0)
+        yield from self._run(ws, cell.id, job.id, cams, use_memory, done_before=0,
+                             backends=backends)  # fmt: skip
 
     def resume(self, project_id: str, key: str, cell_id: str) -> Iterator[GenerationUpdate]:
         """Carry on an interrupted generation from its last stored frame."""
@@ -106,7 +114,7 @@ class GenerationJobs:
         cams = self.trajectory_of(cell.params["trajectory"]).cameras[1:]
         self.repo.resume_job(job.id)
         yield from self._run(ws, cell.id, job.id, cams[done:], bool(cell.params.get(
-            "use_memory", True)), done_before=done)  # fmt: skip
+            "use_memory", True)), done_before=done, backends=cell.params.get("backends"))  # fmt: skip
 
     def cancel(self, project_id: str, key: str) -> int:
         """Cancel the project's running generation(s); their finished frames stay. Returns how
@@ -127,7 +135,7 @@ class GenerationJobs:
 
     def _run(
         self, ws: WorldState, cell_id: str, job_id: str, cams: list[Camera], use_memory: bool,
-        done_before: int,
+        done_before: int, backends: dict | None = None,
     ) -> Iterator[GenerationUpdate]:  # fmt: skip
         from storage.formats.video import VideoStream
 
@@ -140,7 +148,13 @@ class GenerationJobs:
         t0 = time.perf_counter()
         done = done_before
         try:
-            pipe, world = self.restore(ws, use_memory)
+            pipe, world = self.restore(ws, use_memory, backends)
+            info = getattr(pipe.synthesis, "info", None)
+            if info:  # which painter ran, its settings and VRAM plan
+                self.repo.update_cell_params(cell_id, {"painter_info": info})
+            record = painter_record(pipe.synthesis)
+            if record:  # e.g. the LoRA it painted with (world.json "lora")
+                self.repo.update_cell_params(cell_id, record)
             beat.start()
             pending: list[np.ndarray] = []
             for event in pipe.explore(world, cams):

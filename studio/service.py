@@ -36,7 +36,6 @@ from storage.db import (
     open_database,
 )
 from storage.formats.images import load_photo
-from studio.backends import painter_record
 from studio.context import StudioContext
 from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
@@ -67,30 +66,55 @@ class Studio(GenerationJobs):
         self._pruned = time.monotonic()
         # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
         self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
 
     # ---- components ---------------------------------------------------------------------------
-    def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
-        """A pipeline on the configured backends (built once, shared by every job)."""
-        from studio.backends import build_depth, build_synthesis
+    def pipeline(
+        self, use_memory: bool = True, hfov_deg: float = 60.0, backends: dict | None = None
+    ) -> WorldPipeline:
+        """A pipeline on the configured backends, or on ``backends`` (a generation's own choice:
+        ``{"depth": name, "synthesis": name, "prompt": text, "model": id or folder, "steps": n,
+        ...}``, any painter option of ``studio.backends.PAINTER_OPTIONS``). Each backend is
+        built once per choice and shared; painters' weights are shared through the model
+        manager. A bad choice raises ModelError before any work.
+        """
+        from studio.backends import build_depth, build_painter
 
+        choice = dict(backends or {})
+        depth = choice.pop("depth", None) or self.ctx.depth
+        default = self.ctx.synthesis
+        if self.ctx.lora:  # the studio's LoRA adapts its painter wherever that painter runs
+            from models.synthesis.lora import lora_backend
+
+            wanted = lora_backend(self.ctx.lora)
+            default = wanted if default in ("reproject", "auto") else default
+            if (choice.get("synthesis") or default) == wanted:
+                choice.setdefault("lora", self.ctx.lora)
+        painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
-            if not self._backends:
-                notes: list[str] = []
-                self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
-                # A LoRA names its painter: with the default painter, paint with the LoRA's.
-                name = self.ctx.synthesis
-                if self.ctx.lora and name == "reproject":
-                    name = "auto"
-                self._backends["synthesis"] = build_synthesis(name, None, notes, lora=self.ctx.lora)
-                self.notes.extend(notes)
+            notes: list[str] = []
+            if ("depth", depth) not in self._backends:
+                self._backends["depth", depth] = build_depth(depth, None, notes)
+            if painter not in self._backends:
+                if len(self._backends) > 8:  # a few recent choices; the weights stay cached
+                    self._backends.pop(next(k for k in self._backends if k[0] == "synthesis"))
+                self._backends[painter] = build_painter(choice, default, notes)
+            self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
-            depth=self._backends["depth"], synthesis=self._backends["synthesis"], config=config
+            depth=self._backends["depth", depth], synthesis=self._backends[painter], config=config
         )
+
+    def painters(self) -> list[dict[str, Any]]:
+        """The painters this studio offers, for the Generate tab: each with ``backend``,
+        ``default_model``, ``prompt`` (takes one), ``ready`` (can run here now) and ``why``
+        not; the configured default is marked ``default``."""
+        from studio.backends import painter_choices
+
+        return [{**p, "default": p["backend"] == self.ctx.synthesis} for p in painter_choices()]
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:
@@ -125,8 +149,10 @@ class Studio(GenerationJobs):
         n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
         return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
 
-    def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
-        pipe = self.pipeline(use_memory)
+    def restore(
+        self, ws: WorldState, use_memory: bool = True, backends: dict | None = None
+    ) -> tuple[WorldPipeline, World]:
+        pipe = self.pipeline(use_memory, backends=backends)
         records = load_records(self.store, ws.frames, ws.width, ws.height)
         return pipe, pipe.restore(ws.meta, records)
 
@@ -163,7 +189,6 @@ class Studio(GenerationJobs):
             world = pipe.seed(photo.rgb, K, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
             save_frame(self.store, self.repo, cell.id, world.seed_event, world)
             meta = world.meta()
-            meta.update(painter_record(self._backends["synthesis"]))
             meta["camera_height"] = float(world.depth_meta.get("camera_height_m", 1.6))
             meta["scene_depth"] = world.scene_depth
             meta["hfov_deg"] = float(
@@ -344,7 +369,13 @@ class Studio(GenerationJobs):
 
     # ---- lift and export ----------------------------------------------------------------------
     def bundle(self, ws: WorldState) -> Path:
-        return bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
+        meta = dict(ws.meta)
+        loras = [
+            c.params["lora"] for c in ws.cells if c.kind == "generation" and c.params.get("lora")
+        ]
+        if loras:  # the adapter the newest generation painted with (world.json "lora")
+            meta["lora"] = loras[-1]
+        return bundle_for(self.store, ws.frames, meta, self.ctx.cache_dir)
 
     def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
         """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
