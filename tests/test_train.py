@@ -279,11 +279,18 @@ def test_studio_paints_with_the_lora_and_records_it(trained, tiny, tmp_path, mon
     try:
         pid, _, key = studio.create_project("lora")
         studio.set_photo(pid, key, str(PHOTO))
+        studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=3))
+        updates = list(studio.generate(pid, key))
+        assert updates
         ws = studio.world(pid, key)
-        assert ws.meta["backends"]["synthesis"] == "sd-inpaint"
-        assert ws.meta["lora"]["path"] == str((run / "lora").absolute())
+        cell = ws.cells[-1]
+        assert cell.params["lora"]["path"] == str((run / "lora").absolute())
         bundle = studio.bundle(ws)
-        assert json.loads((bundle / "world.json").read_text())["lora"]["steps"] == 8
+        world = json.loads((bundle / "world.json").read_text())
+        assert world["lora"]["steps"] == 8 and world["lora"]["backend"] == "sd-inpaint"
+        # The default painter is the LoRA's; a generation that picks another gets no LoRA.
+        assert studio.pipeline().synthesis.lora is not None
+        assert studio.pipeline(backends={"synthesis": "reproject"}).synthesis.name == "reproject"
     finally:
         studio.db.dispose()
 
