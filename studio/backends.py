@@ -48,7 +48,7 @@ PAINTER_OPTIONS: dict[str, set[str]] = {
         "lora_scale",
     },
     "video": {"steps", "prompt", "chunk_size", "device"},
-    "vace": _WAN | {"reference", "conditioning_scale"},
+    "vace": _WAN | {"reference", "conditioning_scale", "lora", "lora_scale"},
     "wan-i2v": _WAN,
 }
 # The painter a diffusers folder is for, by its model_index.json class.

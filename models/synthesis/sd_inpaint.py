@@ -33,11 +33,10 @@ from models.manager import (
     ModelError,
     free_vram_gb,
     gpu,
-    is_offline,
     load_error,
-    local_path,
     pick_device,
     pick_dtype,
+    resolve_pipeline_dir,
 )
 from models.synthesis.base import SynthesisRequest, SynthesisResult, register_synthesis_backend
 from models.synthesis.lora import apply_lora, read_lora
@@ -242,18 +241,7 @@ def pipe_work_size(
 
 def resolve_folder(model_id: str) -> Path:
     """The local folder of ``model_id``, downloading (online only) what the pipeline needs."""
-    path = local_path(model_id)
-    if path is not None:
-        return path
-    p = Path(model_id).expanduser()
-    if is_offline() or p.is_absolute() or model_id.startswith((".", "~")):
-        raise load_error(BACKEND, model_id, OFFLINE_ALTERNATIVE, FileNotFoundError(f"no model {p}"))
-    try:
-        from diffusers import DiffusionPipeline
-
-        return Path(DiffusionPipeline.download(model_id))
-    except Exception as exc:  # network, unknown repo, gated repo...
-        raise load_error(BACKEND, model_id, OFFLINE_ALTERNATIVE, exc) from exc
+    return resolve_pipeline_dir(BACKEND, model_id, OFFLINE_ALTERNATIVE)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ imports inside the factory, like synthesis backends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -37,19 +37,25 @@ class PainterBatch:
 
     target: (B, 3, h, w) float [0, 1]; image: (B, 3, h, w) the painter's init image (warped
     memory, holes pre-filled); hole: (B, 1, h, w) float {0, 1}, 1 = the painter generates;
-    trust: (B, 1, h, w) float {0, 1}, target pixels the loss may use.
+    trust: (B, 1, h, w) float {0, 1}, target pixels the loss may use. Video painters hold
+    clips, (B, C, N, h, w). extra: per-sample lists a painter needs besides (its references).
     """
 
     target: torch.Tensor
     image: torch.Tensor
     hole: torch.Tensor
     trust: torch.Tensor
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # per-sample extras (references)
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
     def select(self, idx: torch.Tensor) -> PainterBatch:
-        return PainterBatch(self.target[idx], self.image[idx], self.hole[idx], self.trust[idx])
+        rows = [int(i) for i in idx]
+        extra = {k: [v[i] for i in rows] for k, v in self.extra.items()}
+        return PainterBatch(
+            self.target[idx], self.image[idx], self.hole[idx], self.trust[idx], extra
+        )
 
 
 @dataclass

@@ -41,3 +41,10 @@ def _sd_inpaint(**options: Any) -> PainterDenoiser:
     from models.train.sd_painter import SDInpaintDenoiser
 
     return SDInpaintDenoiser(**options)
+
+
+@register_painter_denoiser("vace")
+def _vace(**options: Any) -> PainterDenoiser:
+    from models.train.vace_painter import VaceDenoiser
+
+    return VaceDenoiser(**options)

@@ -80,7 +80,8 @@ class TrainingSample:
     target: (H, W, 3) uint8; trust: (H, W) bool, target pixels the loss may use; warped_rgb:
     (H, W, 3) float32 [0, 1] and warped_depth: (H, W) float32 metres, memory routed into the
     target; valid: (H, W) bool memory coverage (its complement is the hole the painter fills);
-    stretch: (H, W) float32 or None.
+    stretch: (H, W) float32 or None; context: (H, W, 3) uint8, the footage frame before the
+    target (what a video painter continues from: the world's last finished frame at inference).
     """
 
     key: str
@@ -96,6 +97,7 @@ class TrainingSample:
     stretch: np.ndarray | None
     retrieved: list[str]
     coverage: float
+    context: np.ndarray | None = None  # (H, W, 3) uint8: the frame before (video painters)
 
     @property
     def routed_psnr(self) -> float:
@@ -116,6 +118,7 @@ class TrainingSample:
             "warped_depth": self.warped_depth,
             "valid": self.valid,
             "stretch": self.stretch,
+            "context": self.context,
         }
 
     def info(self) -> dict[str, Any]:
@@ -219,6 +222,7 @@ class SampleBuilder:
         cam0 = frames[0].camera
         W, H = working_size(cam0.width, cam0.height, cfg.width)
         memory = self.new_memory()
+        previous: np.ndarray | None = None
         pending: list[tuple[int, Camera, np.ndarray, np.ndarray, np.ndarray | None]] = []
         for order, frame in enumerate(frames):
             cam = frame.camera
@@ -254,7 +258,7 @@ class SampleBuilder:
                     key, sequence, order, frame.name, cam, rgb, trust,
                     corr.rgb.numpy(), corr.depth.numpy(), corr.valid.numpy(),
                     None if corr.stretch is None else corr.stretch.numpy(),
-                    [frames[i].name for i in retrieved], corr.coverage,
+                    [frames[i].name for i in retrieved], corr.coverage, previous,
                 )  # fmt: skip
             if order % cfg.memory_stride == 0:
                 cached = cached_depth(frame.name) if cached_depth else None
@@ -264,6 +268,7 @@ class SampleBuilder:
                     depth = self._frame_depth(frame, cam, rgb, corr, metric, step.notes)
                 step.depth = depth
                 pending.append((order, cam, rgb, depth, given))
+            previous = rgb
             yield step
 
     # -----------------------------------------------------------------------------------------

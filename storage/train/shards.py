@@ -8,6 +8,8 @@ Layout of a dataset folder (what ``loci train prepare`` writes)::
     shard-NNNNNN.npz     per sample j: "j/target" (H, W, 3) uint8, "j/trust" (H, W) bool,
                          "j/warped_rgb" (H, W, 3) float16 [0, 1], "j/warped_depth" (H, W) float16
                          metres, "j/valid" (H, W) bool, optional "j/stretch" (H, W) float16
+                         and "j/context" (H, W, 3) uint8 (the frame before the target)
+    reference/SEQ.png    each sequence's first frame (what a video painter's reference is)
     depth/SEQ/NAME.npy   (H, W) float32 depth each footage frame was given in memory (a cache:
                          resuming never re-runs the depth backend)
 
@@ -27,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from storage.atomic import atomic_write_bytes, atomic_write_json, save_npy_atomic
+from storage.atomic import atomic_write_bytes, atomic_write_json, save_npy_atomic, save_png_atomic
 from storage.errors import StorageError
+from storage.formats.images import load_image_rgb
 
 __all__ = ["SAMPLE_ARRAYS", "SampleDataset", "SampleStore"]
 
@@ -43,6 +46,7 @@ SAMPLE_ARRAYS = {
     "warped_depth": np.float16,
     "valid": np.bool_,
     "stretch": np.float16,
+    "context": np.uint8,
 }
 _REQUIRED = ("target", "trust", "warped_rgb", "warped_depth", "valid")
 
@@ -121,6 +125,12 @@ class SampleStore:
     def cache_depth(self, sequence: str, name: str, depth: np.ndarray) -> None:
         save_npy_atomic(self.depth_file(sequence, name), np.asarray(depth, np.float32))
 
+    def save_reference(self, sequence: str, rgb: np.ndarray) -> None:
+        """The first frame of ``sequence`` (H, W, 3) uint8, once per sequence."""
+        f = self.root / "reference" / f"{sequence}.png"
+        if not f.is_file():
+            save_png_atomic(f, rgb)
+
     def add(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
         """Queue one sample (arrays named as in SAMPLE_ARRAYS; ``info`` JSON with a "key")."""
         missing = [k for k in _REQUIRED if k not in arrays]
@@ -177,6 +187,14 @@ class SampleDataset:
         if not self.index:
             raise StorageError(f"{self.root} holds no samples yet")
         self._open: tuple[str, Any, int] | None = None
+        self._references: dict[str, np.ndarray | None] = {}
+
+    def reference(self, sequence: str) -> np.ndarray | None:
+        """(H, W, 3) uint8 first frame of ``sequence``, or None when not stored."""
+        if sequence not in self._references:
+            f = self.root / "reference" / f"{sequence}.png"
+            self._references[sequence] = load_image_rgb(f) if f.is_file() else None
+        return self._references[sequence]
 
     def __getstate__(self) -> dict[str, Any]:
         # An open shard does not travel to DataLoader workers; each opens its own.
@@ -213,6 +231,9 @@ class SampleDataset:
                 raise StorageError(f"{self.root / file} is damaged ({e})") from e
         npz = self._open[1]
         out: dict[str, Any] = {"info": self.infos[i]}
+        ref = self.reference(str(self.infos[i].get("sequence", "")))
+        if ref is not None:
+            out["reference"] = ref
         for k, dtype in SAMPLE_ARRAYS.items():
             name = f"{j}/{k}"
             if name in npz.files:

@@ -110,6 +110,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             for step in builder.build(
                 seq, fr, metric=source.metric, done=done, cached_depth=cached
             ):
+                if step.order == 0:
+                    store.save_reference(seq, step.rgb)
                 if step.depth is not None and not store.depth_file(seq, step.name).is_file():
                     store.cache_depth(seq, step.name, step.depth)
                 if step.sample is not None:
