@@ -456,9 +456,12 @@ def test_thirty_steps_killed_with_sigkill_and_resumed_give_the_same_curve(tiny, 
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fine_tune_real_sd_inpainting_on_gpu(tmp_path):
-    """Real weights on a GPU: 20 bf16 steps at 512 px with gradient checkpointing; prints the
-    peak GPU memory and seconds per step (the README's figures are estimates until this runs)."""
+@pytest.mark.parametrize("painter", ["sd-inpaint", "vace"])
+def test_fine_tune_real_painter_on_gpu(painter, tmp_path):
+    """Real weights on a GPU: 20 bf16 steps on 512x384 TUM samples with gradient checkpointing;
+    prints the peak GPU memory and seconds per step (the README's figures are estimates until
+    this runs)."""
+    import importlib
     import time
 
     from models.depth import create_depth_backend
@@ -467,8 +470,9 @@ def test_fine_tune_real_sd_inpainting_on_gpu(tmp_path):
     from storage.train.footage import read_footage
     from studio.cli.train import footage_frames
 
-    if not weights_present(sd_inpaint.DEFAULT_MODEL):
-        pytest.skip(f"{sd_inpaint.DEFAULT_MODEL} is not in the local Hugging Face cache")
+    default = importlib.import_module(f"models.synthesis.{painter.replace('-', '_')}").DEFAULT_MODEL
+    if not weights_present(default):
+        pytest.skip(f"{default} is not in the local Hugging Face cache")
     if not TUM.is_dir():
         pytest.skip("shared TUM sequence not present")
     config = SampleConfig(width=512)
@@ -476,12 +480,15 @@ def test_fine_tune_real_sd_inpainting_on_gpu(tmp_path):
     for step in SampleBuilder(config, create_depth_backend("layout")).build(
         "tum", footage_frames(read_footage(TUM))
     ):
+        if step.order == 0:
+            store.save_reference("tum", step.rgb)
         if step.sample is not None:
             store.add(step.sample.arrays(), step.sample.info())
     store.finish()
     ds = SampleDataset(tmp_path / "d")
-    cfg = load_config(None, {"steps": 20, "batch_size": 2, "min_routed_psnr": 0,
-                             "checkpoint_every": 20, "eval_every": 20})  # fmt: skip
+    batch = 2 if painter == "sd-inpaint" else 1
+    cfg = load_config(None, {"painter": painter, "steps": 20, "batch_size": batch,
+                             "min_routed_psnr": 0, "checkpoint_every": 20, "eval_every": 20})  # fmt: skip
     trainer = Trainer(cfg, build_painter(cfg, (ds.width, ds.height)), ds, tmp_path / "run")
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -490,5 +497,5 @@ def test_fine_tune_real_sd_inpainting_on_gpu(tmp_path):
     peak = torch.cuda.max_memory_allocated() / 2**30
     losses = [v for _, v in _train_losses(tmp_path / "run")]
     assert all(np.isfinite(losses)) and result.lora.is_dir()
-    print(f"SD-2 inpainting LoRA r16, 512x384, batch 2, bf16 + checkpointing: "
+    print(f"{painter} LoRA r16, 512x384 samples, batch {batch}, bf16 + checkpointing: "
           f"{per_step:.2f} s/step, peak {peak:.1f} GiB")  # fmt: skip

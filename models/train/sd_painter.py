@@ -137,6 +137,7 @@ class SDInpaintDenoiser:
         with torch.no_grad():
             emb, _ = pipe.encode_prompt([self.prompt, ""], self.device, 1, False)
         self._text, self._empty = emb[:1], emb[1:]
+        pipe.text_encoder.to("cpu")  # the prompts are encoded: its memory goes to the network
         self.size = pipe_work_size(pipe, *sample_size, resolution)
         self.dilate = int(dilate)
         self._free_latents: dict[tuple[int, int], torch.Tensor] = {}

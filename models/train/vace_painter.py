@@ -169,6 +169,7 @@ class VaceDenoiser:
         with torch.no_grad():
             emb, _ = pipe.encode_prompt([self.prompt, ""], None, False, device=self.device)
         self._text, self._empty = emb[:1], emb[1:]
+        pipe.text_encoder.to("cpu")  # the prompts are encoded: its memory goes to the network
 
     @property
     def prepare(self):
