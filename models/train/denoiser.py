@@ -70,6 +70,33 @@ class Encoded:
     weight: torch.Tensor
 
 
+def default_weight_dtype(device: torch.device) -> torch.dtype:
+    """Frozen weights' dtype: bf16 on CUDA (fp16 without bf16), fp32 on a CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def fill_untrusted(target: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+    """``target`` (H, W, 3) with untrusted pixels replaced by a fill from the trusted ones: the
+    VAE's receptive field would otherwise carry them into trusted latents."""
+    from models.geometry.fill import push_pull
+
+    if bool(trust.all()):
+        return target
+    fill = push_pull(target, trust) if bool(trust.any()) else torch.full_like(target, 0.5)
+    return torch.where(trust[..., None], target, fill)
+
+
+def drop_text(cond: Cond, drop: torch.Tensor, empty: torch.Tensor) -> Cond:
+    """``cond`` with its ``text`` embedding replaced by ``empty`` where ``drop`` (B,) is True."""
+    if not bool(drop.any()):
+        return cond
+    text = cond["text"]
+    keep = drop.view(-1, 1, 1).to(text.device)
+    return {**cond, "text": torch.where(keep, empty.expand_as(text).to(text.dtype), text)}
+
+
 def select(cond: Cond, idx: torch.Tensor) -> Cond:
     return {k: v[idx] for k, v in cond.items()}
 

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.geometry.fill import push_pull
 from models.manager import ModelError, pick_device
 from models.synthesis.sd_inpaint import (
     DEFAULT_MODEL,
@@ -33,7 +32,15 @@ from models.synthesis.sd_inpaint import (
     pipe_work_size,
     resolve_folder,
 )
-from models.train.denoiser import Cond, Encoded, PainterBatch, TrainError
+from models.train.denoiser import (
+    Cond,
+    Encoded,
+    PainterBatch,
+    TrainError,
+    default_weight_dtype,
+    drop_text,
+    fill_untrusted,
+)
 
 
 def prepare_batch(
@@ -48,13 +55,8 @@ def prepare_batch(
         valid = torch.from_numpy(np.asarray(s["valid"], bool))
         depth = torch.from_numpy(np.asarray(s["warped_depth"], np.float32))
         _, image, mask = inpaint_inputs(warped, valid, depth, dilate, (w, h))
-        target = torch.from_numpy(np.asarray(s["target"])).float() / 255.0
         trust = torch.from_numpy(np.asarray(s["trust"], bool))
-        if not bool(trust.all()):
-            # Untrusted pixels are replaced by a fill from the trusted ones before encoding: the
-            # VAE's receptive field would otherwise carry them into trusted latents.
-            fill = push_pull(target, trust) if bool(trust.any()) else torch.full_like(target, 0.5)
-            target = torch.where(trust[..., None], target, fill)
+        target = fill_untrusted(torch.from_numpy(np.asarray(s["target"])).float() / 255.0, trust)
         target = target.permute(2, 0, 1)[None]
         target = F.interpolate(target, (h, w), mode="bilinear", antialias=True).clamp(0, 1)
         untrusted = (~trust).float()[None, None]
@@ -97,11 +99,7 @@ class SDInpaintDenoiser:
 
         self.model_id = str(model or DEFAULT_MODEL)
         self.device = torch.device(pick_device(device))
-        if weight_dtype is None:
-            cuda = self.device.type == "cuda"
-            bf16 = cuda and torch.cuda.is_bf16_supported()
-            weight_dtype = torch.bfloat16 if bf16 else torch.float16 if cuda else torch.float32
-        self.weight_dtype = weight_dtype
+        self.weight_dtype = weight_dtype or default_weight_dtype(self.device)
         folder = resolve_folder(self.model_id)
         index = check_model_folder(folder, self.model_id)
         if "XL" in index.get("_class_name", ""):
@@ -236,13 +234,7 @@ class SDInpaintDenoiser:
         return {**cond, "masked": masked}
 
     def drop_prompt(self, cond: Cond, drop: torch.Tensor) -> Cond:
-        if not bool(drop.any()):
-            return cond
-        empty = self._empty.expand_as(cond["text"])
-        return {
-            **cond,
-            "text": torch.where(drop.view(-1, 1, 1).to(self.device), empty, cond["text"]),
-        }
+        return drop_text(cond, drop, self._empty)
 
     def lora_meta(self) -> dict[str, Any]:
         """What the LoRA folder records about the base (backend and model)."""

@@ -31,12 +31,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.geometry.fill import push_pull
 from models.manager import ModelError, pick_device
 from models.synthesis.base import SynthesisRequest
 from models.synthesis.vace import DEFAULT_MODEL, check_folder
 from models.synthesis.wan import OFFLINE_ALTERNATIVE, TRAINED_AREA, build_inputs, run_size
-from models.train.denoiser import Cond, Encoded, PainterBatch, TrainError
+from models.train.denoiser import (
+    Cond,
+    Encoded,
+    PainterBatch,
+    TrainError,
+    default_weight_dtype,
+    drop_text,
+    fill_untrusted,
+)
 
 DILATE = 4  # the backend's defaults (WanPainter)
 MAX_STRETCH = 1.5
@@ -73,11 +80,8 @@ def prepare_batch(samples: list[dict[str, Any]], size: tuple[int, int], cell: in
         inputs = build_inputs([req], size, cell=cell, context=1, dilate=DILATE,
                               max_stretch=MAX_STRETCH)  # fmt: skip
         n = len(inputs.video)
-        target = torch.from_numpy(np.asarray(s["target"])).float() / 255.0
         trust = torch.from_numpy(np.asarray(s["trust"], bool))
-        if not bool(trust.all()):  # untrusted pixels must not reach trusted latents via the VAE
-            fill = push_pull(target, trust) if bool(trust.any()) else torch.full_like(target, 0.5)
-            target = torch.where(trust[..., None], target, fill)
+        target = fill_untrusted(torch.from_numpy(np.asarray(s["target"])).float() / 255.0, trust)
 
         def resize(x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True)
@@ -133,10 +137,7 @@ class VaceDenoiser:
 
         self.model_id = str(model or DEFAULT_MODEL)
         self.device = torch.device(pick_device(device))
-        if weight_dtype is None:
-            cuda = self.device.type == "cuda"
-            weight_dtype = torch.bfloat16 if cuda else torch.float32
-        self.weight_dtype = weight_dtype
+        self.weight_dtype = weight_dtype or default_weight_dtype(self.device)
         folder = resolve_pipeline_dir(self.name, self.model_id, OFFLINE_ALTERNATIVE)
         check_folder(folder, self.model_id)
         spec = vram.spec_from_folder(folder, self.model_id)
@@ -300,13 +301,7 @@ class VaceDenoiser:
         return (n - 1) // self.temporal + 1
 
     def drop_prompt(self, cond: Cond, drop: torch.Tensor) -> Cond:
-        if not bool(drop.any()):
-            return cond
-        empty = self._empty.expand_as(cond["text"])
-        return {
-            **cond,
-            "text": torch.where(drop.view(-1, 1, 1).to(self.device), empty, cond["text"]),
-        }
+        return drop_text(cond, drop, self._empty)
 
     def lora_meta(self) -> dict[str, Any]:
         return {"backend": self.name, "base_model": self.model_id, "prompt": self.prompt,
