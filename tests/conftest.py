@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: an offline hub and a tiny random SD inpainting model."""
+"""Fixtures shared by the test modules: an offline hub, a tiny random SD inpainting model, and
+training samples from the real TUM sequence."""
 
 from __future__ import annotations
 
@@ -24,3 +25,30 @@ def tiny(tmp_path_factory, offline) -> Path:
     from tests.helpers import build_tiny_inpaint
 
     return build_tiny_inpaint(tmp_path_factory.mktemp("sdi") / "tiny-sd-inpaint")
+
+
+@pytest.fixture(scope="module")
+def tum_samples(tmp_path_factory) -> Path:
+    """Training samples from the real TUM sequence at 64 px (frame 0's sensor depth, ``layout``
+    depth for the rest), with the sequence's first frame stored as the reference."""
+    from models.depth import create_depth_backend
+    from storage.train.shards import SampleStore
+    from tests.helpers import TUM
+
+    if not TUM.is_dir():
+        pytest.skip("shared TUM sequence not present")
+    from models.train.samples import SampleBuilder, SampleConfig
+    from storage.train.footage import read_footage
+    from studio.cli.train import footage_frames
+
+    out = tmp_path_factory.mktemp("train") / "data"
+    config = SampleConfig(width=64)
+    store = SampleStore(out, {"width": 64, "height": 48, "config": config.to_dict()}, 8)
+    builder = SampleBuilder(config, create_depth_backend("layout"))
+    for step in builder.build("tum", footage_frames(read_footage(TUM))):
+        if step.order == 0:
+            store.save_reference("tum", step.rgb)  # the video painter's reference image
+        if step.sample is not None:
+            store.add(step.sample.arrays(), step.sample.info())
+    store.finish()
+    return out

@@ -255,3 +255,24 @@ def tiny_wan(folder: Path, kind: str = "vace") -> Path:
         raise ValueError(f"unknown tiny Wan kind {kind!r}")
     pipe.save_pretrained(folder)
     return folder
+
+
+TRAIN_BASE = dict(steps=8, batch_size=2, lr=1e-2, warmup_steps=0, rank=4, alpha=8, holdout=0.2,
+                  min_routed_psnr=0, checkpoint_every=3, eval_every=4, eval_samples=4)  # fmt: skip
+
+
+def make_trainer(model: Path, data: Path, run: Path, **settings):
+    """A ``loci train`` Trainer on a fresh painter (``TRAIN_BASE`` settings, overridden)."""
+    from models.train.config import load_config
+    from models.train.trainer import Trainer, build_painter
+    from storage.train.shards import SampleDataset
+
+    config = load_config(None, {**TRAIN_BASE, "model": str(model), **settings})
+    ds = SampleDataset(data)
+    return Trainer(config, build_painter(config, (ds.width, ds.height)), ds, run)
+
+
+def train_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every training step a run logged."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in recs if r["split"] == "train"]
