@@ -342,6 +342,21 @@ def painter_choices() -> list[dict[str, Any]]:
     return out
 
 
+def with_lora(choice: dict[str, Any], default: str, lora: str | None) -> tuple[dict[str, Any], str]:
+    """A studio painter choice and default painter with the studio's LoRA applied: the default
+    becomes the LoRA's painter (unless another generative one is configured), and the LoRA goes
+    to every choice of that painter, never to another."""
+    if not lora:
+        return choice, default
+    from models.synthesis.lora import lora_backend
+
+    wanted = lora_backend(lora)
+    default = wanted if default in ("reproject", "auto") else default
+    if (choice.get("synthesis") or default) == wanted:
+        choice = {**choice, "lora": choice.get("lora") or lora}
+    return choice, default
+
+
 def painter_record(backend: SynthesisBackend) -> dict[str, Any]:
     """What world.json records about a painter beyond its name (e.g. its LoRA), or {}."""
     record = getattr(backend, "record", None)

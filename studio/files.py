@@ -323,6 +323,8 @@ class FileLinks:
                                      {"Retry-After": str(int(wait) + 1)})  # fmt: skip
         try:
             grant = self.check(token, filename)
+            if not self.store.is_local:  # a bucket: straight from it, by a short presigned URL
+                return self._redirect(grant)
             try:
                 path = self.store.path_of(grant.sha256)
             except NotFound as exc:
@@ -349,6 +351,16 @@ class FileLinks:
                 "Cross-Origin-Resource-Policy": "same-origin",
             },
         )
+
+    def _redirect(self, grant: Grant) -> Any:
+        from starlette.responses import RedirectResponse
+
+        _, inline_ok = content_type(grant.filename)
+        left = max(1, min(int(grant.expires - self.clock()), 300))
+        url = self.store.presigned_url(grant.sha256, expires_s=left, filename=grant.filename,
+                                       download=grant.download or not inline_ok)  # fmt: skip
+        return RedirectResponse(url, 307, {"Cache-Control": "no-store",
+                                           "Referrer-Policy": "no-referrer"})  # fmt: skip
 
     def routes(self) -> list[Any]:
         """The Starlette route of :meth:`respond`, for the studio's web app."""

@@ -28,23 +28,22 @@ from models.paths.waypoints import GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
-    Conflict,
     Forbidden,
     HistoryCell,
-    NotFound,
+    Owner,
     Repository,
     open_database,
 )
 from storage.formats.images import load_photo
 from studio.context import StudioContext
-from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
+from studio.errors import StudioError, clean_id, error_message, user_facing
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
 from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
 
-__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
+__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState", "user_facing"]
 
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
@@ -52,24 +51,35 @@ FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 class Studio(GenerationJobs):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
-    def __init__(self, ctx: StudioContext) -> None:
+    def __init__(self, ctx: StudioContext, executor: str | None = None) -> None:
+        from studio.executors import build_executor
+
         self.ctx = ctx
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(ctx.db_url, migrate=True)
         self.repo = Repository(self.db)
-        self.store = ArtifactStore(ctx.artifacts_dir, self.db)
+        self.store = ArtifactStore(ctx.artifacts_url, self.db)
         self.secret = load_secret(ctx.data_dir, ctx.file_secret)
         self.throttle = Throttle()  # wrong keys and forged links, per client
         self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
                                ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
         prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
         self._pruned = time.monotonic()
-        # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
-        self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
+        # Who runs this process's jobs. Whatever an earlier instance under the same name left
+        # running is dead now: interrupted (resumable) at once, not after a heartbeat timeout;
+        # other owners count as dead when their pid is gone here or their heartbeat is stale.
+        self.owner = Owner.this_process(ctx.instance)
+        self.interrupted_at_start = self.repo.interrupt_owned(self.owner) + self.reap()
         self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
+        self.executor = build_executor(executor or ctx.executor, self)
+
+    def close(self) -> None:
+        """Stop this process's workers (running jobs end "interrupted") and close the database."""
+        self.executor.close()
+        self.db.dispose()
 
     # ---- components ---------------------------------------------------------------------------
     def pipeline(
@@ -81,18 +91,11 @@ class Studio(GenerationJobs):
         built once per choice and shared; painters' weights are shared through the model
         manager. A bad choice raises ModelError before any work.
         """
-        from studio.backends import build_depth, build_painter
+        from studio.backends import build_depth, build_painter, with_lora
 
         choice = dict(backends or {})
         depth = choice.pop("depth", None) or self.ctx.depth
-        default = self.ctx.synthesis
-        if self.ctx.lora:  # the studio's LoRA adapts its painter wherever that painter runs
-            from models.synthesis.lora import lora_backend
-
-            wanted = lora_backend(self.ctx.lora)
-            default = wanted if default in ("reproject", "auto") else default
-            if (choice.get("synthesis") or default) == wanted:
-                choice.setdefault("lora", self.ctx.lora)
+        choice, default = with_lora(choice, self.ctx.synthesis, self.ctx.lora)
         painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
             notes: list[str] = []
@@ -107,6 +110,11 @@ class Studio(GenerationJobs):
         return WorldPipeline(
             depth=self._backends["depth", depth], synthesis=self._backends[painter], config=config
         )
+
+    def check_backends_here(self, use_memory: bool, backends: dict | None) -> None:
+        """Build (or find) the pipeline of a generation's ``backends`` in this process, so a bad
+        choice is refused before its step exists (ModelError with a plain message)."""
+        self.pipeline(use_memory, backends=backends)
 
     def painters(self) -> list[dict[str, Any]]:
         """The painters this studio offers, for the Generate tab: each with ``backend``,
@@ -135,19 +143,7 @@ class Studio(GenerationJobs):
     # ---- world --------------------------------------------------------------------------------
     def world(self, project_id: str, key: str) -> WorldState:
         """The project's current world (either key). StudioError when there is no photo yet."""
-        cells = self.repo.list_cells(clean_id(project_id), key)
-        photos = [c for c in cells if c.kind == "photo" and c.status == "done"]
-        if not photos:
-            raise StudioError("This project has no photo yet: add one in the Photo tab.")
-        photo = photos[-1]
-        frames = list(self.repo.list_frames(photo.id))
-        for c in cells:
-            if c.kind == "generation" and c.position > photo.position:
-                frames.extend(self.repo.list_frames(c.id))
-        frames.sort(key=lambda f: f.frame_index)
-        # Frames are contiguous by construction; stop at a gap rather than build a broken world.
-        n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
-        return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
+        return WorldState.from_cells(self.repo, self.repo.list_cells(clean_id(project_id), key))
 
     def restore(
         self, ws: WorldState, use_memory: bool = True, backends: dict | None = None
@@ -175,7 +171,7 @@ class Studio(GenerationJobs):
             "size": [photo.width, photo.height],
         }
         cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
             art = self.store.put_bytes(data, mime)
@@ -369,26 +365,26 @@ class Studio(GenerationJobs):
 
     # ---- lift and export ----------------------------------------------------------------------
     def bundle(self, ws: WorldState) -> Path:
-        meta = dict(ws.meta)
-        loras = [
-            c.params["lora"] for c in ws.cells if c.kind == "generation" and c.params.get("lora")
-        ]
-        if loras:  # the adapter the newest generation painted with (world.json "lora")
-            meta["lora"] = loras[-1]
+        meta = {**ws.meta, **({"lora": ws.lora} if ws.lora else {})}  # world.json "lora"
         return bundle_for(self.store, ws.frames, meta, self.ctx.cache_dir)
 
     def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
-        """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
+        """Splats and mesh of the current world (a lift cell), reused while the world is the same.
+        Runs on a worker of the executor (in this thread for the local one)."""
+        return self.repo.get_cell(self.executor.call("lift", project_id, key, force, author))
+
+    def lift_here(self, project_id: str, key: str, force: bool = False, author: str = "") -> str:
+        """:meth:`lift` in this process; returns the lift cell's id."""
         pid = clean_id(project_id)
         ws = self.world(pid, key)
         if not force:
             cached = self.cached_cell(ws, "lift")
             if cached is not None:
-                return cached
+                return cached.id
         self.require_edit(pid, key)
         cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=2)
+        job = self.repo.create_job(cell.id, total=2, owner=self.owner)
         try:
             root = self.bundle(ws)
             info = lift_bundle(root)
@@ -402,7 +398,7 @@ class Studio(GenerationJobs):
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.repo.get_cell(cell.id)
+        return cell.id
 
     def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
         for c in reversed(ws.cells):
@@ -418,7 +414,12 @@ class Studio(GenerationJobs):
 
     def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
         """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
-        and format, then served from the artifact store."""
+        and format (on a worker of the executor), then served from the artifact store."""
+        sha256, name = self.executor.call("export", project_id, key, fmt, author)
+        return self.named_file(sha256, name)
+
+    def export_here(self, project_id: str, key: str, fmt: str, author: str = "") -> tuple[str, str]:
+        """:meth:`export` in this process; returns the stored file's ``(sha256, download name)``."""
         if fmt not in FORMATS:
             raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         pid = clean_id(project_id)
@@ -428,13 +429,13 @@ class Studio(GenerationJobs):
         if cached is not None:
             links = self.repo.cell_artifacts(cached.id, "export")
             if links:
-                return self.named_file(links[-1].sha256, name)
+                return links[-1].sha256, name
         self.require_edit(pid, key)
         if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
-            self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
+            self.lift_here(pid, key, author=author)  # exports of splats/meshes reuse the lift
         cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             root = self.bundle(ws)
             out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
@@ -450,12 +451,22 @@ class Studio(GenerationJobs):
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.named_file(art.sha256, name)
+        return art.sha256, name
 
     def named_file(self, sha256: str, filename: str) -> Path:
         """A stored file under a readable name, handed over for a Gradio component (downloads
         and viewers go by the file extension); see :func:`studio.files.handoff`."""
-        return self.handoff(self.store.path_of(sha256), filename)
+        return self.handoff(self.local_path(sha256), filename)
+
+    def local_path(self, sha256: str) -> Path:
+        """A stored file on this machine's disk: in the store itself when it is a folder, else a
+        copy streamed from the bucket into the cache (kept, keyed by the content hash)."""
+        if self.store.is_local:
+            return self.store.path_of(sha256)
+        target = self.ctx.cache_dir / "objects" / sha256[:2] / sha256[2:]
+        if not (target.is_file() and target.stat().st_size == self.store.get(sha256).size):
+            self.store.copy_to(sha256, target)
+        return target
 
     def handoff(self, path: Path, filename: str) -> Path:
         """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""
@@ -484,8 +495,3 @@ def _mime(fmt: str) -> str:
     return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
             "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
         fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
-
-
-def user_facing() -> tuple[type[BaseException], ...]:
-    """Errors whose message is meant for the person using the studio (shown as is)."""
-    return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

@@ -228,7 +228,7 @@ def test_studio_generates_with_a_vace_painter_choice(vace_dir, tmp_path):
         with pytest.raises(ModelError, match="unknown painter option"):
             list(studio.generate(pid, key, backends={"synthesis": "vace", "colour": "blue"}))
     finally:
-        studio.db.dispose()
+        studio.close()
 
 
 def test_bad_folders_and_refusals(vace_dir, tmp_path, monkeypatch):

@@ -11,6 +11,8 @@ import argparse
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.executor:
+        return _bench_executor(args)
     if args.synthesis:
         from studio.cli.world import painter_options
         from studio.evaluation.bench_painters import run_painter_bench
@@ -31,6 +33,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_executor(args: argparse.Namespace) -> int:
+    from studio.cli.common import UsageError
+
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("--executor ray needs Ray: pip install 'loci[scale]'") from exc
+    from storage.atomic import atomic_write_json
+    from studio.evaluation.bench_executors import format_executor_report, run_executor_bench
+
+    report = run_executor_bench(
+        args.executor, repeats=min(args.repeats, 2) if args.quick else args.repeats,
+        frames=8 if args.quick else 16, database_url=args.database_url,
+        artifacts=args.artifacts, ray_address=args.ray_address,
+    )  # fmt: skip
+    print(format_executor_report(report))
+    if args.out:
+        atomic_write_json(args.out, report)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` to the ``loci`` parser."""
     b = sub.add_parser("bench", help="speed suite (medians, ratios to baselines)")
@@ -42,6 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also splat rendering vs gsplat's torch path, TSDF vs Open3D",
     )
+    b.add_argument("--executor", choices=["ray"], default=None,
+                   help="instead: Ray actors vs local threads (overhead, throughput, memory)")  # fmt: skip
+    b.add_argument("--database-url", default=None, help="with --executor: the shared database")
+    b.add_argument("--artifacts", default=None, help="with --executor: folder or s3:// URL")
+    b.add_argument("--ray-address", default=None, help="with --executor: a Ray cluster")
     p = b.add_argument_group("one painter (loci bench --synthesis vace --model DIR)")
     p.add_argument("--synthesis", default=None, help="bench this painter instead of the suite")
     p.add_argument("--model", default=None, help="hub id or local folder of the painter's model")
