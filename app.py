@@ -21,8 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The studio's flags (``deploy/`` files are checked against this parser by the tests)."""
     env = os.environ
     p = argparse.ArgumentParser(description="Loci studio")
+    # A Space sets GRADIO_SERVER_NAME/PORT (0.0.0.0:7860); SPACE_ID alone also means "listen
+    # on every interface", since a Space's proxy reaches the app from outside its container.
+    default_host = "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"
     p.add_argument(
-        "--host", default=env.get("LOCI_HOST", env.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+        "--host",
+        default=env.get("LOCI_HOST", env.get("GRADIO_SERVER_NAME", default_host)),
+        help="interface to listen on (0.0.0.0 = reachable by colleagues on the network)",
     )
     p.add_argument(
         "--port", type=int, default=int(env.get("LOCI_PORT", env.get("GRADIO_SERVER_PORT", "7860")))

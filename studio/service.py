@@ -14,6 +14,7 @@ and a cancel, a crash or a closed browser loses nothing that was finished.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -22,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from models.geometry.cameras import Camera, intrinsics_from_fov
+from models.geometry.cameras import intrinsics_from_fov
 from models.paths.trajectory import PRESET_NAMES, Trajectory, make_preset
-from models.paths.waypoints import GroundFrame, from_waypoints
+from models.paths.waypoints import GroundFrame
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
@@ -40,7 +41,9 @@ from studio.errors import StudioError, clean_id, error_message, user_facing
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
 from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
+from studio.previews import PathPreviews, blind_warnings
 from studio.state import PathPlan, WorldState
+from studio.web.scene import write_web_splats
 from studio.world_store import bundle_for, load_records, save_frame
 
 __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState", "user_facing"]
@@ -48,7 +51,7 @@ __all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
 
-class Studio(GenerationJobs):
+class Studio(GenerationJobs, PathPreviews):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
     def __init__(self, ctx: StudioContext, executor: str | None = None) -> None:
@@ -71,7 +74,7 @@ class Studio(GenerationJobs):
         self.owner = Owner.this_process(ctx.instance)
         self.interrupted_at_start = self.repo.interrupt_owned(self.owner) + self.reap()
         self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
-        self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
+        self._map_points: dict[str, tuple[np.ndarray, ...]] = {}  # world digest -> map layers
         self._lock = threading.Lock()
         self.notes: list[str] = []
         self.executor = build_executor(executor or ctx.executor, self)
@@ -247,13 +250,8 @@ class Studio(GenerationJobs):
             else:
                 n_kw = {"n_frames": int(frames or 24)}
             eye = None if eye_height in (None, 0) else float(eye_height)
-            traj = from_waypoints(wp_start, start_cam, up=up, camera_height=max(h_start, 0.0),
-                                  eye_height=eye, look=look, **n_kw)  # fmt: skip
-            if len(traj) > self.ctx.max_frames:
-                raise StudioError(
-                    f"That path needs {len(traj)} frames at this speed; the limit is "
-                    f"{self.ctx.max_frames}. Walk faster or shorten the path."
-                )
+            traj, capped = self.capped_path(wp_start, start_cam, up, max(h_start, 0.0), eye,
+                                            look, n_kw)  # fmt: skip
             params = {"mode": "waypoints", "waypoints": wp.round(4).tolist(), "look": look,
                       "eye_height": eye, "speed": speed, "frames": len(traj)}  # fmt: skip
         if len(traj) < 2:
@@ -264,15 +262,9 @@ class Studio(GenerationJobs):
         ground_xy = gf0.to_ground(centers)
         d = np.stack([fwd @ gf0.right, fwd @ gf0.forward], 1)
         headings = np.arctan2(d[:, 0], d[:, 1])
-        _, world = self.restore(ws)
+        world = self.memory_world(ws)  # restored once per world, not once per preview
         coverage = [world.memory.retrieve(c).coverage for c in traj]
-        warnings = []
-        blind = [i for i, c in enumerate(coverage) if c < 0.15]
-        if blind:
-            warnings.append(
-                f"{len(blind)} of {len(traj)} views see less than 15% of anything known "
-                f"(first: frame {blind[0]}); those will be mostly painted."
-            )
+        warnings = (capped if not preset else []) + blind_warnings(coverage, params)
         return PathPlan(traj, params, ground_xy, headings, coverage, warnings)
 
     def save_path(self, project_id: str, key: str, plan: PathPlan, author: str = "") -> HistoryCell:
@@ -301,52 +293,6 @@ class Studio(GenerationJobs):
         if cell is None or not ends:
             raise StudioError("Continue from: that step is not a generation of this world.")
         return max(ends)
-
-    def _check_on_map(self, ws: WorldState, gf0: GroundFrame, wp: np.ndarray) -> None:
-        from studio.worldmap import MapView
-
-        pts, _ = self.map_points(ws)
-        cams = gf0.to_ground(np.stack([np.asarray(f.c2w)[:3, 3] for f in ws.frames]))
-        view = MapView.fit(pts, cams)
-        outside = ~view.contains(wp, slack=0.5)
-        if outside.any():
-            i = int(np.argmax(outside))
-            x_min, x_max, y_min, y_max = view.extent
-            raise StudioError(
-                f"Waypoint {i + 1} at ({wp[i, 0]:.1f}, {wp[i, 1]:.1f}) m is far outside the known "
-                f"map (x {x_min:.1f}..{x_max:.1f}, y {y_min:.1f}..{y_max:.1f} m). Move it closer."
-            )
-
-    def map_points(self, ws: WorldState, max_frames: int = 24) -> tuple[np.ndarray, np.ndarray]:
-        """Ground coordinates (N, 2) and colours (N, 3) of a sample of the world's points.
-
-        Points near the floor and above the eyes are left out so the plan shows walls and
-        furniture, not the floor texture and ceiling.
-        """
-        from models.geometry.pointcloud import frame_points
-        from studio.world_store import load_rgb, load_state
-
-        # A path preview checks waypoints against these points and the map draws them: read
-        # the frames once per world content, not once per caller.
-        cached = self._map_points.get(ws.digest)
-        if cached is not None:
-            return cached
-        gf = ws.ground()
-        step = max(1, len(ws.frames) // max_frames)
-        xy, rgb = [], []
-        for f in ws.frames[::step]:
-            cam = Camera(np.asarray(f.K), np.asarray(f.c2w), ws.width, ws.height)
-            pts, col = frame_points(load_rgb(self.store, f), load_state(self.store, f)["depth"],
-                                    cam, stride=6)  # fmt: skip
-            h = gf.height_of(pts)
-            keep = (h > 0.15) & (h < gf.camera_height + 0.6)
-            xy.append(gf.to_ground(pts[keep]))
-            rgb.append(col[keep])
-        result = np.concatenate(xy), np.concatenate(rgb)
-        if len(self._map_points) >= 16:  # a few worlds' worth; oldest out
-            self._map_points.pop(next(iter(self._map_points)))
-        self._map_points[ws.digest] = result
-        return result
 
     # ---- history ------------------------------------------------------------------------------
     def revert(self, project_id: str, key: str) -> HistoryCell:
@@ -392,7 +338,12 @@ class Studio(GenerationJobs):
                                      ("mesh", "mesh.ply", "application/x-ply")):  # fmt: skip
                 art = self.store.put_file(root / name, mime)
                 self.repo.link_artifact(cell.id, art.sha256, role)
-            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"]}
+            # The browser's copy: compact SPZ (a few MB), the full .ply stays the export.
+            web = write_web_splats(root / "splats.ply", root / "splats.web.spz")
+            art = self.store.put_file(root / "splats.web.spz", "application/octet-stream")
+            self.repo.link_artifact(cell.id, art.sha256, "splats-web")
+            counts = {"splats": info["splats"]["count"], "faces": info["mesh"]["faces"],
+                      "web_splats": web["count"], "web_bytes": web["bytes"]}  # fmt: skip
             self.repo.update_cell_params(cell.id, counts)
             self.repo.finish_job(job.id, "done")
         except BaseException as exc:
@@ -413,8 +364,10 @@ class Studio(GenerationJobs):
         return None
 
     def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
-        """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
-        and format (on a worker of the executor), then served from the artifact store."""
+        """The world in ``fmt`` as a downloadable file named ``<project>-<step>[-<fmt>].<ext>``
+        (folders come zipped). Made once per world and format (on a worker of the executor) and
+        attached to the step whose world it is (no history step of its own), then served from
+        the artifact store."""
         sha256, name = self.executor.call("export", project_id, key, fmt, author)
         return self.named_file(sha256, name)
 
@@ -424,34 +377,61 @@ class Studio(GenerationJobs):
             raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         pid = clean_id(project_id)
         ws = self.world(pid, key)
-        cached = self.cached_cell(ws, "export", format=fmt)
-        name = f"world-{ws.digest[:8]}.{_suffix(fmt)}"
-        if cached is not None:
-            links = self.repo.cell_artifacts(cached.id, "export")
-            if links:
-                return links[-1].sha256, name
+        step = self.world_step(ws)
+        name = download_name(self.repo.open_project(pid, key)[0].name, step.position + 1, fmt)
+        done = self.attachment(step, fmt, ws.digest)
+        if done is not None:
+            return done["sha256"], name
         self.require_edit(pid, key)
         if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
             self.lift_here(pid, key, author=author)  # exports of splats/meshes reuse the lift
-        cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
-                                  author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
+        root = self.bundle(ws)
+        out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
+        shutil.rmtree(out_dir, ignore_errors=True)
         try:
-            root = self.bundle(ws)
-            out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
-            shutil.rmtree(out_dir, ignore_errors=True)
             target = out_dir / (fmt if fmt in FOLDER_FORMATS else name)
             written = export_bundle(root, fmt, target)
             if Path(written).is_dir():
                 written = Path(shutil.make_archive(str(out_dir / fmt), "zip", written))
             art = self.store.put_file(written, _mime(fmt))
-            self.repo.link_artifact(cell.id, art.sha256, "export")
-            self.repo.finish_job(job.id, "done")
+            self.repo.link_artifact(step.id, art.sha256, f"export:{fmt}")
+            entry = {"world": ws.digest, "sha256": art.sha256,
+                     "bytes": Path(written).stat().st_size}  # fmt: skip
+            # One key per format: params merge per key, so workers exporting other formats of
+            # the same step at the same time never overwrite each other.
+            self.repo.update_cell_params(step.id, {f"export:{fmt}": entry})
+        finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-        except BaseException as exc:
-            self.repo.finish_job(job.id, "failed", error_message(exc))
-            raise
         return art.sha256, name
+
+    def queue_position(self, job_id: str) -> tuple[int, int]:
+        """(generations waiting ahead of this pending one, generations running), server-wide:
+        what a person waiting for a free worker is told."""
+        from sqlalchemy import func, select
+
+        from storage.db.models import Job
+
+        with self.db.read_session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return 0, 0
+            count = select(func.count()).select_from(Job).where(Job.kind == "generation")
+            ahead = session.scalar(
+                count.where(Job.status == "pending", Job.started_at < job.started_at)
+            )
+            running = session.scalar(count.where(Job.status == "running"))
+        return int(ahead or 0), int(running or 0)
+
+    def world_step(self, ws: WorldState) -> HistoryCell:
+        """The history step whose world this is: the one that made its newest frame."""
+        cell_id = ws.frames[-1].cell_id
+        return next(c for c in ws.cells if c.id == cell_id)
+
+    @staticmethod
+    def attachment(step: HistoryCell, fmt: str, digest: str) -> dict[str, Any] | None:
+        """The stored export of ``step`` in ``fmt`` when it is of the world ``digest``."""
+        entry = (step.params or {}).get(f"export:{fmt}")
+        return entry if entry and entry.get("world") == digest else None
 
     def named_file(self, sha256: str, filename: str) -> Path:
         """A stored file under a readable name, handed over for a Gradio component (downloads
@@ -485,6 +465,15 @@ class Studio(GenerationJobs):
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)
         return self.named_file(links[-1].sha256, filename) if links else None
+
+
+def download_name(project: str, step: int, fmt: str) -> str:
+    """``<project>-<step>.<ext>``, or ``<project>-<step>-<fmt>.zip`` for folder formats: a
+    download says which world and which step it came from (e.g. ``kitchen-3-mjcf.zip``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", (project or "").lower()).strip("-")[:40] or "world"
+    if fmt in FOLDER_FORMATS:
+        return f"{slug}-{step}-{fmt}.zip"
+    return f"{slug}-{step}.{_suffix(fmt)}"
 
 
 def _suffix(fmt: str) -> str:

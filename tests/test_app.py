@@ -32,10 +32,11 @@ def server(tmp_path_factory):
 def test_create_project_and_generate_through_the_api(server, tmp_path):
     client = gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
     pid, key, *_ = client.predict("API world", api_name="/create_project")
-    depth, _cloud, info = client.predict(
+    depth, _cloud, info, frame0 = client.predict(
         pid, key, gradio_client.handle_file(str(PHOTO)), 0, api_name="/set_photo"
     )
     assert "World seeded at 128" in info
+    assert frame0 and open(frame0, "rb").read(4) == b"RIFF"  # frame 0, as a WebP image
     saved, path_id = client.predict(
         pid, key, "sketch on the map", "[[0.3, 1.0], [0.8, 2.2]]", 8, 0, 0, "path", "end",
         api_name="/plan_path",
@@ -116,6 +117,11 @@ def test_studio_works_mounted_under_a_sub_path(tmp_path):
         r = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=30)
         assert r.status_code == 200 and r.content == studio.store.read_bytes(sha)
         assert r.headers["x-content-type-options"] == "nosniff"
+        # The browser components' JavaScript is served under the sub-path too.
+        from studio.web.routes import asset_path
+
+        js = httpx.get(f"http://127.0.0.1:{port}/studio/{asset_path('loci-view.js')}", timeout=30)
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -97,8 +97,13 @@ def _summary(kind: str, p: dict[str, Any]) -> str:
     return ""
 
 
-def notebook_html(cells: list[Any], thumbs: dict[str, str], can_edit: bool) -> str:
-    """The project's history as a notebook: one card per cell, in order."""
+def notebook_html(
+    cells: list[Any], thumbs: dict[str, str], can_edit: bool,
+    attachments: dict[str, list[tuple[str, str, int | None]]] | None = None,
+) -> str:  # fmt: skip
+    """The project's history as a notebook: one card per cell, in order. ``attachments``: per
+    cell id, its exports as (format, download URL, bytes), shown as links under the step."""
+    attachments = attachments or {}
     if not cells:
         return "<div class='loci-empty'>No steps yet: add a photo in the Photo tab.</div>"
     rows = []
@@ -107,6 +112,14 @@ def notebook_html(cells: list[Any], thumbs: dict[str, str], can_edit: bool) -> s
         thumb = thumbs.get(c.id)
         img = f"<img src='{thumb}' alt='step {c.position + 1}' height='54'/>" if thumb else ""
         err = f"<div class='loci-err'>{html.escape(c.error or '')}</div>" if c.error else ""
+        files = attachments.get(c.id) or []
+        if files:
+            links = "".join(
+                f"<a href='{html.escape(url)}' download data-format='{html.escape(fmt)}'>"
+                f"📎 {html.escape(fmt)}{f' ({size / 1e6:.1f} MB)' if size else ''}</a>"
+                for fmt, url, size in files
+            )
+            err += f"<div class='loci-attach'>{links}</div>"
         rows.append(
             f"<div class='loci-cell' data-kind='{c.kind}' data-status='{c.status}' "
             f"data-cell='{c.id}' style='display:flex;gap:10px;align-items:center;"
