@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="synthesis backend: reproject (offline), sd-inpaint, video, auto",
     )
+    p.add_argument("--lora", default=None, help="a loci train LoRA folder for the painter")
     p.add_argument(
         "--root-path", default=env.get("LOCI_ROOT_PATH"), help="public sub-path behind a proxy"
     )
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     ctx = StudioContext.from_env(
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
-        depth=args.depth, synthesis=args.synthesis, artifacts=args.artifacts,
+        depth=args.depth, synthesis=args.synthesis, lora=args.lora, artifacts=args.artifacts,
         executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
         ray_lift_workers=args.ray_lift_workers,
         concurrent_jobs=args.concurrent_jobs,

@@ -49,6 +49,8 @@ class StudioContext:
     (default ``sqlite:///<data_dir>/loci.db``). artifacts: folder or fsspec URL of the file store
     (default ``<data_dir>/artifacts``). width: working width of generated frames.
     depth / synthesis: backend names (``auto`` uses local weights when present, else offline).
+    lora: a ``loci train`` LoRA folder for the painter (None: the base model); with synthesis
+    ``auto`` or the default, the LoRA's own painter is used.
     max_frames: most frames one generation may ask for. stale_after_s: a running job whose
     heartbeat is older than this is interrupted (resumable) by whoever looks.
     executor: "local" or "ray"; concurrent_jobs: generations at once (local threads);
@@ -71,6 +73,7 @@ class StudioContext:
     width: int = 512
     depth: str = "layout"
     synthesis: str = "reproject"
+    lora: str | None = None
     max_frames: int = 600
     stale_after_s: float = 45.0
     heartbeat_s: float = 10.0
@@ -138,7 +141,7 @@ class StudioContext:
     @classmethod
     def from_env(cls, **overrides: object) -> StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_ARTIFACTS``,
-        ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_EXECUTOR``,
+        ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_LORA``, ``LOCI_EXECUTOR``,
         ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_RAY_LIFT_WORKERS``, ``LOCI_INSTANCE``,
         ``LOCI_FILE_SECRET``, ``LOCI_CACHE_MB``; keyword arguments win."""
         env = os.environ
@@ -149,6 +152,7 @@ class StudioContext:
             "width": int(env.get("LOCI_WIDTH", "512")),
             "depth": env.get("LOCI_DEPTH", "layout"),
             "synthesis": env.get("LOCI_SYNTHESIS", "reproject"),
+            "lora": env.get("LOCI_LORA") or None,
             "executor": env.get("LOCI_EXECUTOR", "local"),
             "ray_address": env.get("LOCI_RAY_ADDRESS") or None,
             "ray_workers": int(env.get("LOCI_RAY_WORKERS", "1")),

@@ -139,7 +139,8 @@ class Downloads:
     def bundle(self, ws: WorldState) -> Iterator[Path]:
         """The world as a bundle folder in the cache (made once per content), kept while the
         block runs; the cache of bundles is then trimmed to ``ctx.cache_max_mb`` (LRU)."""
-        root = bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
+        meta = {**ws.meta, **({"lora": ws.lora} if ws.lora else {})}  # world.json "lora"
+        root = bundle_for(self.store, ws.frames, meta, self.ctx.cache_dir)
         try:
             with pinned(root):
                 yield root

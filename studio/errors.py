@@ -11,6 +11,8 @@ from models.manager import ModelError
 from models.paths.trajectory import TrajectoryError
 from models.pipeline import PipelineError
 from models.synthesis import SynthesisError
+from models.train.denoiser import TrainError
+from models.train.footage import FootageError
 from storage.db.errors import Conflict, Forbidden, NotFound
 from storage.errors import StorageError
 
@@ -33,6 +35,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PipelineError,
     CameraError,
     ModelError,
+    TrainError,
+    FootageError,
 )
 
 

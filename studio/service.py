@@ -97,10 +97,11 @@ class Studio(GenerationJobs, PathPreviews, Downloads):
         built once per choice and shared; painters' weights are shared through the model
         manager. A bad choice raises ModelError before any work.
         """
-        from studio.backends import build_depth, build_painter
+        from studio.backends import build_depth, build_painter, with_lora
 
         choice = checked_backends(backends)
         depth = choice.pop("depth", None) or self.ctx.depth
+        choice, default = with_lora(choice, self.ctx.synthesis, self.ctx.lora)
         painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
             notes: list[str] = []
@@ -109,7 +110,7 @@ class Studio(GenerationJobs, PathPreviews, Downloads):
             if painter not in self._backends:
                 if len(self._backends) > 8:  # a few recent choices; the weights stay cached
                     self._backends.pop(next(k for k in self._backends if k[0] == "synthesis"))
-                self._backends[painter] = build_painter(choice, self.ctx.synthesis, notes)
+                self._backends[painter] = build_painter(choice, default, notes)
             self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(

@@ -40,6 +40,21 @@ def seeded(studio):
     return studio, pid, view_key, edit_key
 
 
+@pytest.fixture
+def slow_frames(monkeypatch):
+    """Each frame takes at least 0.25 s to paint, so a generation is still running when a test
+    acts on it (jobs run on worker threads; on an idle machine 8 small frames finish at once)."""
+    from models.synthesis.reproject import ReprojectSynthesis
+
+    paint = ReprojectSynthesis.synthesize
+
+    def slow(self, requests):
+        time.sleep(0.25 * len(requests))
+        return paint(self, requests)
+
+    monkeypatch.setattr(ReprojectSynthesis, "synthesize", slow)
+
+
 def _frames(studio, pid, key):
     ws = studio.world(pid, key)
     return [load_rgb(studio.store, f) for f in ws.frames]
@@ -84,7 +99,9 @@ def _wait_status(studio, cell_id, statuses, timeout_s=60.0):
         time.sleep(0.05)
 
 
-def test_silent_owner_is_interrupted_by_heartbeat_age_and_resume_finishes(seeded, tmp_path):
+def test_silent_owner_is_interrupted_by_heartbeat_age_and_resume_finishes(
+    seeded, tmp_path, slow_frames
+):
     """A job whose owner is another, silent process (not this one restarted, pid unknown here)
     is decided by heartbeat age; Resume then finishes it on this process's workers."""
     studio, pid, _, key = seeded
@@ -161,7 +178,7 @@ def test_view_key_cannot_change_anything(seeded):
     assert len(studio.open_project(pid, key)[2]) == 1  # nothing changed
 
 
-def test_two_tabs_cannot_generate_the_same_project_at_once(seeded):
+def test_two_tabs_cannot_generate_the_same_project_at_once(seeded, slow_frames):
     studio, pid, _, key = seeded
     studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=6))
     first = studio.generate(pid, key)

@@ -30,6 +30,7 @@ from storage.formats.bundle import BundleWriter
 from storage.formats.images import load_photo
 from storage.formats.ply import write_pointcloud_ply
 from storage.formats.video import VideoStream
+from studio.backends import painter_record
 from studio.cli.common import UsageError, check_numbers, progress
 
 DEFAULT_FRAMES = 24
@@ -55,7 +56,10 @@ def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline
         depth_model = args.depth_model or (args.model if args.synthesis == "reproject" else None)
         depth = build_depth(depth_name, depth_model, notes)
     synth_model = args.model if args.synthesis != "reproject" else None
-    synthesis = build_synthesis(args.synthesis, synth_model, notes, **painter_options(args))
+    synthesis = build_synthesis(
+        args.synthesis, synth_model, notes, **painter_options(args),
+        lora=getattr(args, "lora", None), lora_scale=getattr(args, "lora_scale", None),
+    )  # fmt: skip
     config = PipelineConfig(
         width=args.width,
         hfov_deg=args.fov,
@@ -102,6 +106,8 @@ def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
 def cmd_generate(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     check_numbers(args, GENERATE_LIMITS)
+    # A LoRA names its painter: --lora alone paints with it (auto), never with reproject.
+    args.synthesis = args.synthesis or ("auto" if args.lora else "reproject")
     photo = load_photo(args.photo)
     ph, pw = photo.rgb.shape[:2]
     traj_file = args.path if args.path.endswith(".json") else None
@@ -160,6 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             path=args.path if traj_file is None else Path(traj_file).name,
             memory=not args.no_memory,
             depth_meta=world.depth_meta,
+            **painter_record(pipe.synthesis),
         )
         painter = getattr(pipe.synthesis, "info", None)
         if painter:  # which painter ran, with its settings and VRAM plan
@@ -237,9 +244,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--synthesis",
         choices=[*synthesis_backend_names(), "auto"],
-        default="reproject",
-        help="synthesis backend (auto = vace with local weights and CUDA, else sd-inpaint with "
-        "local weights, else reproject)",
+        default=None,
+        help="synthesis backend (default reproject, or the --lora's painter; auto = vace with "
+        "local weights and CUDA, else sd-inpaint with local weights, else reproject)",
     )
     g.add_argument("--steps", type=int, default=None, help="denoising steps (model backends)")
     g.add_argument("--prompt", default=None, help="text prompt (model backends that take one)")
@@ -259,6 +266,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force-cpu", action="store_true",
                    help="run a video painter on a CPU even when it would take hours")  # fmt: skip
     g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
+    g.add_argument("--lora", default=None, help="a LoRA folder written by loci train run")
+    g.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (1 = trained)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")
     g.add_argument("--memory-stride", type=int, default=1, help="every k-th frame joins memory")
