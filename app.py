@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
-# The studio shares its cores between the web server, sessions and generation jobs. OpenMP's
-# default busy-waiting then collapses torch throughput (measured: 2.5 frames/s against 6.2 with
-# PASSIVE when another process holds a core; PASSIVE costs 30 % on an idle machine, which
-# is why the CLI keeps the default). Must be set before torch is imported.
+# Passive OpenMP waiting before torch loads (the ``studio`` package sets it too; see its
+# docstring for the measurement): a busy-waiting torch collapses when it shares its cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from socket import gethostname  # noqa: E402
@@ -21,8 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The studio's flags (``deploy/`` files are checked against this parser by the tests)."""
     env = os.environ
     p = argparse.ArgumentParser(description="Loci studio")
+    # A Space sets GRADIO_SERVER_NAME/PORT (0.0.0.0:7860); SPACE_ID alone also means "listen
+    # on every interface", since a Space's proxy reaches the app from outside its container.
+    default_host = "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"
     p.add_argument(
-        "--host", default=env.get("LOCI_HOST", env.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+        "--host",
+        default=env.get("LOCI_HOST", env.get("GRADIO_SERVER_NAME", default_host)),
+        help="interface to listen on (0.0.0.0 = reachable by colleagues on the network)",
     )
     p.add_argument(
         "--port", type=int, default=int(env.get("LOCI_PORT", env.get("GRADIO_SERVER_PORT", "7860")))
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="synthesis backend: reproject (offline), sd-inpaint, video, auto",
     )
+    p.add_argument("--lora", default=None, help="a loci train LoRA folder for the painter")
     p.add_argument(
         "--root-path", default=env.get("LOCI_ROOT_PATH"), help="public sub-path behind a proxy"
     )
@@ -65,19 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file store: a folder or s3://bucket/prefix (default DATA_DIR/artifacts)")  # fmt: skip
     p.add_argument("--instance", default=None,
                    help="this process's stable name (default studio@HOST:PORT)")  # fmt: skip
+    p.add_argument("--cache-mb", type=float, default=None,
+                   help="bound of derived files in the data dir's cache (2000, $LOCI_CACHE_MB)")  # fmt: skip
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     env = os.environ
     args = build_parser().parse_args(argv)
+    # One line per expected refusal (studio.tabs.common.refuse); tracebacks only for bugs.
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     ctx = StudioContext.from_env(
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
-        depth=args.depth, synthesis=args.synthesis, artifacts=args.artifacts,
+        depth=args.depth, synthesis=args.synthesis, lora=args.lora, artifacts=args.artifacts,
         executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
         ray_lift_workers=args.ray_lift_workers,
         concurrent_jobs=args.concurrent_jobs,
         instance=args.instance or env.get("LOCI_INSTANCE") or f"studio@{gethostname()}:{args.port}",
+        cache_max_mb=args.cache_mb, root_path=args.root_path,
     )  # fmt: skip
     app = build_app(ctx)
     # Jobs run on the executor's workers (ctx.concurrent_jobs threads, or Ray actors); Gradio

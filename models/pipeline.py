@@ -44,6 +44,7 @@ from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesi
 RECENT_FRAMES = 8  # finished frames a world keeps at hand for video backends' context
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
+MAX_WIDTH = 4096  # working width limit: checked before any frame is allocated
 
 
 class PipelineError(ValueError):
@@ -176,8 +177,10 @@ class World:
 
 def working_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     """(width, height) at ``target_width``, height a multiple of 8, aspect kept."""
-    if target_width < 64 or target_width % 8:
-        raise PipelineError(f"width must be a multiple of 8 and at least 64, got {target_width}")
+    if not 64 <= target_width <= MAX_WIDTH or target_width % 8:
+        raise PipelineError(
+            f"width must be a multiple of 8 from 64 to {MAX_WIDTH}, got {target_width}"
+        )
     h = max(8, int(round(height * target_width / width / 8)) * 8)
     return target_width, h
 

@@ -25,12 +25,41 @@ import gradio as gr
 from studio.context import StudioContext
 from studio.service import Studio
 from studio.tabs import export, generate, inspect_tab, photo, project, trajectory
+from studio.web.routes import routes as web_routes
 
 __all__ = ["StudioBlocks", "StudioContext", "build_app", "launch_kwargs", "mount"]
 
 CSS = """
 #loci-notebook-cells .loci-err { color: #c62828; font-size: .85em; }
 #loci-notebook-cells .loci-readonly { padding: 6px; background: #fff3e0; color: #5d4037; }
+#loci-notebook-cells .loci-attach a { margin-right: 8px; font-size: .85em; }
+.loci-share-row { display: flex; gap: 6px; align-items: center; margin: 4px 0; flex-wrap: wrap; }
+.loci-share-row span { min-width: 5.5em; }
+.loci-share-row input { flex: 1; min-width: 12em; font-family: monospace; font-size: 12px;
+  padding: 4px 6px; border: 1px solid var(--border-color-primary); border-radius: 4px;
+  background: var(--input-background-fill); color: var(--body-text-color); }
+.loci-share-row button { padding: 3px 10px; border-radius: 4px; cursor: pointer;
+  border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill); }
+#loci-hint { border-left: 4px solid var(--color-accent); padding: 8px 12px; margin-bottom: 6px;
+  background: var(--block-background-fill); border-radius: 4px; }
+#loci-hint ol { margin: 4px 0 4px 1.2em; } #loci-hint button { float: right; cursor: pointer; }
+"""
+
+# First run: a short walk through the studio, dismissed once (remembered in this browser).
+HINT = """<div id='loci-hint'><button type='button' data-dismiss>Got it ✕</button>
+<b>New here?</b> Four steps from one photo to a world you can walk through:
+<ol><li><b>Project</b>: "New project" (share it later with its view or edit link).</li>
+<li><b>Photo</b>: upload one (or click an example), then "Use this photo".</li>
+<li><b>Trajectory</b>: draw the camera path on the map with the mouse or a finger, then
+"Use this path".</li>
+<li><b>Generate</b>, then <b>Inspect</b> the world in 3D and <b>Export</b> it.</li></ol></div>"""
+HINT_JS = """
+if (localStorage.getItem('loci-hint-dismissed')) element.style.display = 'none';
+element.addEventListener('click', (e) => {
+  if (!e.target.closest('[data-dismiss]')) return;
+  localStorage.setItem('loci-hint-dismissed', '1');
+  element.style.display = 'none';
+});
 """
 
 
@@ -56,7 +85,9 @@ def app_kwargs(studio: Studio, extra: dict[str, Any] | None = None) -> dict[str,
     from studio.files import SecurityHeaders
 
     kw = dict(extra or {})
-    kw["routes"] = [*studio.files.routes(), *kw.get("routes", [])]
+    # Stored files through the key-checked route; the studio's own JavaScript (code, never user
+    # data) from studio/web/assets under /loci/web/.
+    kw["routes"] = [*studio.files.routes(), *web_routes(), *kw.get("routes", [])]
     kw["middleware"] = [Middleware(SecurityHeaders), *kw.get("middleware", [])]
     return kw
 
@@ -83,13 +114,14 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
     """The studio's Blocks (not launched). Pass ``studio`` to share one service between apps."""
     studio = studio or Studio(ctx or StudioContext())
     _check_not_served(studio.ctx, [])
-    ttl = max(60, int(studio.ctx.temp_ttl_s))
-    with StudioBlocks(title="Loci studio", delete_cache=(max(30, ttl // 4), ttl)) as app:
+    ttl = max(1, int(studio.ctx.temp_ttl_s))  # Gradio's temp files: checked 4 times per lifetime
+    with StudioBlocks(title="Loci studio", delete_cache=(max(1, ttl // 4), ttl)) as app:
         gr.Markdown(
             "# Loci\nOne photo and a camera path become a persistent, explorable 3D world. "
             "Start a project, add a photo, sketch a path on the map, generate, then inspect "
             "and export."
         )
+        gr.HTML(HINT, js_on_load=HINT_JS, elem_id="first-run-hint")
         with gr.Tab("Project", id="project"):
             shared = project.render(studio)
         with gr.Tab("Photo", id="photo"):
@@ -111,7 +143,7 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
         # Opening the Trajectory tab shows the map of the world as it is now.
         traj_tab.select(
             trajectory.preview_handler(shared),
-            [shared.project_id, shared.key, *trajectory.param_components(traj_c)],
+            trajectory.preview_inputs(shared, traj_c),
             trajectory.preview_outputs(traj_c),
             api_visibility="private",
         )

@@ -54,9 +54,17 @@ _WAN = {"steps", "prompt", "negative_prompt", "preset", "guidance_scale", "flow_
         "chunk_size", "area", "offload", "vram_gb", "force_cpu", "device"}  # fmt: skip
 PAINTER_OPTIONS: dict[str, set[str]] = {
     "reproject": set(),
-    "sd-inpaint": {"steps", "prompt", "negative_prompt", "guidance_scale", "device"},
+    "sd-inpaint": {
+        "steps",
+        "prompt",
+        "negative_prompt",
+        "guidance_scale",
+        "device",
+        "lora",
+        "lora_scale",
+    },
     "video": {"steps", "prompt", "chunk_size", "device"},
-    "vace": _WAN | {"reference", "conditioning_scale"},
+    "vace": _WAN | {"reference", "conditioning_scale", "lora", "lora_scale"},
     "wan-i2v": _WAN,
 }
 # The painter a diffusers folder is for, by its model_index.json class.
@@ -325,7 +333,23 @@ def build_synthesis(
     name: str, model: str | None, notes: list[str], **options: Any
 ) -> SynthesisBackend:
     """``name`` may be "auto"; ``model`` and ``options`` go to weight-backed painters only, each
-    option only to painters that take it (the others are dropped with a note)."""
+    option only to painters that take it (the others are dropped with a note). ``lora=PATH`` (a
+    ``loci train`` adapter) needs the painter it was trained for: with "auto" that painter is
+    used, never a silent offline fallback."""
+    lora = options.get("lora")
+    if lora:
+        from models.synthesis.lora import lora_backend
+
+        wanted = lora_backend(lora)
+        if name == "auto":
+            name = wanted
+        if name != wanted:
+            raise SynthesisError(
+                f"the LoRA in {lora} adapts the {wanted} painter, not {name}: "
+                f"use --synthesis {wanted} (or auto)"
+            )
+    else:
+        options.pop("lora_scale", None)
 
     def make(n: str) -> SynthesisBackend:
         takes = PAINTER_OPTIONS.get(n)
@@ -391,3 +415,24 @@ def painter_choices() -> list[dict[str, Any]]:
                     "prompt": "prompt" in PAINTER_OPTIONS.get(row["backend"], set()),
                     "ready": ready, "why": why, "note": row["note"]})  # fmt: skip
     return out
+
+
+def with_lora(choice: dict[str, Any], default: str, lora: str | None) -> tuple[dict[str, Any], str]:
+    """A studio painter choice and default painter with the studio's LoRA applied: the default
+    becomes the LoRA's painter (unless another generative one is configured), and the LoRA goes
+    to every choice of that painter, never to another."""
+    if not lora:
+        return choice, default
+    from models.synthesis.lora import lora_backend
+
+    wanted = lora_backend(lora)
+    default = wanted if default in ("reproject", "auto") else default
+    if (choice.get("synthesis") or default) == wanted:
+        choice = {**choice, "lora": choice.get("lora") or lora}
+    return choice, default
+
+
+def painter_record(backend: SynthesisBackend) -> dict[str, Any]:
+    """What world.json records about a painter beyond its name (e.g. its LoRA), or {}."""
+    record = getattr(backend, "record", None)
+    return dict(record()) if callable(record) else {}

@@ -33,8 +33,8 @@ __all__ = ["ENV_VARS", "EXECUTORS", "StudioContext"]
 ENV_VARS = (
     "LOCI_DATA_DIR", "LOCI_DATABASE_URL", "LOCI_ARTIFACTS", "LOCI_WIDTH", "LOCI_DEPTH",
     "LOCI_SYNTHESIS", "LOCI_EXECUTOR", "LOCI_RAY_ADDRESS", "LOCI_RAY_WORKERS",
-    "LOCI_RAY_LIFT_WORKERS", "LOCI_INSTANCE", "LOCI_FILE_SECRET", "LOCI_HOST", "LOCI_PORT",
-    "LOCI_ROOT_PATH",
+    "LOCI_RAY_LIFT_WORKERS", "LOCI_INSTANCE", "LOCI_FILE_SECRET", "LOCI_CACHE_MB", "LOCI_HOST",
+    "LOCI_PORT", "LOCI_ROOT_PATH",
 )  # fmt: skip
 
 #: Where jobs run: "local" (threads of this process, the default) or "ray" (Ray actors).
@@ -51,6 +51,8 @@ class StudioContext:
     depth / synthesis: backend names. Depth defaults to ``auto`` (Depth Anything V2 when its
     weights are local or downloadable, else the offline layout prior with a note); synthesis
     ``auto`` uses local weights only.
+    lora: a ``loci train`` LoRA folder for the painter (None: the base model); with synthesis
+    ``auto`` or the default, the LoRA's own painter is used.
     max_frames: most frames one generation may ask for. stale_after_s: a running job whose
     heartbeat is older than this is interrupted (resumable) by whoever looks.
     executor: "local" or "ray"; concurrent_jobs: generations at once (local threads);
@@ -58,6 +60,13 @@ class StudioContext:
     ray_workers: generation actors in the pool; ray_lift_workers: CPU actors for lift and export
     (0: the generation actors do it). instance: this process's stable name: a process that starts
     again under the same name interrupts what its previous instance left running, at once.
+    root_path: the public sub-path the studio is served under ("" at the root; file URLs
+    start with it). file_url_ttl_s: lifetime of signed file URLs. temp_ttl_s: how long files
+    handed to the browser (downloads, viewers, uploads not attached to a project) stay in
+    Gradio's temp dir. file_secret: signs file URLs (default: ``data_dir/file-secret``).
+    cache_max_mb: bound of the derived world bundles in ``cache/`` (least recently used go
+    first; ``$LOCI_CACHE_MB``). cache_min_age_s: a bundle used more recently than this is kept
+    even above the bound (another process may be reading it).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("data").absolute())
@@ -66,6 +75,7 @@ class StudioContext:
     width: int = 512
     depth: str = "auto"
     synthesis: str = "reproject"
+    lora: str | None = None
     max_frames: int = 600
     stale_after_s: float = 45.0
     heartbeat_s: float = 10.0
@@ -80,6 +90,8 @@ class StudioContext:
     file_url_ttl_s: float = 1800.0
     temp_ttl_s: float = 3600.0
     file_secret: str | None = None
+    cache_max_mb: float = 2000.0
+    cache_min_age_s: float = 300.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).absolute()
@@ -131,10 +143,9 @@ class StudioContext:
     @classmethod
     def from_env(cls, **overrides: object) -> StudioContext:
         """Defaults from ``LOCI_DATA_DIR``, ``LOCI_DATABASE_URL``, ``LOCI_ARTIFACTS``,
-        ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_EXECUTOR``,
+        ``LOCI_WIDTH``, ``LOCI_DEPTH``, ``LOCI_SYNTHESIS``, ``LOCI_LORA``, ``LOCI_EXECUTOR``,
         ``LOCI_RAY_ADDRESS``, ``LOCI_RAY_WORKERS``, ``LOCI_RAY_LIFT_WORKERS``, ``LOCI_INSTANCE``,
-        ``LOCI_FILE_SECRET``;
-        keyword arguments win."""
+        ``LOCI_FILE_SECRET``, ``LOCI_CACHE_MB``; keyword arguments win."""
         env = os.environ
         values: dict[str, object] = {
             "data_dir": Path(env.get("LOCI_DATA_DIR", "data")),
@@ -143,11 +154,13 @@ class StudioContext:
             "width": int(env.get("LOCI_WIDTH", "512")),
             "depth": env.get("LOCI_DEPTH", "auto"),
             "synthesis": env.get("LOCI_SYNTHESIS", "reproject"),
+            "lora": env.get("LOCI_LORA") or None,
             "executor": env.get("LOCI_EXECUTOR", "local"),
             "ray_address": env.get("LOCI_RAY_ADDRESS") or None,
             "ray_workers": int(env.get("LOCI_RAY_WORKERS", "1")),
             "ray_lift_workers": int(env.get("LOCI_RAY_LIFT_WORKERS", "0")),
             "file_secret": env.get("LOCI_FILE_SECRET") or None,
+            "cache_max_mb": float(env.get("LOCI_CACHE_MB", "2000")),
         }
         if env.get("LOCI_INSTANCE"):
             values["instance"] = env["LOCI_INSTANCE"]

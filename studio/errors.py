@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from models.depth import DepthError
 from models.geometry.cameras import CameraError
 from models.manager import ModelError
 from models.paths.trajectory import TrajectoryError
 from models.pipeline import PipelineError
 from models.synthesis import SynthesisError
+from models.train.denoiser import TrainError
+from models.train.footage import FootageError
 from storage.db.errors import Conflict, Forbidden, NotFound
 from storage.errors import StorageError
 
-__all__ = ["USER_ERRORS", "StudioError", "clean_id", "error_message", "user_facing"]
+__all__ = [
+    "USER_ERRORS",
+    "StudioError",
+    "checked_number",
+    "clean_id",
+    "error_message",
+    "user_facing",
+]
 
 # Errors that mean "the input is bad": the CLI reports them as one line (exit status 2), the
 # studio shows their message as is.
@@ -23,6 +35,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PipelineError,
     CameraError,
     ModelError,
+    TrainError,
+    FootageError,
 )
 
 
@@ -36,6 +50,23 @@ def clean_id(project_id: str | None) -> str:
     if not pid:
         raise StudioError("Open or create a project first.")
     return pid
+
+
+def checked_number(value: Any, what: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+    """``value`` (from a form or the API: a number, a numeric string...) as a float, or an int
+    when ``integer``, within ``[lo, hi]``; a StudioError that says the range otherwise. The
+    server checks every number itself: UI limits are not a check (the API bypasses them)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise StudioError(f"{what} must be a number, not {str(value)[:40]!r}.") from None
+    if not (math.isfinite(x) and lo <= x <= hi):
+        raise StudioError(f"{what} must be between {lo:g} and {hi:g}; got {str(value)[:40]}.")
+    if integer:
+        if x != math.floor(x):
+            raise StudioError(f"{what} must be a whole number; got {value}.")
+        return int(x)
+    return x
 
 
 def error_message(exc: BaseException) -> str:

@@ -65,6 +65,7 @@ __all__ = [
     "LinkError",
     "SecurityHeaders",
     "Throttle",
+    "WRONG_KEYS",
     "content_type",
     "handoff",
     "load_secret",
@@ -178,6 +179,11 @@ class Throttle:
                 self._fails.popitem(last=False)
 
 
+#: The process's throttle of wrong keys and forged links, per client (shared by the file route
+#: and the studio's handlers).
+WRONG_KEYS = Throttle()
+
+
 class LinkError(Exception):
     """A refused file request: ``status`` (HTTP) and a one-line reason for the log and client."""
 
@@ -222,7 +228,7 @@ class FileLinks:
         self.repo, self.store, self._secret = repo, store, bytes(secret)
         self.base = base.rstrip("/")
         self.ttl_s = float(ttl_s)
-        self.throttle = throttle or Throttle()
+        self.throttle = throttle or WRONG_KEYS
         self.clock = clock
 
     # ---- issuing ------------------------------------------------------------------------------

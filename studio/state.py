@@ -55,6 +55,13 @@ class WorldState:
         return cls(cells, photo, dict(photo.params["world"]), frames[:n])
 
     @property
+    def lora(self) -> dict[str, Any] | None:
+        """The LoRA record of the newest generation painted with one (world.json "lora")."""
+        found = [c.params["lora"] for c in self.cells
+                 if c.kind == "generation" and c.params.get("lora")]  # fmt: skip
+        return found[-1] if found else None
+
+    @property
     def width(self) -> int:
         return int(self.meta["width"])
 

@@ -209,5 +209,5 @@ def bundle_for(
         if trajectory is not None:
             bundle.write_json("trajectory.json", trajectory)
         bundle.finish({k: meta[k] for k in ("up", "width", "height", "backends", "seed",
-                                             "scale_policy") if k in meta})  # fmt: skip
+                                             "scale_policy", "lora") if k in meta})  # fmt: skip
     return out

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["MapView", "render_map", "plotly_map"]
+__all__ = [
+    "FREE",
+    "SURFACE",
+    "MapView",
+    "coverage_estimate",
+    "known_grid",
+    "render_map",
+    "render_points",
+    "simplify_polyline",
+]
 
 BACKGROUND = (24, 26, 31)
 GRID = (48, 52, 60)
@@ -152,32 +161,142 @@ def render_map(
     return img
 
 
-def plotly_map(
-    points_xy: np.ndarray,
-    colors: np.ndarray,
-    cameras_xy: np.ndarray,
-    path_xy: np.ndarray | None = None,
-):
-    """The same map as an interactive plotly figure (zoom, pan, hover for coordinates)."""
-    import plotly.graph_objects as go
+# ---- what the browser needs to sketch a path without asking the server ------------------------
+UNKNOWN, FREE, SURFACE = 0, 1, 2
 
-    fig = go.Figure()
+
+def render_points(view: MapView, points_xy: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """The floor plan alone, (size, size, 4) uint8 RGBA with a transparent background: the
+    bottom layer of the browser map, which draws grid, cameras and path over it itself."""
+    s = view.size
+    img = np.zeros((s, s, 4), np.uint8)
     if len(points_xy):
-        rgb = [f"rgb({r},{g},{b})" for r, g, b in np.asarray(colors)[:, :3]]
-        fig.add_trace(go.Scattergl(x=points_xy[:, 0], y=points_xy[:, 1], mode="markers",
-                                   marker={"size": 3, "color": rgb}, name="seen"))  # fmt: skip
-    if len(cameras_xy):
-        fig.add_trace(go.Scatter(x=cameras_xy[:, 0], y=cameras_xy[:, 1], mode="lines+markers",
-                                 marker={"size": 5, "color": "orange"}, name="cameras"))  # fmt: skip
-    if path_xy is not None and len(path_xy):
-        fig.add_trace(go.Scatter(x=path_xy[:, 0], y=path_xy[:, 1], mode="lines",
-                                 line={"color": "deepskyblue", "width": 3}, name="planned"))  # fmt: skip
-    fig.update_layout(
-        template="plotly_dark",
-        xaxis_title="x (m, right)",
-        yaxis_title="y (m, ahead)",
-        yaxis={"scaleanchor": "x"},
-        margin={"l": 40, "r": 10, "t": 10, "b": 40},
-        height=420,
-    )
-    return fig
+        px = np.round(view.to_pixels(points_xy)).astype(int)
+        ok = (px[:, 0] >= 0) & (px[:, 0] < s) & (px[:, 1] >= 0) & (px[:, 1] < s)
+        img[px[ok, 1], px[ok, 0], :3] = np.asarray(colors)[ok, :3]
+        img[px[ok, 1], px[ok, 0], 3] = 255
+        grown = cv2.dilate(img, None)  # sparse points read as surfaces one pixel wider
+        img = np.where(img[..., 3:] > 0, img, grown)
+    return img
+
+
+def known_grid(
+    view: MapView, points_xy: np.ndarray, cameras_xy: np.ndarray, headings: np.ndarray,
+    hfov_rad: float, n: int = 128, bins: int = 90, floor_xy: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """What memory knows of the floor plan, as an (n, n) uint8 grid over ``view`` (row 0 =
+    north): SURFACE where seen (wall, furniture) points lie, FREE where seen floor lies or a
+    camera saw through to a surface, UNKNOWN elsewhere.
+
+    Free space is traced per camera: in each of ``bins`` directions across its horizontal field
+    of view, from the camera to the nearest seen surface in that direction (or, where it saw
+    only floor, to the farthest floor it saw).
+    """
+    grid = np.zeros((n, n), np.uint8)
+    cell = view.scale * view.size / n
+    pts = np.asarray(points_xy, float).reshape(-1, 2)
+
+    def mark(xy: np.ndarray, value: int) -> None:
+        px = view.to_pixels(xy) * (n / view.size)
+        r, c = np.floor(px[:, 1]).astype(int), np.floor(px[:, 0]).astype(int)
+        ok = (r >= 0) & (r < n) & (c >= 0) & (c < n)
+        grid[r[ok], c[ok]] = value
+
+    floor = np.zeros((0, 2)) if floor_xy is None else np.asarray(floor_xy, float).reshape(-1, 2)
+    mark(floor, FREE)
+
+    def polar(xy: np.ndarray, cx: float, cy: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+        """(bin, distance) of the points inside the camera's field of view."""
+        d = xy - (cx, cy)
+        dist = np.hypot(d[:, 0], d[:, 1])
+        ang = (np.arctan2(d[:, 0], d[:, 1]) - h + np.pi) % (2 * np.pi) - np.pi  # 0 = ahead
+        inside = (np.abs(ang) < hfov_rad / 2) & (dist > 1e-6)
+        b = np.clip(((ang[inside] / hfov_rad + 0.5) * bins).astype(int), 0, bins - 1)
+        return b, dist[inside]
+
+    for (cx, cy), h in zip(np.asarray(cameras_xy, float).reshape(-1, 2), headings, strict=True):
+        reach = np.full(bins, np.inf)
+        b, dist = polar(pts, cx, cy, h)
+        np.minimum.at(reach, b, dist)
+        only_floor = np.full(bins, -np.inf)
+        b, dist = polar(floor, cx, cy, h)
+        np.maximum.at(only_floor, b, dist)
+        reach = np.where(np.isfinite(reach), reach, only_floor)
+        for k in np.flatnonzero(np.isfinite(reach) & (reach > 0)):
+            a = h + ((k + 0.5) / bins - 0.5) * hfov_rad
+            t = np.arange(0.0, reach[k], cell / 2)
+            mark(np.stack([cx + t * np.sin(a), cy + t * np.cos(a)], 1), FREE)
+    mark(pts, SURFACE)
+    return grid
+
+
+def coverage_estimate(
+    grid: np.ndarray, view: MapView, xy: tuple[float, float], heading: float, hfov_rad: float,
+    rays: int = 24, max_range: float = 8.0, eye_height: float = 1.6,
+    vfov_rad: float | None = None, pitch_rad: float = 0.0, rows: int = 12,
+) -> float:  # fmt: skip
+    """Fraction of a view memory already knows, estimated on the floor plan: the reference for
+    ``coverageEstimate`` in ``loci-map.js`` (the server's exact figure, retrieval coverage in 3D,
+    replaces it once a path is planned).
+
+    Each of ``rays`` directions across the field of view is a column of the image. Along it the
+    ray marches through known free space until it meets a seen surface (distance ``t_s``) or
+    the unknown (``t_u``). Of the column's ``rows`` (elevations across the vertical field of
+    view around ``pitch_rad``, up positive), one looking down meets the floor at
+    ``eye_height / tan(-elevation)``: known when that lies before the unknown; any other row
+    meets the wall: known when the ray ended at a seen surface, or ran ``max_range`` through
+    known space.
+    """
+    n = grid.shape[0]
+    cell = view.scale * view.size / n
+    vfov = 0.75 * hfov_rad if vfov_rad is None else vfov_rad
+    elev = pitch_rad + ((np.arange(rows) + 0.5) / rows - 0.5) * vfov
+    floor_at = np.where(elev < 0, eye_height / np.tan(np.maximum(-elev, 1e-6)), np.inf)
+    known = 0.0
+    for k in range(rays):
+        a = heading + ((k + 0.5) / rays - 0.5) * hfov_rad
+        t_s = t_u = np.inf
+        for t in np.arange(0.0, max_range, cell / 2):
+            px = view.to_pixels(np.array([[xy[0] + t * np.sin(a), xy[1] + t * np.cos(a)]]))[0]
+            r, c = int(np.floor(px[1] * n / view.size)), int(np.floor(px[0] * n / view.size))
+            v = grid[r, c] if 0 <= r < n and 0 <= c < n else UNKNOWN
+            if v == SURFACE:
+                t_s = t
+                break
+            if v == UNKNOWN:
+                t_u = t
+                break
+        wall_known = t_u == np.inf  # ended at a seen surface, or at the range in known space
+        on_floor = (floor_at < t_s) & (floor_at < max_range)
+        known += float(np.where(on_floor, floor_at <= t_u, wall_known).mean())
+    return known / rays
+
+
+def simplify_polyline(xy: np.ndarray, tolerance: float) -> np.ndarray:
+    """Ramer-Douglas-Peucker: the fewest points of ``xy`` (N, 2), in order, such that no dropped
+    point is further than ``tolerance`` from the simplified line. Ends are kept; the reference
+    for ``simplify`` in ``loci-map.js``."""
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    if len(xy) <= 2:
+        return xy.copy()
+    keep = np.zeros(len(xy), bool)
+    keep[[0, -1]] = True
+    stack = [(0, len(xy) - 1)]
+    while stack:
+        i, j = stack.pop()
+        if j <= i + 1:
+            continue
+        a, b = xy[i], xy[j]
+        seg = b - a
+        L2 = float(seg @ seg)
+        p = xy[i + 1 : j] - a
+        if L2 < 1e-18:
+            d = np.hypot(p[:, 0], p[:, 1])
+        else:
+            t = np.clip(p @ seg / L2, 0.0, 1.0)
+            d = np.hypot(*(p - t[:, None] * seg).T)
+        k = int(np.argmax(d))
+        if d[k] > tolerance:
+            keep[i + 1 + k] = True
+            stack += [(i, i + 1 + k), (i + 1 + k, j)]
+    return xy[keep]

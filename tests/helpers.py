@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+# The real data (../shared/data, see its README); LOCI_TEST_DATA points elsewhere.
+DATA = Path(os.environ.get("LOCI_TEST_DATA") or ROOT.parent / "shared" / "data")
+DATA_REASON = (
+    f"needs the real data in {DATA} (8 photos, the TUM fr3 RGB-D sequence with mocap poses, "
+    "single RGB-D frames: the shared/data folder next to the repository, see its README; "
+    "or set LOCI_TEST_DATA)"
+)
 PHOTOS = DATA / "photos"
 TUM = DATA / "posed" / "tum_fr3_long_office_household"
 
@@ -100,6 +107,77 @@ def tiny_dav2(folder: Path, kind: str = "relative") -> Path:
     return folder
 
 
+def build_tiny_inpaint(
+    folder: Path, in_channels: int = 9, blocks: tuple[int, int] = (32, 64)
+) -> Path:
+    """Save a tiny random SD (inpainting when in_channels == 9) pipeline to ``folder``
+    (``blocks``: the UNet's channels, to build a second, incompatible architecture)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=blocks,
+        layers_per_block=1,
+        sample_size=32,  # x vae factor 2 -> native 64 px, the test frame width
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=1000,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+        )
+    )
+    tokenizer = tiny_clip_tokenizer(folder.parent / f"{folder.name}_tok_src")
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
 def tiny_t5_tokenizer():
     """A T5 tokenizer built with no download (STACK_NOTES): a ``tokenizers`` Unigram model
     trained on a few sentences, with T5's special tokens and no extra ids."""
@@ -184,3 +262,24 @@ def tiny_wan(folder: Path, kind: str = "vace") -> Path:
         raise ValueError(f"unknown tiny Wan kind {kind!r}")
     pipe.save_pretrained(folder)
     return folder
+
+
+TRAIN_BASE = dict(steps=8, batch_size=2, lr=1e-2, warmup_steps=0, rank=4, alpha=8, holdout=0.2,
+                  min_routed_psnr=0, checkpoint_every=3, eval_every=4, eval_samples=4)  # fmt: skip
+
+
+def make_trainer(model: Path, data: Path, run: Path, **settings):
+    """A ``loci train`` Trainer on a fresh painter (``TRAIN_BASE`` settings, overridden)."""
+    from models.train.config import load_config
+    from models.train.trainer import Trainer, build_painter
+    from storage.train.shards import SampleDataset
+
+    config = load_config(None, {**TRAIN_BASE, "model": str(model), **settings})
+    ds = SampleDataset(data)
+    return Trainer(config, build_painter(config, (ds.width, ds.height)), ds, run)
+
+
+def train_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every training step a run logged."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in recs if r["split"] == "train"]

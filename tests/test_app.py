@@ -32,10 +32,11 @@ def server(tmp_path_factory):
 def test_create_project_and_generate_through_the_api(server, tmp_path):
     client = gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
     pid, key, *_ = client.predict("API world", api_name="/create_project")
-    depth, _cloud, info = client.predict(
+    depth, _cloud, info, frame0 = client.predict(
         pid, key, gradio_client.handle_file(str(PHOTO)), 0, api_name="/set_photo"
     )
     assert "World seeded at 128" in info
+    assert frame0 and open(frame0, "rb").read(4) == b"RIFF"  # frame 0, as a WebP image
     saved, path_id = client.predict(
         pid, key, "sketch on the map", "[[0.3, 1.0], [0.8, 2.2]]", 8, 0, 0, "path", "end",
         api_name="/plan_path",
@@ -116,9 +117,70 @@ def test_studio_works_mounted_under_a_sub_path(tmp_path):
         r = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=30)
         assert r.status_code == 200 and r.content == studio.store.read_bytes(sha)
         assert r.headers["x-content-type-options"] == "nosniff"
+        # The browser components' JavaScript is served under the sub-path too.
+        from studio.web.routes import asset_path
+
+        js = httpx.get(f"http://127.0.0.1:{port}/studio/{asset_path('loci-view.js')}", timeout=30)
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_api_calls_work_from_a_fresh_session(server, tmp_path):
+    """Choices and maxima of UI components are per session: the API must not depend on them
+    (fork / rerun / resume / inspect_frame with a step or frame the fresh session never saw,
+    plan_path from the end of an earlier generation with more frames than the old slider)."""
+    s = server.studio
+    pid, _view, key = s.create_project("Fresh")
+    s.set_photo(pid, key, str(PHOTO))
+    s.save_path(pid, key, s.plan_path(pid, key, preset="forward", frames=40))
+    gen = s.generate(pid, key)
+    next(gen), next(gen)
+    s.cancel(pid, key)  # stopped after a few frames: resumable
+    list(gen)
+    cells = s.world(pid, key).cells
+    traj, gen_cell = cells[1], cells[2]
+    assert gen_cell.status == "cancelled"
+    n = len(s.world(pid, key).frames)
+
+    def fresh():
+        return gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
+
+    *_, status = fresh().predict(pid, key, gen_cell.id, api_name="/resume")
+    assert "Re-ran" in status or "resum" in status, status
+    assert s.world(pid, key).cells[2].status == "done"
+    assert len(s.world(pid, key).frames) == 40 > n
+    image, info = fresh().predict(pid, key, 30, "generated frame", api_name="/inspect_frame")
+    assert "Frame 30" in info and image
+    with pytest.raises(Exception, match="between 0 and 39"):
+        fresh().predict(pid, key, 99, "generated frame", api_name="/inspect_frame")
+    fork_id, fork_key, *_ = fresh().predict(pid, key, traj.id, api_name="/fork")
+    assert [c.kind for c in s.world(fork_id, fork_key).cells] == ["photo", "trajectory"]
+    *_, status = fresh().predict(pid, key, traj.id, api_name="/rerun")
+    assert "Re-ran step 2" in status
+    saved, _ = fresh().predict(
+        pid, key, "forward", "[]", 300, 0, 0, "path", gen_cell.id, api_name="/plan_path"
+    )
+    assert "300 frames" in saved
+    with pytest.raises(Exception, match="not a generation of this world"):
+        fresh().predict(pid, key, "forward", "[]", 8, 0, 0, "path", "nope", api_name="/plan_path")
+
+
+def test_refusals_are_one_log_line_without_a_traceback(server, caplog, capfd):
+    client = gradio_client.Client(server.local_url, verbose=False)
+    pid, key, *_ = client.predict("Logged", api_name="/create_project")
+    capfd.readouterr()
+    with caplog.at_level("INFO", logger="loci"):
+        with pytest.raises(Exception, match="between 10 and 150"):
+            client.predict(pid, key, gradio_client.handle_file(str(PHOTO)), 500,
+                           api_name="/set_photo")  # fmt: skip
+        with pytest.raises(Exception, match="does not open this project"):
+            client.predict(pid, "wrong-key", api_name="/open_project")
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 2, [r.getMessage() for r in refused]
+    assert "Traceback" not in capfd.readouterr().err
+    server.studio.throttle._fails.clear()
 
 
 def test_second_generate_in_a_busy_project_is_refused_at_once_over_http(server, tmp_path):

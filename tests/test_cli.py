@@ -180,7 +180,7 @@ def test_bad_trajectories(tmp_path, capsys, mutate, expect):
 def test_unknown_preset_and_bad_width(tmp_path, capsys):
     _bad(tmp_path, capsys, [str(PHOTO), "--path", "spiral"], "--path")
     _bad(tmp_path, capsys, [str(PHOTO), "--width", "500"], "multiple of 8")
-    _bad(tmp_path, capsys, [str(PHOTO), "--frames", "0"], "at least 1")
+    _bad(tmp_path, capsys, [str(PHOTO), "--frames", "0"], "--frames must be between 1 and")
 
 
 def test_depth_file_errors(tmp_path, capsys):
@@ -232,3 +232,20 @@ def test_failure_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
         )
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_waits_passively_unless_told_otherwise():
+    """Importing ``studio`` (as ``loci`` does) sets OpenMP's passive waiting before torch loads,
+    and leaves a policy the user chose alone."""
+    import os
+    import subprocess
+    import sys
+
+    # ``loci`` imports studio.cli, whose package ``studio`` runs first (before torch loads).
+    code = "import studio, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.split() == ["PASSIVE", "False"], run.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.split()[0] == "ACTIVE", run.stderr

@@ -37,8 +37,10 @@ def test_nerfstudio_roundtrip(world, tmp_path):
     doc = json.loads(path.read_text())
     assert doc["camera_model"] == "OPENCV" and (doc["w"], doc["h"]) == (bundle.width, bundle.height)
     K = bundle.K(bundle.indices[0])
+    # nerfstudio puts pixel centres at +0.5 (its rays go through x + 0.5): the principal point
+    # moves by half a pixel from OpenCV's.
     assert [doc["fl_x"], doc["fl_y"], doc["cx"], doc["cy"]] == pytest.approx(
-        [K[0, 0], K[1, 1], K[0, 2], K[1, 2]], abs=1e-9
+        [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5], abs=1e-9
     )
     assert len(doc["frames"]) == len(bundle)
     for frame, i in zip(doc["frames"], bundle.indices, strict=True):
@@ -79,7 +81,8 @@ def test_colmap_roundtrip(world, tmp_path):
     assert len(lines) == 2 * len(bundle)  # two lines per image, the second (points2D) empty
     K = bundle.K(bundle.indices[0])
     assert cams == {1: ("PINHOLE", bundle.width, bundle.height,
-                        pytest.approx([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], abs=1e-9))}  # fmt: skip
+                        pytest.approx([K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5],
+                                      abs=1e-9))}  # fmt: skip
     for (iid, q, t, cid, name, pts), i in zip(images, bundle.indices, strict=True):
         assert iid == i + 1 and cid == 1 and pts == "" and (out / "images" / name).is_file()
         w2c = np.eye(4)
@@ -116,3 +119,52 @@ def test_colmap_per_image_cameras(tmp_path):
         write_colmap_text(
             tmp_path, Ks, 64, 48, ["a b.png", "c.png"], np.zeros((2, 4)), np.zeros((2, 3))
         )
+
+
+def _seen_points(bundle, i: int, n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """World points (n, 3) seen by frame ``i`` and the OpenCV pixels (n, 2) they are seen at
+    (pixel centres at integers), by unprojecting its depth with plain numpy."""
+    depth = bundle.frame_depth(i)
+    K, c2w = bundle.K(i), bundle.c2w(i)
+    rng = np.random.default_rng(i)
+    v, u = np.nonzero(depth > 0)
+    pick = rng.choice(len(u), n, replace=False)
+    uv = np.stack([u[pick], v[pick]], 1).astype(np.float64)
+    z = depth[v[pick], u[pick]].astype(np.float64)
+    xyz_cam = np.stack(
+        [(uv[:, 0] - K[0, 2]) / K[0, 0] * z, (uv[:, 1] - K[1, 2]) / K[1, 1] * z, z], 1
+    )
+    return xyz_cam @ c2w[:3, :3].T + c2w[:3, 3], uv
+
+
+def test_colmap_principal_point_read_by_pycolmap(world, tmp_path):
+    """pycolmap (COLMAP's own reader and camera model) projects a point seen at OpenCV pixel
+    (u, v) to (u + 0.5, v + 0.5): its pixel centres are at +0.5."""
+    pycolmap = pytest.importorskip("pycolmap")
+    bundle = read_bundle(world)
+    out = export_colmap(world, tmp_path / "colmap")
+    rec = pycolmap.Reconstruction(str(out / "sparse" / "0"))
+    assert len(rec.images) == len(bundle)
+    for image in rec.images.values():
+        i = image.image_id - 1
+        xyz, uv = _seen_points(bundle, i)
+        projected = np.array([image.project_point(p) for p in xyz])
+        np.testing.assert_allclose(projected, uv + 0.5, atol=1e-4)
+
+
+def test_nerfstudio_principal_point_follows_its_pixel_centres(world, tmp_path):
+    """nerfstudio's camera model (cameras.py: rays through pixel index + 0.5, OpenGL camera
+    axes), written out here: the ray of the pixel a point is seen at passes through the point."""
+    bundle = read_bundle(world)
+    doc = json.loads(export_nerfstudio(world, tmp_path / "ns").read_text())
+    fx, fy, cx, cy = doc["fl_x"], doc["fl_y"], doc["cx"], doc["cy"]
+    for frame, i in zip(doc["frames"], bundle.indices, strict=True):
+        xyz, uv = _seen_points(bundle, i)
+        c2w_gl = np.asarray(frame["transform_matrix"])
+        # nerfstudio: pixel index (u, v) -> image coords (u + 0.5, v + 0.5) -> camera ray.
+        dirs = np.stack([(uv[:, 0] + 0.5 - cx) / fx, -(uv[:, 1] + 0.5 - cy) / fy,
+                         -np.ones(len(uv))], 1)  # fmt: skip
+        rays = dirs @ c2w_gl[:3, :3].T
+        to_points = xyz - c2w_gl[:3, 3]
+        cross = np.linalg.norm(np.cross(rays, to_points), axis=1) / np.linalg.norm(rays, axis=1)
+        assert cross.max() < 1e-6 * np.linalg.norm(to_points, axis=1).max() + 1e-9

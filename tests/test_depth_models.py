@@ -19,12 +19,13 @@ import pytest
 from models.depth import DepthError, create_depth_backend
 from models.depth.layout import LayoutDepth
 from models.geometry.cameras import intrinsics_from_fov
+from tests import helpers
 from tests.helpers import tiny_clip_tokenizer, tiny_dav2
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
+PHOTOS = helpers.PHOTOS
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"
 
 

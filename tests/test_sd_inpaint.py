@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.manager import MANAGER, ModelError, weights_present
+from models.manager import ModelError, weights_present
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from models.synthesis import (
@@ -27,89 +27,9 @@ from models.synthesis import (
     create_synthesis_backend,
     sd_inpaint,  # registers "sd-inpaint"
 )
-from tests.helpers import PHOTOS, tiny_clip_tokenizer
+from tests.helpers import PHOTOS, build_tiny_inpaint
 
 PHOTO = PHOTOS / "interior_living_room_geowizard.jpg"
-
-
-def build_tiny_inpaint(folder: Path, in_channels: int = 9) -> Path:
-    """Save a tiny random SD (inpainting when in_channels == 9) pipeline to ``folder``."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionInpaintPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,  # x vae factor 2 -> native 64 px, the test frame width
-        in_channels=in_channels,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=1000,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
-        )
-    )
-    tokenizer = tiny_clip_tokenizer(folder.parent / f"{folder.name}_tok_src")
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionInpaintPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-    MANAGER.clear()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, offline) -> Path:
-    return build_tiny_inpaint(tmp_path_factory.mktemp("sdi") / "tiny-sd-inpaint")
 
 
 def _photo(width: int = 64) -> np.ndarray:

@@ -71,8 +71,10 @@ def live(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_throttle(live):
+    """The throttle is per process: start and leave every test with a clean slate."""
     live[0].studio.throttle._fails.clear()
     yield
+    live[0].studio.throttle._fails.clear()
 
 
 def _files_under(root: Path) -> list[Path]:
@@ -109,22 +111,24 @@ def test_nothing_under_the_data_dir_is_served_without_a_key(live):
     # The probe covers the database, its WAL, the secret, artifacts and the caches.
     assert {"loci.db", "file-secret", "artifacts", "cache"} <= kinds, kinds
     assert any(p.name.endswith("-wal") for p in files) or (data / "loci.db").is_file()
-    served = []
+    served, codes = [], {}
     for f in files:
         body = f.read_bytes()
         for url in _probe_paths(app, f):
             r = client.get(url)
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
             if r.status_code == 200 and (r.content == body or len(body) == 0):
                 served.append(url)
+    print(f"\nprobed {len(files)} files ({', '.join(sorted(kinds))}) x "
+          f"{len(_probe_paths(app, files[0]))} URL forms: status counts {codes}")  # fmt: skip
     assert not served, f"served without a key: {served[:5]}"
 
 
 def test_a_signed_url_serves_its_file_and_nothing_else(live):
     app, client, (a, b) = live
     s = app.studio
-    cell = s.world(a["id"], a["view"]).cells[-1]
-    assert cell.kind == "export"
-    sha = s.repo.cell_artifacts(cell.id, "export")[-1].sha256
+    ws = s.world(a["id"], a["view"])  # the export is attached to the step it exports
+    sha = s.attachment(s.world_step(ws), "ply", ws.digest)["sha256"]
     body = s.store.read_bytes(sha)
     url = s.file_url(a["id"], a["view"], sha, "world.ply")
     r = client.get(url)
@@ -215,3 +219,127 @@ def test_forged_links_are_throttled_per_client(live):
     s.throttle._fails.clear()
     time.sleep(0.01)
     assert client.get(good).status_code == 200
+
+
+# ---- a view key never changes state, through any endpoint --------------------------------------
+
+
+def _snapshot(app, pid: str) -> dict:
+    """Everything the database holds about a project (and how many files the store has)."""
+    from sqlalchemy import select
+
+    from storage.db import Artifact, CellArtifact, HistoryCell, Job, Project, WorldFrame
+
+    with app.studio.db.read_session() as s:
+        p = s.get(Project, pid)
+        cells = s.scalars(select(HistoryCell).where(HistoryCell.project_id == pid)).all()
+        ids = [c.id for c in cells]
+        return {
+            "project": (p.name, p.updated_at, p.deleted_at, p.edit_key_hash, p.view_key_hash),
+            "cells": [(c.id, c.position, c.kind, c.status, c.params, c.updated_at) for c in cells],
+            "jobs": [
+                (j.id, j.status, j.frames_done)
+                for j in s.scalars(select(Job).where(Job.cell_id.in_(ids)))
+            ],  # fmt: skip
+            "frames": sorted(
+                (f.cell_id, f.frame_index, f.rgb_sha256)
+                for f in s.scalars(select(WorldFrame).where(WorldFrame.cell_id.in_(ids)))
+            ),  # fmt: skip
+            "links": sorted(
+                (x.cell_id, x.role, x.sha256)
+                for x in s.scalars(select(CellArtifact).where(CellArtifact.cell_id.in_(ids)))
+            ),  # fmt: skip
+            "artifacts": len(s.scalars(select(Artifact.sha256)).all()),
+        }
+
+
+def _inputs(app, dep: dict, project: dict, key: str, upload: dict) -> list:
+    """Plausible values for an endpoint's inputs, as a page (or an attacker) would send them."""
+    comps = {c["id"]: c for c in app.get_config_file()["components"]}
+    cells = app.studio.repo.list_cells(project["id"], project["edit"])
+    by_elem = {
+        "project-id": project["id"], "project-key": key, "project-name": "Renamed by a viewer",
+        "step": cells[-1].id, "photo": upload, "fov": 0, "path-preset": "forward",
+        "waypoints": "[[0.2, 0.8]]", "path-frames": 4, "path-speed": 0, "eye-height": 0,
+        "look": "path", "start-from": "end", "memory": True, "inspect-frame": 1,
+        "inspect-view": "generated frame", "export-format": "glb",
+    }  # fmt: skip
+    values = []
+    for cid in dep["inputs"]:
+        props = comps[cid]["props"]
+        elem = props.get("elem_id")
+        if elem in by_elem:
+            values.append(by_elem[elem])
+        elif comps[cid]["type"] == "number":
+            values.append(1)
+        else:
+            values.append(props.get("value"))
+    return values
+
+
+def _raw_call(client, fn_index: int, data: list, event_data=None) -> dict:
+    """One event through ``/gradio_api/queue/join`` and its SSE stream: the completion message."""
+    import secrets as _secrets
+
+    session = _secrets.token_hex(8)
+    body = {"data": data, "fn_index": fn_index, "session_hash": session,
+            "event_data": event_data, "trigger_id": None}  # fmt: skip
+    r = client.post("/gradio_api/queue/join", json=body)
+    if r.status_code != 200:
+        return {"msg": "refused", "status": r.status_code}
+    with client.stream("GET", "/gradio_api/queue/data", params={"session_hash": session},
+                       timeout=120) as stream:  # fmt: skip
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed":
+                    return msg
+    return {"msg": "no completion"}
+
+
+def test_a_view_key_never_changes_state_through_any_endpoint(live):
+    app, client, (a, _) = live
+    up = client.post("/gradio_api/upload", files={"files": ("p.png", PHOTO.read_bytes())})
+    upload = {"path": up.json()[0], "orig_name": "p.png", "meta": {"_type": "gradio.FileData"}}
+    before = _snapshot(app, a["id"])
+    deps = app.get_config_file()["dependencies"]
+    outcomes = {}
+    for dep in deps:
+        data = _inputs(app, dep, a, a["view"], upload)
+        event = {"index": [5, 5], "value": None, "selected": True} if dep["api_name"] == "click" \
+            else None  # fmt: skip
+        msg = _raw_call(client, dep["id"], data, event)
+        outcomes[dep["api_name"]] = msg.get("success", msg.get("msg"))
+        if dep.get("api_visibility") == "public" and dep["api_name"] not in ("create_project",):
+            # The documented REST route as well.
+            r = client.post(f"/gradio_api/call/{dep['api_name']}", json={"data": data})
+            if r.status_code == 200:
+                ev = r.json()["event_id"]
+                client.get(f"/gradio_api/call/{dep['api_name']}/{ev}", timeout=120)
+        assert _snapshot(app, a["id"]) == before, f"{dep['api_name']} changed the project"
+    # Every change was refused; reads went through.
+    assert outcomes["rename"] is False and outcomes["revert"] is False
+    assert outcomes["set_photo"] is False and outcomes["generate"] is False
+    assert outcomes["plan_path"] is False and outcomes["cancel"] is False
+    assert outcomes["open_project"] is True and outcomes["inspect_frame"] is True
+    # Forking is allowed with a view key: a new project (the viewer's own), the original intact.
+    assert outcomes["fork"] is True
+
+
+def test_wrong_keys_are_throttled_per_client(live):
+    app, client, (a, _) = live
+    open_ = next(
+        d for d in app.get_config_file()["dependencies"] if d["api_name"] == "open_project"
+    )
+    results = [_raw_call(client, open_["id"], [a["id"], f"wrong-{i}"]) for i in range(21)]
+    assert all(r.get("success") is False for r in results)
+    assert "does not open" in results[0]["output"]["error"]
+    assert "Too many wrong keys" in results[-1]["output"]["error"]
+    # Now even the right key waits: the client is refused before any key is checked.
+    right = _raw_call(client, open_["id"], [a["id"], a["edit"]])
+    assert right["success"] is False and "Too many wrong keys" in right["output"]["error"]
+    # The file route shares the count.
+    sha = app.studio.world(a["id"], a["edit"]).frames[0].rgb_sha256
+    assert client.get(app.studio.file_url(a["id"], a["edit"], sha, "p.png")).status_code == 429
+    app.studio.throttle._fails.clear()
+    assert _raw_call(client, open_["id"], [a["id"], a["edit"]])["success"] is True

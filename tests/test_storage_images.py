@@ -14,8 +14,9 @@ from PIL import Image
 
 from storage.errors import PhotoError, StorageError
 from storage.formats.images import Photo, load_image_rgb, load_photo, resize_to_width
+from tests import helpers
 
-PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
+PHOTOS = helpers.PHOTOS
 
 
 def _save(image: Image.Image, path: Path, **kwargs) -> Path:

@@ -40,6 +40,21 @@ def seeded(studio):
     return studio, pid, view_key, edit_key
 
 
+@pytest.fixture
+def slow_frames(monkeypatch):
+    """Each frame takes at least 0.25 s to paint, so a generation is still running when a test
+    acts on it (jobs run on worker threads; on an idle machine 8 small frames finish at once)."""
+    from models.synthesis.reproject import ReprojectSynthesis
+
+    paint = ReprojectSynthesis.synthesize
+
+    def slow(self, requests):
+        time.sleep(0.25 * len(requests))
+        return paint(self, requests)
+
+    monkeypatch.setattr(ReprojectSynthesis, "synthesize", slow)
+
+
 def _frames(studio, pid, key):
     ws = studio.world(pid, key)
     return [load_rgb(studio.store, f) for f in ws.frames]
@@ -84,7 +99,9 @@ def _wait_status(studio, cell_id, statuses, timeout_s=60.0):
         time.sleep(0.05)
 
 
-def test_silent_owner_is_interrupted_by_heartbeat_age_and_resume_finishes(seeded, tmp_path):
+def test_silent_owner_is_interrupted_by_heartbeat_age_and_resume_finishes(
+    seeded, tmp_path, slow_frames
+):
     """A job whose owner is another, silent process (not this one restarted, pid unknown here)
     is decided by heartbeat age; Resume then finishes it on this process's workers."""
     studio, pid, _, key = seeded
@@ -161,9 +178,9 @@ def test_view_key_cannot_change_anything(seeded):
     assert len(studio.open_project(pid, key)[2]) == 1  # nothing changed
 
 
-def test_two_tabs_cannot_generate_the_same_project_at_once(seeded):
+def test_two_tabs_cannot_generate_the_same_project_at_once(seeded, slow_frames):
     studio, pid, _, key = seeded
-    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=30))
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=6))
     first = studio.generate(pid, key)
     next(first)
     with pytest.raises(Conflict, match="already running"):
@@ -208,14 +225,67 @@ def test_waypoint_path_preview_fork_and_exports_are_cached(seeded):
     list(studio.generate(pid, key))
     first = studio.export(pid, key, "ply")
     assert first.read_bytes().startswith(b"ply")
-    n_cells = len(studio.world(pid, key).cells)
+    # Named by world and step; attached to the generation step, not a history step of its own.
+    cells = studio.world(pid, key).cells
+    assert first.name == "office-3.ply" and [c.kind for c in cells][-1] == "lift"
+    gen = next(c for c in cells if c.kind == "generation")
+    assert gen.params["export:ply"]["sha256"] and "export:colmap" not in gen.params
+    assert studio.repo.cell_artifacts(gen.id, "export:ply")
     again = studio.export(pid, key, "ply")  # cached: no new step, same file
-    assert again == first and len(studio.world(pid, key).cells) == n_cells
+    assert again == first and len(studio.world(pid, key).cells) == len(cells)
     zipped = studio.export(pid, key, "colmap")
-    assert zipped.suffix == ".zip" and zipped.stat().st_size > 0
+    assert zipped.name == "office-3-colmap.zip" and zipped.stat().st_size > 0
+    assert not any(c.kind == "export" for c in studio.world(pid, key).cells)
+    # The lift made the browser's compact copy of the splats too.
+    lift = next(c for c in studio.world(pid, key).cells if c.kind == "lift")
+    assert studio.repo.cell_artifacts(lift.id, "splats-web")
+    assert 0 < lift.params["web_bytes"] and lift.params["web_splats"] <= lift.params["splats"]
     fork_id, fork_view, fork_edit = studio.fork(pid, key)
     assert len(studio.world(fork_id, fork_edit).frames) == 6
     assert studio.export(fork_id, fork_edit, "ply").read_bytes() == first.read_bytes()
+
+
+def test_previews_reuse_one_restored_memory_and_show_what_is_known(seeded, monkeypatch):
+    studio, pid, _, key = seeded
+    restores = []
+    real = studio.restore
+    monkeypatch.setattr(studio, "restore", lambda *a, **k: restores.append(1) or real(*a, **k))
+    plan = studio.plan_path(pid, key, waypoints=[[0.0, 1.5], [-2.5, 1.5]], frames=10)
+    again = studio.plan_path(pid, key, waypoints=[[0.3, 1.0]], frames=6)
+    assert len(restores) == 1  # the memory of this world was restored once, for both plans
+    ws = studio.world(pid, key)
+    shots = studio.memory_preview(ws, plan)
+    assert 4 <= len(shots) <= 5
+    img, caption = shots[0]
+    assert img.shape == (ws.height, ws.width, 3) and caption.startswith("frame ")
+    assert again.coverage[0] == pytest.approx(1.0)
+
+
+def test_generate_tab_offers_backends_only_when_there_is_a_choice(seeded, monkeypatch):
+    from studio.tabs.generate import backend_choices
+
+    studio = seeded[0]
+    here = backend_choices(studio)
+    assert here["synthesis"][0] == "reproject" and "file" not in here["depth"]
+    fake = [{"backend": "reproject", "prompt": False, "ready": True, "why": ""},
+            {"backend": "sd-inpaint", "prompt": True, "ready": True, "why": ""},
+            {"backend": "vace", "prompt": True, "ready": False, "why": "needs a CUDA GPU"}]  # fmt: skip
+    monkeypatch.setattr(studio, "painters", lambda: fake)
+    two = backend_choices(studio)
+    assert two["synthesis"] == ["reproject", "sd-inpaint"] and "sd-inpaint" in two["prompt"]
+    assert two["unavailable"] == [("vace", "needs a CUDA GPU")]
+
+
+def test_a_long_stroke_at_a_given_speed_is_capped_with_a_message(seeded):
+    studio, pid, _, key = seeded
+    studio.ctx.max_frames = 40
+    # 3 m there and back and there again at 5 cm per frame would need about 180 frames.
+    wp = [[0.0, 1.5], [0.0, 0.2], [0.0, 1.5]]
+    plan = studio.plan_path(pid, key, waypoints=wp, speed=0.05)
+    assert len(plan.trajectory) == 40
+    assert "capped at 40 frames" in plan.warnings[0] and "Shorten the path" in plan.warnings[0]
+    short = studio.plan_path(pid, key, waypoints=[[0.0, 0.5]], speed=0.05)
+    assert len(short.trajectory) < 40 and not any("capped" in w for w in short.warnings)
 
 
 def test_a_second_front_end_watches_and_a_closed_page_does_not_stop_the_job(seeded):
@@ -259,3 +329,17 @@ def test_auto_depth_fallback_is_noted_on_the_photo(seeded):
     assert ws.meta["backends"]["depth"] == "layout"
     assert any(n.startswith("auto depth") for n in ws.photo.params["notes"])
     assert ws.meta["depth_meta"]["scene"] == "indoor"
+
+
+def test_a_waiting_generation_knows_its_place_in_the_queue(seeded):
+    studio, pid, _, key = seeded
+    other, _, other_key = studio.fork(pid, key)
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=40))
+    studio.save_path(other, other_key, studio.plan_path(other, other_key, preset="orbit", frames=3))
+    first = studio.generate(pid, key)
+    next(first)  # the only worker is busy with this one
+    second = studio.generate(other, other_key)
+    waiting = next(second)
+    assert waiting.status == "pending"
+    assert studio.queue_position(waiting.job_id) == (0, 1)  # none ahead, one running
+    assert list(second)[-1].status == "done" and list(first)[-1].status == "done"

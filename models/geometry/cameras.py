@@ -314,6 +314,19 @@ def opencv_to_opengl_c2w(c2w: np.ndarray) -> np.ndarray:
     return np.asarray(c2w, dtype=np.float64) @ CV_TO_GL
 
 
+def opencv_to_corner_intrinsics(K: np.ndarray) -> np.ndarray:
+    """K for tools whose pixel centres sit at +0.5 (COLMAP, nerfstudio; the image's top-left
+    corner is (0, 0)): the same camera, with the principal point moved by half a pixel.
+
+    OpenCV (and Loci) put the centre of the top-left pixel at (0, 0), so a point seen at pixel
+    (u, v) here is at (u + 0.5, v + 0.5) there: cx' = cx + 0.5, cy' = cy + 0.5.
+    """
+    out = np.array(K, dtype=np.float64)
+    out[0, 2] += 0.5
+    out[1, 2] += 0.5
+    return out
+
+
 def opengl_to_opencv_c2w(c2w_gl: np.ndarray) -> np.ndarray:
     """Inverse of :func:`opencv_to_opengl_c2w`."""
     return np.asarray(c2w_gl, dtype=np.float64) @ CV_TO_GL
@@ -363,3 +376,34 @@ def c2w_for_gltf_camera(
 ) -> np.ndarray:
     """OpenCV c2w -> glTF camera node transform (Y-up world, camera looks along -Z)."""
     return world_to_gltf(up, forward) @ np.asarray(c2w, float) @ CV_TO_GL
+
+
+def spz_to_gltf(up: np.ndarray, forward: np.ndarray | None = None) -> np.ndarray:
+    """4x4 taking points as an ``.spz`` file stores them (RUB: our world with y and z flipped)
+    to the glTF Y-up frame of :func:`world_to_gltf`: what a browser viewer applies to the splats
+    so that they sit in the same gravity-aligned frame as the mesh and the cameras."""
+    return world_to_gltf(up, forward) @ CV_TO_GL
+
+
+def gl_projection(
+    K: np.ndarray, width: int, height: int, near: float = 0.01, far: float = 1000.0
+) -> np.ndarray:
+    """OpenGL/three.js projection matrix (4x4, camera looks along -z) that draws exactly what the
+    OpenCV intrinsics ``K`` see in a ``width`` x ``height`` image, principal point included.
+
+    OpenCV puts pixel centres at integers (the image spans -0.5..W-0.5), so the image edge at
+    NDC -1 is pixel -0.5; NDC y points up while pixel rows go down.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if not (0 < near < far):
+        raise CameraError(f"need 0 < near < far, got near={near}, far={far}")
+    fx, fy = K[0, 0], K[1, 1]
+    cx, cy = K[0, 2] + 0.5, K[1, 2] + 0.5
+    return np.array(
+        [
+            [2 * fx / width, 0.0, 1 - 2 * cx / width, 0.0],
+            [0.0, 2 * fy / height, 2 * cy / height - 1, 0.0],
+            [0.0, 0.0, -(far + near) / (far - near), -2 * far * near / (far - near)],
+            [0.0, 0.0, -1.0, 0.0],
+        ]
+    )

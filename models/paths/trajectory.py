@@ -28,6 +28,9 @@ from models.geometry.cameras import Camera, CameraError, axis_angle, opengl_to_o
 CONVENTION = "opencv_c2w"
 PRESET_NAMES: tuple[str, ...] = ("forward", "orbit", "look-around", "dolly", "loop")
 ROTATION_TOL = 1e-4
+#: The most cameras any path may have (checked before anything is allocated; callers such as the
+#: studio pass a lower ``max_frames``).
+MAX_FRAMES = 20_000
 
 
 class TrajectoryError(ValueError):
@@ -282,6 +285,8 @@ def make_preset(
         raise TrajectoryError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     if isinstance(n_frames, bool) or not isinstance(n_frames, int | np.integer) or n_frames < 1:
         raise TrajectoryError(f"a path needs at least 1 frame, got n_frames={n_frames!r}")
+    if n_frames > MAX_FRAMES:
+        raise TrajectoryError(f"a path has at most {MAX_FRAMES} frames, got {n_frames}")
     if not (isinstance(scene_depth, int | float) and math.isfinite(scene_depth)) or (
         scene_depth <= 0
     ):

@@ -16,6 +16,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from models.geometry.cameras import Camera
 from models.paths.trajectory import (
+    MAX_FRAMES,
     Trajectory,
     TrajectoryError,
     ease,
@@ -28,6 +29,9 @@ DEFAULT_CAMERA_HEIGHT = 1.6
 DEFAULT_SPEED = 0.05  # metres per frame: 1.5 m/s at 30 fps, a walking pace
 HEADING_SMOOTHING_M = 0.3  # sigma of the Gaussian smoothing of the path direction, metres
 EASE_DEG_PER_FRAME = 3.0  # the turn from the photo's heading into the path's, on average
+MAX_WAYPOINTS = 1000
+MAX_PATH_M = 10_000.0  # longest path (by its waypoints), metres
+DENSE_SAMPLES = 2_000_000  # spline samples at most, whatever the path (memory stays bounded)
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,14 @@ def from_waypoints(
     speed: float | None = None,
     look: str = "path",
     start_at_camera: bool = True,
+    max_frames: int = MAX_FRAMES,
 ) -> Trajectory:
     """A camera path through ground-plane waypoints.
+
+    Every limit is checked arithmetically before anything is allocated: at most
+    ``MAX_WAYPOINTS`` waypoints, ``MAX_PATH_M`` metres along them, and ``max_frames`` cameras
+    (with ``speed``, the waypoints' polyline, which the spline never undercuts, gives a lower
+    bound on the frames before the spline is built).
 
     Args:
         waypoints_xy: (N, 2) ground coordinates in metres (see :class:`GroundFrame`), N >= 1.
@@ -134,7 +144,10 @@ def from_waypoints(
             direction).
         start_at_camera: the path begins at the photo's camera (its ground position is prepended
             when the first waypoint is elsewhere) and the first camera is exactly ``start``.
+        max_frames: the most cameras the path may have (at most ``MAX_FRAMES``).
     """
+    if np.size(waypoints_xy) > 2 * MAX_WAYPOINTS:
+        raise TrajectoryError(f"a path has at most {MAX_WAYPOINTS} waypoints")
     wp = np.asarray(waypoints_xy, dtype=np.float64)
     if wp.ndim != 2 or wp.shape[1] != 2:
         raise TrajectoryError(f"waypoints must be an (N, 2) array of x, y metres, got {wp.shape}")
@@ -152,6 +165,9 @@ def from_waypoints(
         raise TrajectoryError(f"a path needs at least 1 frame, got n_frames={n_frames!r}")
     if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise TrajectoryError(f"speed must be a positive number of metres per frame, got {speed!r}")
+    max_frames = min(int(max_frames), MAX_FRAMES)
+    if n_frames is not None and n_frames > max_frames:
+        raise TrajectoryError(f"a path has at most {max_frames} frames, got {n_frames}")
     gf = GroundFrame.from_camera(start, up, camera_height)
     eye = camera_height if eye_height is None else float(eye_height)
     if not (math.isfinite(eye) and eye >= 0):
@@ -161,6 +177,15 @@ def from_waypoints(
         wp = np.concatenate([np.zeros((1, 2)), wp])
     keep = np.concatenate([[True], np.linalg.norm(np.diff(wp, axis=0), axis=1) > 1e-9])
     wp = wp[keep]
+    chord = float(np.linalg.norm(np.diff(wp, axis=0), axis=1).sum())
+    if chord > MAX_PATH_M:
+        raise TrajectoryError(f"the path is {chord:.0f} m long; the most is {MAX_PATH_M:.0f} m")
+    if n_frames is None and chord / (speed or DEFAULT_SPEED) + 1 > max_frames:
+        raise TrajectoryError(
+            f"that path needs at least {chord / (speed or DEFAULT_SPEED) + 1:.0f} frames at "
+            f"{speed or DEFAULT_SPEED:g} m per frame; the limit is {max_frames}: walk faster or "
+            "shorten the path"
+        )
     if len(wp) == 1:
         if n_frames is not None and n_frames > 1:
             raise TrajectoryError(
@@ -169,14 +194,20 @@ def from_waypoints(
         return Trajectory([_first_camera(start, gf, wp[0], eye, start_at_camera)])
 
     # Dense spline, then a uniform arc-length grid on it.
-    dense = catmull_rom(wp, samples_per_segment=max(64, int(40 * _max_seg(wp)) + 1))
+    per_segment = min(int(40 * _max_seg(wp)) + 1, DENSE_SAMPLES // (len(wp) - 1))
+    dense = catmull_rom(wp, samples_per_segment=max(64, per_segment))
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
     L = float(arc[-1])
-    n_grid = max(256, int(math.ceil(L / 0.005)) + 1)
+    n_grid = min(max(256, int(math.ceil(L / 0.005)) + 1), DENSE_SAMPLES)
     s_grid = np.linspace(0.0, L, n_grid)
     grid = np.stack([np.interp(s_grid, arc, dense[:, k]) for k in range(2)], axis=1)
 
     n = int(n_frames) if n_frames is not None else max(2, round(L / (speed or DEFAULT_SPEED)) + 1)
+    if n > max_frames:  # the spline is longer than its polyline: the exact count, still cheap
+        raise TrajectoryError(
+            f"that path needs {n} frames at {speed or DEFAULT_SPEED:g} m per frame; the limit is "
+            f"{max_frames}: walk faster or shorten the path"
+        )
     s_frames = np.linspace(0.0, L, n) if n > 1 else np.zeros(1)
     xy = np.stack([np.interp(s_frames, s_grid, grid[:, k]) for k in range(2)], axis=1)
 

@@ -33,13 +33,13 @@ from models.manager import (
     ModelError,
     free_vram_gb,
     gpu,
-    is_offline,
     load_error,
-    local_path,
     pick_device,
     pick_dtype,
+    resolve_pipeline_dir,
 )
 from models.synthesis.base import SynthesisRequest, SynthesisResult, register_synthesis_backend
+from models.synthesis.lora import apply_lora, read_lora
 
 BACKEND = "sd-inpaint"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-inpainting"
@@ -180,6 +180,70 @@ def _tokenizer_works(tok: Any) -> bool:
     return any(i not in special for i in ids)
 
 
+def inpaint_inputs(
+    warped: torch.Tensor,
+    valid: torch.Tensor,
+    depth: torch.Tensor,
+    dilate: int,
+    size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the painter is given for one frame (shared by inference and ``loci train``).
+
+    warped (H, W, 3) float [0, 1], valid (H, W) bool, depth (H, W) metres; size: (w, h) to
+    generate at. Returns the pre-filled init image (H, W, 3) at frame size, the same image
+    (1, 3, h, w) at work size, and the inpainting mask (1, 1, h, w) (1 = paint): the never-seen
+    pixels dilated by ``dilate`` px, and any work pixel a hole touches.
+    """
+    valid = valid.bool().cpu()
+    warped = warped.float().cpu()
+    w, h = size
+    if bool(valid.any()):
+        init = inpaint_rgb(warped, valid, fill_depth(depth.float().cpu(), valid))
+    else:  # nothing seen at all: let the model paint from a neutral start
+        init = torch.full_like(warped, 0.5)
+    hole = (~valid).float()[None, None]
+    if dilate > 0:
+        hole = F.max_pool2d(hole, 2 * dilate + 1, stride=1, padding=dilate)
+    image = F.interpolate(init.permute(2, 0, 1)[None], (h, w), mode="bilinear", antialias=True)
+    # Any hole coverage at work resolution counts as hole: never keep a half-seen pixel.
+    mask = (F.interpolate(hole, (h, w), mode="bilinear", antialias=True) > 1e-3).float()
+    return init, image.clamp(0, 1), mask
+
+
+def check_pipeline(pipe: Any, model_id: str) -> None:
+    """Checks on a loaded pipeline that the folder layout cannot show: working tokenizers (an
+    empty one encodes every prompt to nothing) and an inpainting UNet (9 input channels)."""
+    for attr in ("tokenizer", "tokenizer_2"):
+        tok = getattr(pipe, attr, None)
+        if tok is None and attr == "tokenizer_2":
+            continue
+        if tok is None or not _tokenizer_works(tok):
+            raise ModelError(
+                f"model {model_id!r}: the {attr} is empty (its {attr}/ folder is missing "
+                f"or incomplete: it needs vocab.json + merges.txt or tokenizer.json); "
+                f"re-download the model or use {OFFLINE_ALTERNATIVE}"
+            )
+    if int(pipe.unet.config.in_channels) != 9:
+        raise ModelError(f"model {model_id!r} is a text-to-image model, not an inpainting model")
+
+
+def pipe_work_size(
+    pipe: Any, width: int, height: int, resolution: int | None = None
+) -> tuple[int, int]:
+    """(width, height) ``pipe`` generates a width x height frame at: the native long side
+    (``unet.sample_size * vae_scale_factor``) unless ``resolution`` is given, aspect kept,
+    multiples of the VAE factor (the UNet copes with latent sizes its down-blocks do not divide)."""
+    m = int(pipe.vae_scale_factor)
+    native = int(pipe.unet.config.sample_size) * m
+    s = int(resolution or native) / max(width, height)
+    return max(m, round(width * s / m) * m), max(m, round(height * s / m) * m)
+
+
+def resolve_folder(model_id: str) -> Path:
+    """The local folder of ``model_id``, downloading (online only) what the pipeline needs."""
+    return resolve_pipeline_dir(BACKEND, model_id, OFFLINE_ALTERNATIVE)
+
+
 # ---------------------------------------------------------------------------------------------
 @gpu
 def _run(pipe: Any, **kwargs: Any) -> Any:
@@ -202,6 +266,9 @@ class SDInpaintSynthesis:
             (``unet.sample_size * vae_scale_factor``, 512 for SD 2 inpainting).
         device, dtype: None picks CUDA + bf16/fp16 when available, else CPU + fp32.
         offload: None decides from free VRAM; True forces model CPU offload, False forbids it.
+        lora: a LoRA folder written by ``loci train`` (None: the base model); lora_scale: its
+            strength (1 = as trained, 0 = off). The adapted pipeline is cached separately from
+            the base one, so a world with and one without the adapter can run side by side.
     """
 
     name = BACKEND
@@ -221,6 +288,8 @@ class SDInpaintSynthesis:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         offload: bool | None = None,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ) -> None:
         if int(steps) < 1:
             raise ModelError(f"steps must be at least 1, got {steps}")
@@ -233,31 +302,21 @@ class SDInpaintSynthesis:
         self.device = pick_device(device)
         self.dtype = _parse_dtype(dtype, self.device)
         self.offload = offload
-        self.folder = self._resolve()
+        self.lora = read_lora(lora, BACKEND) if lora else None
+        self.lora_scale = float(lora_scale)
+        self.folder = resolve_folder(self.model_id)
         check_model_folder(self.folder, self.model_id)
-        self.pipe = MANAGER.get(
-            BACKEND, self.model_id, self._load, device=self.device, dtype=self.dtype
-        )
+        key = self.model_id
+        if self.lora is not None:
+            key += f" + LoRA {self.lora.sha256[:16]} x{self.lora_scale:g}"
+        self.pipe = MANAGER.get(BACKEND, key, self._load, device=self.device, dtype=self.dtype)
         self.check()
 
+    def record(self) -> dict[str, Any]:
+        """What world.json keeps about this painter beyond its name (the LoRA, if any)."""
+        return {} if self.lora is None else {"lora": self.lora.record(self.lora_scale)}
+
     # -- loading ---------------------------------------------------------------------------
-    def _resolve(self) -> Path:
-        """The local folder of the model, downloading (online only) what the pipeline needs."""
-        path = local_path(self.model_id)
-        if path is not None:
-            return path
-        p = Path(self.model_id).expanduser()
-        if is_offline() or p.is_absolute() or self.model_id.startswith((".", "~")):
-            raise load_error(
-                BACKEND, self.model_id, OFFLINE_ALTERNATIVE, FileNotFoundError(f"no model {p}")
-            )
-        try:
-            from diffusers import DiffusionPipeline
-
-            return Path(DiffusionPipeline.download(self.model_id))
-        except Exception as exc:  # network, unknown repo, gated repo...
-            raise load_error(BACKEND, self.model_id, OFFLINE_ALTERNATIVE, exc) from exc
-
     def _load(self, model_id: str, dtype: torch.dtype, device: str) -> Any:
         try:
             from diffusers import AutoPipelineForInpainting
@@ -295,6 +354,8 @@ class SDInpaintSynthesis:
             raise load_error(BACKEND, model_id, OFFLINE_ALTERNATIVE, exc) from exc
         # Checked here, before the weights move to the GPU, so a bad model is never cached.
         self._check_pipe(pipe)
+        if self.lora is not None:
+            apply_lora(pipe, self.lora, self.lora_scale)
         if placement == "offload":
             pipe.enable_model_cpu_offload(device=device)
         else:
@@ -308,30 +369,12 @@ class SDInpaintSynthesis:
         self._check_pipe(self.pipe)
 
     def _check_pipe(self, pipe: Any) -> None:
-        for attr in ("tokenizer", "tokenizer_2"):
-            tok = getattr(pipe, attr, None)
-            if tok is None and attr == "tokenizer_2":
-                continue
-            if tok is None or not _tokenizer_works(tok):
-                raise ModelError(
-                    f"model {self.model_id!r}: the {attr} is empty (its {attr}/ folder is missing "
-                    f"or incomplete: it needs vocab.json + merges.txt or tokenizer.json); "
-                    f"re-download the model or use {OFFLINE_ALTERNATIVE}"
-                )
-        if int(pipe.unet.config.in_channels) != 9:
-            raise ModelError(
-                f"model {self.model_id!r} is a text-to-image model, not an inpainting model"
-            )
+        check_pipeline(pipe, self.model_id)
 
     # -- generation ------------------------------------------------------------------------
     def work_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) to generate at: native long side, aspect kept, multiples of the VAE
-        factor (the UNet copes with latent sizes that its down-blocks do not divide)."""
-        m = int(self.pipe.vae_scale_factor)
-        native = int(self.pipe.unet.config.sample_size) * m
-        long_side = int(self.resolution or native)
-        s = long_side / max(width, height)
-        return max(m, round(width * s / m) * m), max(m, round(height * s / m) * m)
+        """(width, height) to generate at (see :func:`pipe_work_size`)."""
+        return pipe_work_size(self.pipe, width, height, self.resolution)
 
     def synthesize(self, requests: list[SynthesisRequest]) -> list[SynthesisResult]:
         return [self._one(r) for r in requests]
@@ -344,25 +387,14 @@ class SDInpaintSynthesis:
         H, W = valid.shape
         if bool(valid.all()):
             return SynthesisResult(warped.clone(), valid.clone(), None, {"painted": 0.0})
-        if bool(valid.any()):
-            depth = fill_depth(r.warped_depth.float().cpu(), valid)
-            init = inpaint_rgb(warped, valid, depth)
-        else:  # nothing seen at all: let the model paint from a neutral start
-            init = torch.full_like(warped, 0.5)
-        hole = (~valid).float()[None, None]
-        if self.dilate > 0:
-            k = 2 * self.dilate + 1
-            hole = F.max_pool2d(hole, k, stride=1, padding=self.dilate)
         w, h = self.work_size(W, H)
-        image = F.interpolate(init.permute(2, 0, 1)[None], (h, w), mode="bilinear", antialias=True)
-        # Any hole coverage at work resolution counts as hole: never keep a half-seen pixel.
-        mask = (F.interpolate(hole, (h, w), mode="bilinear", antialias=True) > 1e-3).float()
+        init, image, mask = inpaint_inputs(warped, valid, r.warped_depth, self.dilate, (w, h))
         gen = torch.Generator("cpu").manual_seed(int(r.seed))
         out = _run(
             self.pipe,
             prompt=r.prompt or self.prompt,
             negative_prompt=self.negative_prompt if self.guidance_scale > 1 else None,
-            image=image.clamp(0, 1),
+            image=image,
             mask_image=mask,
             height=h,
             width=w,
@@ -381,6 +413,8 @@ class SDInpaintSynthesis:
             "seconds": time.perf_counter() - t0,
             "placement": getattr(self.pipe, "_loci_placement", "gpu"),
         }
+        if self.lora is not None:
+            meta["lora"] = self.lora.sha256[:12]
         return SynthesisResult(rgb, valid.clone(), None, meta)
 
     def _feather(self, generated: torch.Tensor, init: torch.Tensor, valid: torch.Tensor):

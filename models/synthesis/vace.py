@@ -59,6 +59,17 @@ def check_folder(folder: Path, model_id: str) -> dict[str, Any]:
     return index
 
 
+def reference_image(rgb: torch.Tensor, size: tuple[int, int]) -> Any:
+    """The VACE reference image: ``rgb`` (H, W, 3) float [0, 1] resized to ``size`` (w, h), as a
+    PIL image (what the pipeline takes); shared with ``loci train``."""
+    from PIL import Image
+
+    w, h = size
+    img = rgb.float().permute(2, 0, 1)[None]
+    img = F.interpolate(img, size=(h, w), mode="bilinear", antialias=True)[0]
+    return Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy())
+
+
 class VaceSynthesis(WanPainter):
     """Wan VACE masked video completion (see the module docstring). On top of
     :class:`WanPainter`'s arguments: ``reference`` conditions on the seed photo as VACE's
@@ -88,15 +99,11 @@ class VaceSynthesis(WanPainter):
                 "conditioning_scale": self.conditioning_scale}  # fmt: skip
 
     def _generate(self, inputs: ChunkInputs, first: SynthesisRequest, size: tuple[int, int]):
-        from PIL import Image
-
         pipe, (w, h) = self.pipe, size
         pos, neg = self._prompt_embeds(first.prompt or self.prompt)
         ref = None
         if self.reference and first.reference is not None:
-            img = first.reference.float().permute(2, 0, 1)[None]
-            img = F.interpolate(img, size=(h, w), mode="bilinear", antialias=True)[0]
-            ref = Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy())
+            ref = reference_image(first.reference, (w, h))
         n = len(inputs.video)
         # A scheduler per call: the shift is this backend's, while the pipe is shared.
         pipe.scheduler = type(pipe.scheduler).from_config(

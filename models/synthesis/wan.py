@@ -50,6 +50,7 @@ from models.manager import (
 )
 from models.synthesis import vram
 from models.synthesis.base import SynthesisRequest, SynthesisResult
+from models.synthesis.lora import apply_lora, read_lora
 from models.synthesis.video import feathered_paste
 
 OFFLINE_ALTERNATIVE = "--synthesis reproject"
@@ -256,6 +257,8 @@ class WanPainter:
         device / dtype: default CUDA + bf16 when available (VAE in fp32), else CPU + fp32.
         offload: "auto" or one of ``vram.MODES``; vram_gb: a VRAM budget (GiB) for the plan.
         force_cpu: run on a CPU even when the estimate says it takes hours.
+        lora / lora_scale: a ``loci train`` adapter for the transformer, and its strength (the
+            adapted pipeline is cached apart from the base one).
     """
 
     name = "wan"
@@ -284,6 +287,8 @@ class WanPainter:
         offload: str = "auto",
         vram_gb: float | None = None,
         force_cpu: bool = False,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ) -> None:
         if preset not in PRESETS:
             raise ModelError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -299,6 +304,8 @@ class WanPainter:
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype = self.dtype or pick_dtype(self.device)
         self.notes: list[str] = []
+        self.lora = read_lora(lora, self.name) if lora else None
+        self.lora_scale = float(lora_scale)
         self.folder = resolve_pipeline_dir(self.name, self.model_id, OFFLINE_ALTERNATIVE)
         self.index = self.check(self.folder, self.model_id)
         # The plan comes before any weight is read: a model that cannot fit fails here.
@@ -331,6 +338,8 @@ class WanPainter:
             )
         self.notes.append(f"{self.name} VRAM plan: {self.plan.summary()}")
         key = f"{self.folder.resolve()}|{self.plan.mode}|{self.plan.vae_tiling}"
+        if self.lora is not None:
+            key += f"|LoRA {self.lora.sha256[:16]} x{self.lora_scale:g}"
         self.pipe = MANAGER.get(self.name, key, self._load, device=self.device, dtype=self.dtype)
         self._embeds: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
@@ -365,6 +374,8 @@ class WanPainter:
         special = set(tok.all_special_ids)
         if len(tok) == 0 or all(i in special for i in tok("a room").input_ids):
             raise ModelError(f"{self.model_id!r}: its tokenizer loaded empty (files missing)")
+        if self.lora is not None:  # before placement: offload hooks wrap the adapted modules
+            apply_lora(pipe, self.lora, self.lora_scale)
         if device != "cpu":
             apply_plan(pipe, self.plan, device)
         pipe.set_progress_bar_config(disable=True)
@@ -400,7 +411,12 @@ class WanPainter:
             "dtype": str(self.dtype).replace("torch.", ""),
             "vram_plan": self.plan.as_dict(),
             "notes": list(dict.fromkeys(self.notes)),
+            **self.record(),
         }
+
+    def record(self) -> dict[str, Any]:
+        """What world.json keeps about the adapter, if any."""
+        return {} if self.lora is None else {"lora": self.lora.record(self.lora_scale)}
 
     # -- generation ------------------------------------------------------------------------
     def _prompt_embeds(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -49,7 +49,8 @@ def write_nerfstudio_transforms(
 
     Args:
         c2ws_opengl: (N, 4, 4) camera-to-world with OpenGL camera axes (x right, y up, z back).
-        Ks: (3, 3) shared or (N, 3, 3) per-frame intrinsics in pixels for ``width`` x ``height``.
+        Ks: (3, 3) shared or (N, 3, 3) per-frame intrinsics in pixels for ``width`` x ``height``,
+            with nerfstudio's pixel centres at +0.5 (the caller shifts OpenCV's principal point).
         file_paths: N image paths relative to the transforms.json folder.
         ply_file_path: optional point cloud path (relative) nerfstudio uses to seed splats.
     """
@@ -95,7 +96,8 @@ def write_colmap_text(
     """Write ``cameras.txt``, ``images.txt`` and ``points3D.txt`` into ``out_dir``.
 
     Args:
-        Ks: (3, 3) shared (one camera) or (N, 3, 3) per image (one camera each unless equal).
+        Ks: (3, 3) shared (one camera) or (N, 3, 3) per image (one camera each unless equal),
+            with COLMAP's pixel centres at +0.5 (the caller shifts OpenCV's principal point).
         image_names: N names relative to COLMAP's image folder.
         qvecs_wxyz: (N, 4) world-to-camera rotations as unit quaternions (w, x, y, z).
         tvecs: (N, 3) world-to-camera translations (OpenCV axes, COLMAP's convention).

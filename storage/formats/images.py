@@ -1,10 +1,13 @@
 """Reading photos robustly: whatever a user uploads becomes an (H, W, 3) uint8 RGB array or a
 ``PhotoError`` with a message they can act on.
 
-The size cap is checked from the file header *before* any pixels are decoded, so a tiny file that
-claims to be 100000 x 100000 pixels (a "decompression bomb") costs nothing. Everything that was
-normalised on the way (orientation, bit depth, transparency, colour model, extra frames) is listed in
-``Photo.notes`` so the studio can tell the user what happened to their picture.
+The size cap and the shape (at most 6:1) are checked from the file header *before* any pixels
+are decoded, so a tiny file that claims to be 100000 x 100000 pixels (a "decompression bomb")
+costs nothing. A PNG must hold all the rows its header promises (Pillow fills missing rows with
+black without a word). HEIC/HEIF photos (what phones send) are read through ``pillow-heif``.
+Everything that was normalised on the way (orientation, bit depth, transparency, colour model,
+extra frames) is listed in ``Photo.notes`` so the studio can tell the user what happened to their
+picture.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from struct import error as struct_error  # PIL raises it on some broken headers
@@ -23,10 +28,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage.errors import PhotoError
 
-__all__ = ["MIN_SIDE", "Photo", "load_image_rgb", "load_photo", "resize_to_width"]
+__all__ = [
+    "MAX_ASPECT",
+    "MIN_SIDE",
+    "Photo",
+    "image_mime",
+    "load_image_rgb",
+    "load_photo",
+    "resize_to_width",
+]
 
 # Smaller than this and depth estimation / synthesis has nothing to work with.
 MIN_SIDE = 16
+# Longer side over shorter side: a panorama strip beyond this makes a world of slivers.
+MAX_ASPECT = 6.0
 
 _EXIF_IFD = 0x8769
 _TAG_ORIENTATION = 0x0112
@@ -82,6 +97,83 @@ def _read_source(source: str | Path | bytes) -> tuple[bytes, str]:
     if not data:
         raise PhotoError(f"{name} is empty (0 bytes); please choose another photo")
     return data, name
+
+
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif")
+
+
+def _is_heif(data: bytes) -> bool:
+    return len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS
+
+
+def _register_heif(name: str) -> None:
+    """Teach Pillow HEIC/HEIF (once); a clear error when the plugin is not installed."""
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise PhotoError(
+            f"{name} is a HEIC/HEIF photo; reading it needs the pillow-heif package "
+            "(pip install pillow-heif), or save it as JPEG first"
+        ) from exc
+    if not getattr(_register_heif, "done", False):
+        pillow_heif.register_heif_opener()
+        _register_heif.done = True  # type: ignore[attr-defined]
+
+
+def _png_rows_missing(data: bytes) -> tuple[int, int] | None:
+    """``(rows present, rows promised)`` when a PNG's image data stops short of its header's
+    size, else None. Inflates the IDAT stream in 1 MiB pieces, counting bytes (bounded memory)."""
+    if data[:8] != _PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _c, _f, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if channels is None or not width or not height:
+        return None
+    bits = channels * depth
+    if interlace:  # Adam7: seven sub-images, each row with its filter byte
+        passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                  (1, 0, 2, 2), (0, 1, 1, 2))  # fmt: skip
+        sizes = [(-(-(height - y0) // dy), -(-(width - x0) // dx)) for x0, y0, dx, dy in passes]
+        expected = sum(r * (1 + -(-c * bits // 8)) for r, c in sizes if r > 0 and c > 0)
+    else:
+        expected = height * (1 + -(-width * bits // 8))
+    inflate, got, pos = zlib.decompressobj(), 0, 8
+    try:
+        while pos + 8 <= len(data) and got < expected:
+            length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+            if kind == b"IDAT":
+                piece = data[pos + 8 : pos + 8 + length]
+                while piece and got < expected:
+                    got += len(inflate.decompress(piece, 1 << 20))
+                    piece = inflate.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            pos += 12 + length
+    except zlib.error:
+        pass  # damaged stream: count what inflated
+    if got >= expected:
+        return None
+    row = expected / height
+    return int(got // row), height
+
+
+def image_mime(data: bytes) -> str:
+    """The media type of image bytes by their signature (``application/octet-stream`` if none)."""
+    if data[:8] == _PNG_SIGNATURE:
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if _is_heif(data):
+        return "image/avif" if data[8:12] == b"avif" else "image/heic"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if data[:2] == b"BM":
+        return "image/bmp"
+    return "application/octet-stream"
 
 
 def _too_big(name: str, width: int, height: int, max_pixels: int) -> PhotoError:
@@ -233,8 +325,12 @@ def _cmyk_to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
-def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> Photo:
+def _decode(
+    data: bytes, name: str, max_pixels: int, min_side: int, max_aspect: float | None = None
+) -> Photo:
     notes: list[str] = []
+    if _is_heif(data):
+        _register_heif(name)
     try:
         # Our own cap (below) is the one that matters: silence PIL's softer warning, which would
         # otherwise fire between its limit and 2x its limit.
@@ -262,6 +358,18 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> Photo:
             raise PhotoError(
                 f"{name} is only {width} x {height} pixels; a photo needs at least "
                 f"{min_side} pixels on each side"
+            )
+        if max_aspect and max(width, height) > max_aspect * min(width, height):
+            raise PhotoError(
+                f"{name} is {width} x {height} pixels, a strip of "
+                f"{max(width, height) / min(width, height):.0f}:1; a photo can be at most "
+                f"{max_aspect:.0f}:1: crop it and try again"
+            )
+        missing = _png_rows_missing(data)
+        if missing is not None:
+            raise PhotoError(
+                f"not an image we can read: {name} is damaged or incomplete (its image data "
+                f"covers {missing[0]} of the {missing[1]} rows it promises)"
             )
         focal_35mm, focal_mm, orientation = _exif_focals(image)
         source_mode = image.mode
@@ -298,11 +406,12 @@ def load_photo(source: str | Path | bytes, *, max_pixels: int = 50_000_000) -> P
     """Load a user photo (path or raw file bytes) as an upright (H, W, 3) uint8 RGB ``Photo``.
 
     Raises ``PhotoError`` for a missing/empty/corrupt/truncated file, a file that is not an image,
-    an image above ``max_pixels`` (checked from the header before decoding) or one with a side
-    shorter than 16 pixels.
+    an image above ``max_pixels`` (checked from the header before decoding), one with a side
+    shorter than 16 pixels, or one longer than ``MAX_ASPECT``:1. HEIC/HEIF is read with
+    ``pillow-heif``.
     """
     data, name = _read_source(source)
-    return _decode(data, name, max_pixels, MIN_SIDE)
+    return _decode(data, name, max_pixels, MIN_SIDE, MAX_ASPECT)
 
 
 def load_image_rgb(path: str | Path, *, max_pixels: int = 200_000_000) -> np.ndarray:

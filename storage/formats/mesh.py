@@ -5,13 +5,17 @@ Numpy in, files out; every file is written atomically (temp file in the same fol
 
 Coordinates are written as given. glTF is Y-up: callers convert Loci world points first (the
 conversion lives with the camera conventions, models.geometry.cameras.world_to_gltf; storage does not
-import models). Colours are (V, 3) uint8 RGB per vertex, optional.
+import models). Colours are (V, 3) uint8 RGB per vertex, optional, sRGB-encoded like the photos.
+glTF's ``COLOR_0`` is *linear* (spec 3.9.2), so the GLB writer converts (:func:`srgb_to_linear`);
+written as sRGB bytes, the mesh looks washed out in three.js and every other viewer.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,7 @@ import numpy as np
 from storage.atomic import atomic_write_bytes
 from storage.errors import StorageError
 
-__all__ = ["MeshError", "write_glb", "write_mesh_ply", "write_obj"]
+__all__ = ["MeshError", "srgb_to_linear", "write_glb", "write_mesh_ply", "write_obj"]
 
 
 class MeshError(StorageError):
@@ -53,6 +57,12 @@ def _validate(
     return v.astype(np.float32), f.astype(np.int32), c
 
 
+def srgb_to_linear(rgb_u8: np.ndarray) -> np.ndarray:
+    """sRGB-encoded uint8 colours -> linear float32 in [0, 1] (the IEC 61966-2-1 curve)."""
+    c = np.asarray(rgb_u8, dtype=np.float32) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
 def write_glb(
     path: str | os.PathLike[str],
     vertices: np.ndarray,
@@ -61,20 +71,57 @@ def write_glb(
     *,
     name: str = "loci_mesh",
 ) -> Path:
-    """Binary glTF 2.0 with one mesh: POSITION, COLOR_0 (RGBA uint8, normalized), indices.
+    """Binary glTF 2.0 with one mesh: POSITION (float), COLOR_0 (linear RGBA as normalized
+    uint16), uint32 indices, and one double-sided unlit material (the colours are photographs:
+    their light is already in them; viewers without ``KHR_materials_unlit`` fall back to a
+    rough, non-metallic surface).
 
     vertices (V, 3) in glTF's Y-up frame, faces (F, 3) counter-clockwise = front, colors (V, 3)
-    uint8 or None. The node is named ``name``. Returns the written path.
+    sRGB uint8 or None. The node is named ``name``. Returns the written path.
     """
-    import trimesh
-
     v, f, c = _validate(vertices, faces, colors)
-    rgba = None if c is None else np.concatenate([c, np.full((len(c), 1), 255, np.uint8)], 1)
-    # process=False keeps vertices/faces exactly as given (no merging or reordering).
-    mesh = trimesh.Trimesh(vertices=v, faces=f, vertex_colors=rgba, process=False)
-    scene = trimesh.Scene()
-    scene.add_geometry(mesh, node_name=name, geom_name=name)
-    data = scene.export(file_type="glb")
+    blobs = [f.astype("<u4").tobytes(), v.astype("<f4").tobytes()]
+    if c is not None:
+        linear = np.concatenate([srgb_to_linear(c), np.ones((len(c), 1), np.float32)], 1)
+        blobs.append(np.round(linear * 65535.0).astype("<u2").tobytes())
+    views, offset = [], 0
+    for blob, target in zip(blobs, (34963, 34962, 34962), strict=False):
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(blob),
+                      "target": target})  # fmt: skip
+        offset += len(blob)  # every blob is a multiple of 4 bytes long
+    accessors = [
+        {"bufferView": 0, "componentType": 5125, "count": int(f.size), "type": "SCALAR",
+         "min": [int(f.min())], "max": [int(f.max())]},
+        {"bufferView": 1, "componentType": 5126, "count": len(v), "type": "VEC3",
+         "min": v.min(0).tolist(), "max": v.max(0).tolist()},
+    ]  # fmt: skip
+    attributes = {"POSITION": 1}
+    if c is not None:
+        accessors.append({"bufferView": 2, "componentType": 5123, "normalized": True,
+                          "count": len(v), "type": "VEC4"})  # fmt: skip
+        attributes["COLOR_0"] = 2
+    doc = {
+        "asset": {"version": "2.0", "generator": "Loci"},
+        "extensionsUsed": ["KHR_materials_unlit"],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": name, "mesh": 0}],
+        "meshes": [{"name": name, "primitives": [
+            {"attributes": attributes, "indices": 0, "mode": 4, "material": 0}]}],
+        "materials": [{"name": f"{name}_vertex_colours", "doubleSided": True,
+                       "pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1],
+                                                "metallicFactor": 0.0, "roughnessFactor": 1.0},
+                       "extensions": {"KHR_materials_unlit": {}}}],
+        "buffers": [{"byteLength": offset}],
+        "bufferViews": views,
+        "accessors": accessors,
+    }  # fmt: skip
+    js = json.dumps(doc, separators=(",", ":")).encode()
+    js += b" " * (-len(js) % 4)
+    binary = b"".join(blobs)
+    total = 12 + 8 + len(js) + 8 + len(binary)
+    data = (struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(js), b"JSON") + js
+            + struct.pack("<I4s", len(binary), b"BIN\x00") + binary)  # fmt: skip
     return atomic_write_bytes(path, data)
 
 

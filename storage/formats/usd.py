@@ -10,7 +10,12 @@ Layout of the stage (metres, Z up, as Isaac Sim expects)::
     /World/Camera               UsdGeom.Camera, one transform time sample per path frame
 
 The caller converts to the Z-up frame and OpenGL camera axes (USD cameras look along -Z, Y up);
-this module only writes. Writes are atomic: the stage is exported to a temporary file next to
+this module only writes.
+
+``up_axis="Y"`` writes the variant AR viewers take (Apple's AR Quick Look and its ``usdchecker
+--arkit`` profile require a Y-up stage): the caller passes Y-up coordinates, and the stage has no
+physics prims (not among the prim types that profile allows) but a ``UsdPreviewSurface`` material
+fed by the vertex colours; a ``.usdz`` is packaged with ``CreateNewARKitUsdzPackage``. Writes are atomic: the stage is exported to a temporary file next to
 the target and renamed over it.
 """
 
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from storage.errors import StorageError
+from storage.formats.mesh import srgb_to_linear
 
 __all__ = ["HORIZONTAL_APERTURE_MM", "write_usd"]
 
@@ -30,12 +36,6 @@ __all__ = ["HORIZONTAL_APERTURE_MM", "write_usd"]
 # only their ratio matters for projection. A 36 mm wide full-frame back is the usual choice.
 HORIZONTAL_APERTURE_MM = 36.0
 _SUFFIXES = (".usda", ".usdc", ".usdz")
-
-
-def _srgb_to_linear(rgb_u8: np.ndarray) -> np.ndarray:
-    # displayColor is linear by USD convention; image colours are sRGB-encoded.
-    c = rgb_u8.astype(np.float32) / 255.0
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def _matrix(T: np.ndarray):
@@ -55,18 +55,21 @@ def _build_stage(
     width: int,
     height: int,
     fps: float,
+    up_axis: str = "Z",
 ):
     from pxr import Gf, Sdf, Usd, UsdGeom, UsdPhysics, Vt
 
     stage = Usd.Stage.CreateNew(file)
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)
-    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
+    physics = up_axis == "Z"
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z if physics else UsdGeom.Tokens.y)
     world = UsdGeom.Xform.Define(stage, "/World")
     stage.SetDefaultPrim(world.GetPrim())
 
-    scene = UsdPhysics.Scene.Define(stage, "/World/PhysicsScene")
-    scene.CreateGravityDirectionAttr(Gf.Vec3f(0.0, 0.0, -1.0))
-    scene.CreateGravityMagnitudeAttr(9.81)
+    if physics:
+        scene = UsdPhysics.Scene.Define(stage, "/World/PhysicsScene")
+        scene.CreateGravityDirectionAttr(Gf.Vec3f(0.0, 0.0, -1.0))
+        scene.CreateGravityMagnitudeAttr(9.81)
 
     mesh = UsdGeom.Mesh.Define(stage, "/World/Mesh")
     mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(vertices_zup.astype(np.float32)))
@@ -81,11 +84,15 @@ def _build_stage(
         primvar = UsdGeom.PrimvarsAPI(mesh).CreatePrimvar(
             "displayColor", Sdf.ValueTypeNames.Color3fArray, UsdGeom.Tokens.vertex
         )
-        primvar.Set(Vt.Vec3fArray.FromNumpy(_srgb_to_linear(colors).astype(np.float32)))
-    UsdPhysics.CollisionAPI.Apply(mesh.GetPrim())
-    UsdPhysics.MeshCollisionAPI.Apply(mesh.GetPrim()).CreateApproximationAttr(
-        UsdPhysics.Tokens.none
-    )
+        # displayColor is linear by USD convention; image colours are sRGB-encoded.
+        primvar.Set(Vt.Vec3fArray.FromNumpy(srgb_to_linear(colors)))
+    if physics:
+        UsdPhysics.CollisionAPI.Apply(mesh.GetPrim())
+        UsdPhysics.MeshCollisionAPI.Apply(mesh.GetPrim()).CreateApproximationAttr(
+            UsdPhysics.Tokens.none
+        )
+    else:
+        _bind_vertex_colour_material(stage, mesh)
 
     cam = UsdGeom.Camera.Define(stage, "/World/Camera")
     fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
@@ -111,6 +118,25 @@ def _build_stage(
     return stage
 
 
+def _bind_vertex_colour_material(stage, mesh) -> None:
+    """A UsdPreviewSurface whose diffuse colour reads the mesh's ``displayColor`` primvar."""
+    from pxr import Sdf, UsdShade
+
+    material = UsdShade.Material.Define(stage, "/World/Looks/VertexColour")
+    surface = UsdShade.Shader.Define(stage, "/World/Looks/VertexColour/Surface")
+    surface.CreateIdAttr("UsdPreviewSurface")
+    reader = UsdShade.Shader.Define(stage, "/World/Looks/VertexColour/DisplayColor")
+    reader.CreateIdAttr("UsdPrimvarReader_float3")
+    reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set("displayColor")
+    colour = reader.CreateOutput("result", Sdf.ValueTypeNames.Float3)
+    surface.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f).ConnectToSource(colour)
+    surface.CreateInput("roughness", Sdf.ValueTypeNames.Float).Set(1.0)
+    surface.CreateInput("metallic", Sdf.ValueTypeNames.Float).Set(0.0)
+    out = surface.CreateOutput("surface", Sdf.ValueTypeNames.Token)
+    material.CreateSurfaceOutput().ConnectToSource(out)
+    UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim()).Bind(material)
+
+
 def write_usd(
     path: str | os.PathLike[str],
     vertices_zup: np.ndarray,
@@ -121,11 +147,14 @@ def write_usd(
     width: int,
     height: int,
     fps: float = 24.0,
+    up_axis: str = "Z",
 ) -> Path:
     """Write a physics-ready USD stage to ``path`` (suffix .usda, .usdc or .usdz), atomically.
+    ``up_axis="Y"``: the AR variant (module docstring); coordinates are then Y-up.
 
     Args:
-        vertices_zup: (V, 3) metres in the Z-up frame. faces: (F, 3) int triangles.
+        vertices_zup: (V, 3) metres in the Z-up frame (Y-up for ``up_axis="Y"``). faces: (F, 3)
+            int triangles.
         colors: (V, 3) uint8 sRGB vertex colours, or None.
         camera_xforms: (N, 4, 4) camera-to-world, Z-up frame, OpenGL camera axes; frame i is
             time code i, played at ``fps``.
@@ -135,6 +164,8 @@ def write_usd(
     suffix = target.suffix.lower()
     if suffix not in _SUFFIXES:
         raise StorageError(f"USD files end in .usda, .usdc or .usdz, not '{target.suffix}'")
+    if up_axis not in ("Y", "Z"):
+        raise StorageError(f"the up axis of a USD stage is Y or Z, not {up_axis!r}")
     v = np.asarray(vertices_zup, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     cams = np.asarray(camera_xforms, dtype=np.float64)
@@ -150,16 +181,17 @@ def write_usd(
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
         # A .usdz is a zip of a layer: author a .usdc, then package it.
         layer = Path(tmp) / (target.stem + (".usdc" if suffix == ".usdz" else suffix))
-        stage = _build_stage(
-            str(layer), v, f, colors, cams, np.asarray(K, float), int(width), int(height), fps
-        )
+        stage = _build_stage(str(layer), v, f, colors, cams, np.asarray(K, float), int(width),
+                             int(height), fps, up_axis)  # fmt: skip
         stage.GetRootLayer().Save()
         del stage
         if suffix == ".usdz":
             from pxr import UsdUtils
 
             packaged = Path(tmp) / target.name
-            if not UsdUtils.CreateNewUsdzPackage(str(layer), str(packaged)):
+            package = (UsdUtils.CreateNewUsdzPackage if up_axis == "Z"
+                       else UsdUtils.CreateNewARKitUsdzPackage)  # fmt: skip
+            if not package(str(layer), str(packaged)):
                 raise StorageError(f"could not package {target.name} as .usdz")
             layer = packaged
         os.replace(layer, target)  # same directory: an atomic rename

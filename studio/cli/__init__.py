@@ -3,7 +3,8 @@
 - :mod:`studio.cli.world`: ``generate`` (photo + path -> world bundle), ``lift``, ``export``;
 - :mod:`studio.cli.eval`: ``eval`` (protocols on real data);
 - :mod:`studio.cli.bench`: ``bench`` (the speed suite);
-- :mod:`studio.cli.models`: ``models`` (backends and their weights).
+- :mod:`studio.cli.models`: ``models`` (backends and their weights);
+- :mod:`studio.cli.train`: ``train prepare|run|drift`` (fine-tuning a painter, drift probe).
 
 Bad input (any of :data:`studio.errors.USER_ERRORS` or a :class:`UsageError`) exits with status 2
 and one line that says what to fix; heavy imports happen inside the commands.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from studio.cli import bench, eval, models, world
+from studio.cli import bench, eval, models, train, world
 from studio.cli.common import UsageError
 from studio.errors import USER_ERRORS
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval.register(sub)
     models.register(sub)
     bench.register(sub)
+    train.register(sub)
     return p
 
 

@@ -17,16 +17,28 @@ from pathlib import Path
 from models.depth import create_depth_backend, depth_backend_names
 from models.geometry.cameras import scale_intrinsics
 from models.geometry.pointcloud import VoxelCloud, frame_points
-from models.paths.trajectory import PRESET_NAMES, Trajectory, TrajectoryError, make_preset
-from models.pipeline import PipelineConfig, WorldPipeline
+from models.paths.trajectory import (
+    MAX_FRAMES,
+    PRESET_NAMES,
+    Trajectory,
+    TrajectoryError,
+    make_preset,
+)
+from models.pipeline import MAX_WIDTH, PipelineConfig, WorldPipeline
 from models.synthesis import synthesis_backend_names
 from storage.formats.bundle import BundleWriter
 from storage.formats.images import load_photo
 from storage.formats.ply import write_pointcloud_ply
 from storage.formats.video import VideoStream
-from studio.cli.common import UsageError, progress
+from studio.backends import painter_record
+from studio.cli.common import UsageError, check_numbers, progress
 
 DEFAULT_FRAMES = 24
+#: Ranges of the numeric options of ``loci generate`` (checked before anything is loaded).
+GENERATE_LIMITS = {"frames": (1, MAX_FRAMES), "width": (64, MAX_WIDTH), "fov": (10, 150),
+                   "fps": (0.1, 240), "steps": (1, 1000), "memory_stride": (1, MAX_FRAMES),
+                   "max_retrieved": (1, 64), "seed": (0, 2**63 - 1),
+                   "depth_scale": (1e-6, 1e9)}  # fmt: skip
 
 
 def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline:
@@ -44,7 +56,10 @@ def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline
         depth_model = args.depth_model or (args.model if args.synthesis == "reproject" else None)
         depth = build_depth(depth_name, depth_model, notes)
     synth_model = args.model if args.synthesis != "reproject" else None
-    synthesis = build_synthesis(args.synthesis, synth_model, notes, **painter_options(args))
+    synthesis = build_synthesis(
+        args.synthesis, synth_model, notes, **painter_options(args),
+        lora=getattr(args, "lora", None), lora_scale=getattr(args, "lora_scale", None),
+    )  # fmt: skip
     config = PipelineConfig(
         width=args.width,
         hfov_deg=args.fov,
@@ -90,8 +105,9 @@ def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    if args.frames is not None and args.frames < 1:
-        raise UsageError("--frames must be at least 1")
+    check_numbers(args, GENERATE_LIMITS)
+    # A LoRA names its painter: --lora alone paints with it (auto), never with reproject.
+    args.synthesis = args.synthesis or ("auto" if args.lora else "reproject")
     photo = load_photo(args.photo)
     ph, pw = photo.rgb.shape[:2]
     traj_file = args.path if args.path.endswith(".json") else None
@@ -151,6 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             memory=not args.no_memory,
             depth_meta=world.depth_meta,
             notes=notes,  # e.g. why auto depth fell back to the offline layout prior
+            **painter_record(pipe.synthesis),
         )
         painter = getattr(pipe.synthesis, "info", None)
         if painter:  # which painter ran, with its settings and VRAM plan
@@ -171,6 +188,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_lift(args: argparse.Namespace) -> int:
     from studio.exports.lift import lift_bundle
 
+    check_numbers(args, {"voxel": (1e-3, 10.0)})  # metres; per world in make_mesh
     if not (args.splats or args.mesh):
         args.splats = args.mesh = True
     bar = progress(int(args.splats) + int(args.mesh), "lifting", not args.quiet)
@@ -228,9 +246,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--synthesis",
         choices=[*synthesis_backend_names(), "auto"],
-        default="reproject",
-        help="synthesis backend (auto = vace with local weights and CUDA, else sd-inpaint with "
-        "local weights, else reproject)",
+        default=None,
+        help="synthesis backend (default reproject, or the --lora's painter; auto = vace with "
+        "local weights and CUDA, else sd-inpaint with local weights, else reproject)",
     )
     g.add_argument("--steps", type=int, default=None, help="denoising steps (model backends)")
     g.add_argument("--prompt", default=None, help="text prompt (model backends that take one)")
@@ -250,6 +268,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force-cpu", action="store_true",
                    help="run a video painter on a CPU even when it would take hours")  # fmt: skip
     g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
+    g.add_argument("--lora", default=None, help="a LoRA folder written by loci train run")
+    g.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (1 = trained)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")
     g.add_argument("--memory-stride", type=int, default=1, help="every k-th frame joins memory")

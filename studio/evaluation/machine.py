@@ -15,6 +15,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
         "date": time.strftime("%Y-%m-%d"),

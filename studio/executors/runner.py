@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from storage.db import Conflict, Job, NotFound, Owner
+from studio.backends import painter_record
 from studio.errors import error_message
 from studio.state import WorldState
 from studio.world_store import save_frame
@@ -101,6 +102,9 @@ class JobRunner:
             info = getattr(pipe.synthesis, "info", None)
             if info:  # which painter ran, its settings and VRAM plan
                 s.repo.update_cell_params(cell.id, {"painter_info": info})
+            record = painter_record(pipe.synthesis)
+            if record:  # e.g. the LoRA it painted with (world.json "lora")
+                s.repo.update_cell_params(cell.id, record)
             beat.start()
             for event in pipe.explore(world, cams[done:]):
                 try:  # the frame and the progress, only while the job is still ours

@@ -6,7 +6,10 @@ Layouts (``out_dir`` is created whole or not at all: built in a hidden sibling, 
     COLMAP:      out_dir/images/frame_NNNNN.png, out_dir/sparse/0/{cameras,images,points3D}.txt
 
 Both keep the bundle's world frame; poses are converted only through :mod:`models.geometry.cameras`
-(OpenGL c2w for nerfstudio, w2c quaternions for COLMAP).
+(OpenGL c2w for nerfstudio, w2c quaternions for COLMAP). Both tools put pixel centres at +0.5,
+so their principal point is half a pixel right of and below OpenCV's
+(:func:`~models.geometry.cameras.opencv_to_corner_intrinsics`). Every frame image is decoded
+before it is copied: a damaged one stops the export with a one-line error.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from models.geometry.cameras import invert_pose, opencv_to_opengl_c2w, rotmat_to_quat_wxyz
+from models.geometry.cameras import (
+    invert_pose,
+    opencv_to_corner_intrinsics,
+    opencv_to_opengl_c2w,
+    rotmat_to_quat_wxyz,
+)
 from storage.errors import StorageError
 from storage.formats.bundle import BundleInfo, read_bundle
 from storage.formats.datasets import write_colmap_text, write_nerfstudio_transforms
+from storage.formats.images import load_image_rgb
 from storage.formats.ply import read_pointcloud_ply
 
 __all__ = ["export_colmap", "export_nerfstudio", "staging_dir"]
@@ -69,15 +78,16 @@ def _copy_frames(bundle: BundleInfo, images_dir: Path) -> list[str]:
         src = bundle.path(bundle.frame(i)["rgb"])
         if not src.is_file():
             raise StorageError(f"the world is incomplete: frame image {src} is missing")
+        load_image_rgb(src)  # a damaged or truncated PNG stops here (PhotoError), not downstream
         shutil.copyfile(src, images_dir / name)
         names.append(name)
     return names
 
 
 def _poses(bundle: BundleInfo) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV c2w (N, 4, 4) and K (N, 3, 3) of every frame, validated."""
+    """OpenCV c2w (N, 4, 4) and pixel-corner K (N, 3, 3) of every frame, validated."""
     c2ws = np.stack([bundle.c2w(i) for i in bundle.indices])
-    Ks = np.stack([bundle.K(i) for i in bundle.indices])
+    Ks = np.stack([opencv_to_corner_intrinsics(bundle.K(i)) for i in bundle.indices])
     if not (np.isfinite(c2ws).all() and np.isfinite(Ks).all()):
         raise StorageError("the world has cameras with NaN or infinite values; cannot export")
     return c2ws, Ks

@@ -8,9 +8,11 @@ timings). Exports read those when present and lift on the fly otherwise, convert
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,19 @@ from storage.formats.splats import read_inria_ply, write_inria_ply, write_splat,
 
 SPLAT_FORMATS = ("ply", "splat", "spz")
 MESH_FORMATS = ("glb", "obj")
-FORMATS = (*SPLAT_FORMATS, *MESH_FORMATS, "usd", "usdz", "mjcf", "nerfstudio", "colmap", "mp4")
+# "usdz-ar" is the Y-up USDZ AR viewers require; "usd"/"usdz" are Z-up for Isaac Sim.
+FORMATS = (*SPLAT_FORMATS, *MESH_FORMATS, "usd", "usdz", "usdz-ar", "mjcf", "nerfstudio",
+           "colmap", "mp4")  # fmt: skip
+FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
+
+
+def export_filename(fmt: str) -> str:
+    """The file (or folder) name a format is written under: ``world.<ext>`` or the folder."""
+    if fmt in FOLDER_FORMATS:
+        return fmt
+    return "world." + {"usd": "usda", "usdz-ar": "usdz"}.get(fmt, fmt)
+
+
 Progress = Callable[[str], None]
 
 
@@ -85,8 +99,17 @@ def make_mesh(
     max_frames: int = 24,
     target_faces: int | None = 400_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TSDF mesh of the bundle (world frame): vertices (V, 3), faces (F, 3), colours (V, 3)."""
-    voxel = voxel or float(np.clip(scene_depth(bundle) / 150.0, 0.01, 0.2))
+    """TSDF mesh of the bundle (world frame): vertices (V, 3), faces (F, 3), colours (V, 3).
+
+    A given ``voxel`` must lie within [scene depth / 400, scene depth / 5]: finer grids grow
+    with the square of the resolution (about 0.6 GB at depth / 300 for 8 frames at 256 px)."""
+    depth = scene_depth(bundle)
+    if voxel is not None and not (math.isfinite(voxel) and depth / 400 <= voxel <= depth / 5):
+        raise StorageError(
+            f"the voxel size must be between {depth / 400:.4f} and {depth / 5:.2f} m for this "
+            f"world (its median depth is {depth:.2f} m), got {voxel}"
+        )
+    voxel = voxel or float(np.clip(depth / 150.0, 0.01, 0.2))
     frames = [
         (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
         for i in lift_frames(bundle, max_frames)
@@ -145,9 +168,17 @@ def _load_mesh(bundle: BundleInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return make_mesh(bundle)
     import trimesh
 
-    m = trimesh.load(path, process=False)
-    colors = np.asarray(m.visual.vertex_colors)[:, :3].astype(np.uint8)
-    return np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32), colors
+    damaged = BundleError(f"{path} is damaged or incomplete; run `loci lift {bundle.root}` again")
+    try:
+        m = trimesh.load(path, process=False, force="mesh")
+        v, f = np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int64)
+        colors = np.asarray(m.visual.vertex_colors)[:, :3].astype(np.uint8)
+    except Exception as exc:  # any reader failure on a bad file is the user's damaged bundle
+        raise damaged from exc
+    if (len(f) == 0 or v.ndim != 2 or not np.isfinite(v).all() or f.min() < 0
+            or f.max() >= len(v) or len(colors) != len(v)):  # fmt: skip
+        raise damaged
+    return v, f.astype(np.int32), colors
 
 
 def _load_splats(bundle: BundleInfo) -> tuple:
@@ -174,10 +205,8 @@ def export_bundle(
     if fmt not in FORMATS:
         raise StorageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     bundle = read_bundle(bundle_dir)
-    folder_formats = ("mjcf", "nerfstudio", "colmap")
-    suffix = {"usd": "usda"}.get(fmt, fmt)  # USD text layer: readable, diffable
-    default = bundle.root / "exports" / (fmt if fmt in folder_formats else f"world.{suffix}")
-    out = Path(out) if out else default
+    # USD as a text layer (readable, diffable); folder formats as a folder.
+    out = Path(out) if out else bundle.root / "exports" / export_filename(fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt in SPLAT_FORMATS:
         writer = {"ply": write_inria_ply, "splat": write_splat, "spz": write_spz}[fmt]
@@ -190,7 +219,7 @@ def export_bundle(
         )
         writer = write_glb if fmt == "glb" else write_obj
         return writer(out, v_yup.astype(np.float32), f, c)
-    if fmt in ("usd", "usdz", "mjcf"):
+    if fmt in ("usd", "usdz", "usdz-ar", "mjcf"):
         try:
             from studio.exports.physics import export_mjcf, export_usd
 
@@ -204,7 +233,8 @@ def export_bundle(
             ) from e
         if fmt == "mjcf":
             return export_mjcf(bundle.root, out, mesh=_load_mesh(bundle), overwrite=True)
-        return export_usd(bundle.root, out, mesh=_load_mesh(bundle))
+        up_axis = "Y" if fmt == "usdz-ar" else "Z"
+        return export_usd(bundle.root, out, mesh=_load_mesh(bundle), up_axis=up_axis)
     if fmt == "nerfstudio":
         from studio.exports.datasets import export_nerfstudio
 
@@ -217,7 +247,10 @@ def export_bundle(
     src = bundle.root / "video.mp4"
     if not src.is_file():
         raise BundleError(f"{bundle.root} has no video.mp4")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:10]}.partial")  # concurrent exports
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out

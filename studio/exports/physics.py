@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.geometry.cameras import Camera, transform_points, unproject_depth
+from models.geometry.cameras import (
+    Camera,
+    c2w_for_gltf_camera,
+    transform_points,
+    unproject_depth,
+    world_to_gltf,
+)
 from models.lift import physics
 from storage.errors import StorageError
 from storage.formats.bundle import BundleInfo, read_bundle
@@ -106,22 +112,23 @@ def export_usd(
     out_path: str | os.PathLike[str],
     mesh: Mesh | None = None,
     fps: float = DEFAULT_FPS,
+    up_axis: str = "Z",
 ) -> Path:
     """Write ``out_path`` (.usda/.usdc/.usdz): Z-up stage, UsdPhysics scene, the world mesh as a
-    static collider, the camera path as an animated camera. Returns the path."""
+    static collider, the camera path as an animated camera. Returns the path.
+
+    ``up_axis="Y"``: the AR variant (Y-up, no physics prims, a vertex-colour material), for AR
+    viewers that require Y-up; Isaac Sim takes the Z-up default."""
     bundle, up, v, f, c, c2ws = _prepare(bundle_dir, mesh)
     i0 = bundle.indices[0]
-    return write_usd(
-        out_path,
-        physics.to_zup(v, up),
-        f,
-        None if c is None else np.asarray(c, np.uint8),
-        physics.camera_path_zup(c2ws, up),
-        bundle.K(i0),
-        bundle.width,
-        bundle.height,
-        fps=fps,
-    )
+    if up_axis == "Y":
+        points = transform_points(world_to_gltf(up), v)
+        cams = np.stack([c2w_for_gltf_camera(c2w, up) for c2w in c2ws])
+    else:
+        points, cams = physics.to_zup(v, up), physics.camera_path_zup(c2ws, up)
+    colours = None if c is None else np.asarray(c, np.uint8)
+    return write_usd(out_path, points, f, colours, cams, bundle.K(i0), bundle.width,
+                     bundle.height, fps=fps, up_axis=up_axis)  # fmt: skip
 
 
 def export_mjcf(

@@ -1,11 +1,14 @@
 """Photo tab: upload (or pick an example), set the field of view, see the depth and the points.
 
 Using a photo seeds the project's world: frame 0 with its estimated depth joins memory. The
-depth preview and the seeded point cloud show what the rest of the studio will build on.
+photo as the world keeps it (resized to the working size), its depth and the seeded point cloud
+show what the rest of the studio will build on, before anything is generated. Example photos
+ship in ``examples/`` with their licences.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -17,7 +20,32 @@ from studio.service import Studio
 from studio.tabs.common import Shared, friendly
 from studio.world_store import load_rgb, load_state
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "photos"
+# Example photos ship with the repository (examples/LICENSES.md); $LOCI_EXAMPLES overrides.
+EXAMPLES = Path(os.environ.get("LOCI_EXAMPLES") or Path(__file__).resolve().parents[2] / "examples")
+THUMB_WIDTH = 200
+
+
+def example_thumbnails(cache_dir: Path) -> list[tuple[str, str]]:
+    """(thumbnail path, example path) of every example photo; thumbnails are made once, on
+    first use, into ``cache_dir/examples`` (the photos themselves can be a few hundred KB)."""
+    if not EXAMPLES.is_dir():
+        return []
+    out = []
+    for p in sorted(EXAMPLES.glob("*.jpg")) + sorted(EXAMPLES.glob("*.png")):
+        thumb = cache_dir / "examples" / f"{p.stem}-{THUMB_WIDTH}.jpg"
+        if not thumb.is_file() or thumb.stat().st_mtime < p.stat().st_mtime:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            h, w = img.shape[:2]
+            small = cv2.resize(img, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))),
+                               interpolation=cv2.INTER_AREA)  # fmt: skip
+            thumb.parent.mkdir(parents=True, exist_ok=True)
+            tmp = thumb.with_name(f".{thumb.name}.{os.getpid()}.tmp.jpg")
+            cv2.imwrite(str(tmp), small, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            os.replace(tmp, thumb)
+        out.append((str(thumb), str(p)))
+    return out
 
 
 def depth_preview(depth: np.ndarray) -> np.ndarray:
@@ -66,18 +94,24 @@ def render(shared: Shared) -> dict:
         with gr.Column():
             # A file input, not gr.Image: Gradio would decode an image input before our handler
             # and answer a non-image with a generic error; load_photo explains what is wrong.
-            photo = gr.File(label="Photo (JPEG or PNG)", file_types=["image"], type="filepath",
+            photo = gr.File(label="Photo (JPEG, PNG, HEIC)", file_types=["image"], type="filepath",
                             elem_id="photo")  # fmt: skip
             preview = gr.Image(label="Preview", interactive=False, height=240,
                                elem_id="photo-preview")  # fmt: skip
-            fov = gr.Number(0, label="Horizontal field of view, degrees (0 = from EXIF, or 60)",
-                            minimum=0, maximum=150, elem_id="fov")  # fmt: skip
+            fov = gr.Number(
+                0, label="Horizontal field of view, degrees (0 = from EXIF, or 60)", elem_id="fov"
+            )  # the server checks 10..150
             use = gr.Button("Use this photo", variant="primary", elem_id="set-photo")
-            if EXAMPLES.is_dir():
-                gr.Examples(sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:6], photo)
+            thumbs = example_thumbnails(shared.studio.ctx.cache_dir)
+            examples = gr.Gallery([t for t, _ in thumbs], label="Examples (click one to use it)",
+                                  columns=4, height=150, allow_preview=False, object_fit="cover",
+                                  visible=bool(thumbs), elem_id="examples")  # fmt: skip
         with gr.Column():
-            depth = gr.Image(label="Estimated depth (near = warm)", interactive=False,
-                             elem_id="depth-preview")  # fmt: skip
+            with gr.Row():
+                frame0 = gr.Image(label="The photo as the world sees it (frame 0)",
+                                  interactive=False, elem_id="frame0-preview")  # fmt: skip
+                depth = gr.Image(label="Estimated depth (near = warm)", interactive=False,
+                                 elem_id="depth-preview")  # fmt: skip
             cloud = gr.Plot(label="Seeded point cloud", elem_id="seed-cloud")
             info = gr.Markdown(elem_id="photo-info")
     return {
@@ -85,6 +119,9 @@ def render(shared: Shared) -> dict:
         "preview": preview,
         "fov": fov,
         "use": use,
+        "examples": examples,
+        "example_paths": [p for _, p in thumbs],
+        "frame0": frame0,
         "depth": depth,
         "cloud": cloud,
         "info": info,
@@ -105,7 +142,7 @@ def show(studio: Studio, project_id: str, key: str):
     )
     if notes:
         text += "\n\n" + "\n".join(f"- {n}" for n in notes)
-    return depth_preview(d), point_cloud_figure(rgb, d, np.asarray(f.K)), text
+    return depth_preview(d), point_cloud_figure(rgb, d, np.asarray(f.K)), text, rgb
 
 
 def listen(shared: Shared, c: dict) -> None:
@@ -130,6 +167,13 @@ def listen(shared: Shared, c: dict) -> None:
     c["use"].click(
         use_photo,
         [shared.project_id, shared.key, c["photo"], c["fov"]],
-        [c["depth"], c["cloud"], c["info"]],
+        [c["depth"], c["cloud"], c["info"], c["frame0"]],
         api_name="set_photo",
     )
+
+    paths = c["example_paths"]
+
+    def pick_example(evt: gr.SelectData):
+        return paths[evt.index] if 0 <= evt.index < len(paths) else gr.skip()
+
+    c["examples"].select(pick_example, None, [c["photo"]], api_visibility="private")

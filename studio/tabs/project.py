@@ -6,13 +6,16 @@ people working on the same project see each other's new steps without reloading.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
 
 from storage.db import Forbidden, NotFound
-from studio.service import Studio, StudioError
-from studio.tabs.common import Shared, friendly, notebook_html, png_data_uri
+from studio.files import WRONG_KEYS
+from studio.service import Studio, StudioError, download_name
+from studio.tabs.common import Shared, client_of, friendly, notebook_html, png_data_uri, refuse
+from studio.web.routes import stored_file_url
 from studio.world_store import load_rgb, thumbnail_png
 
 POLL_S = 2.0
@@ -34,9 +37,77 @@ def _thumbs(studio: Studio, cells: list[Any]) -> dict[str, str]:
     return out
 
 
+def _attachments(studio: Studio, project: Any, key: str, cells: list[Any]) -> dict:
+    """Per cell id: its exports as (format, download URL, bytes) for the notebook."""
+    out = {}
+    for c in cells:
+        exports = {k[len("export:") :]: v for k, v in (c.params or {}).items()
+                   if k.startswith("export:") and isinstance(v, dict)}  # fmt: skip
+        out[c.id] = [
+            (
+                fmt,
+                stored_file_url(
+                    studio,
+                    project.id,
+                    key,
+                    e["sha256"],
+                    download_name(project.name, c.position + 1, fmt),
+                    download=True,
+                ),
+                e.get("bytes"),
+            )  # fmt: skip
+            for fmt, e in sorted(exports.items())
+        ]
+    return out
+
+
 def _stamp(project: Any, cells: list[Any]) -> str:
     times = [project.updated_at, *(c.updated_at for c in cells)]
     return f"{max(times).isoformat()}|{len(cells)}|{','.join(c.status for c in cells)}"
+
+
+# Share links as full URLs of this page (whatever host, port or sub-path the studio is served
+# under), each with a Copy button that also works on plain http (no clipboard API there).
+SHARE_JS = """
+const fill = () => element.querySelectorAll('input[data-query]').forEach((i) => {
+  i.value = new URL(i.dataset.query, location.origin + location.pathname).href;
+});
+fill();
+watch('value', fill);
+element.addEventListener('click', async (e) => {
+  const b = e.target.closest('button[data-copy]');
+  if (!b) return;
+  const input = b.parentElement.querySelector('input');
+  let ok = false;
+  try { await navigator.clipboard.writeText(input.value); ok = true; } catch (err) {
+    input.select(); ok = document.execCommand('copy');
+  }
+  b.textContent = ok ? 'Copied' : 'Select and copy';
+  setTimeout(() => { b.textContent = 'Copy'; }, 1500);
+});
+"""
+
+
+def share_html(name: str, project_id: str, view_key: str, edit_key: str | None) -> str:
+    """The share box: the view-only link (and the edit link for editors) as copyable URLs."""
+
+    def row(kind: str, label: str, key: str) -> str:
+        query = html.escape(f"?project={project_id}&key={key}")
+        return (
+            f"<div class='loci-share-row' data-kind='{kind}'><span>{label}</span>"
+            f"<input readonly data-query='{query}' value='{query}' aria-label='{label} link'/>"
+            f"<button type='button' data-copy>Copy</button>"
+            f"<a href='{query}' target='_blank' rel='noopener'>open</a></div>"
+        )
+
+    title = f"<b>{html.escape(name)}</b>"
+    if edit_key is None:
+        return (f"<div class='loci-share'>{title} · opened with a view-only link."
+                f"{row('view', 'View only', view_key)}</div>")  # fmt: skip
+    return (
+        f"<div class='loci-share'>{title} · share links (keep the edit link private):"
+        f"{row('view', 'View only', view_key)}{row('edit', 'Edit', edit_key)}</div>"
+    )
 
 
 def view(studio: Studio, pid: str, key: str) -> tuple[Any, ...]:
@@ -45,18 +116,15 @@ def view(studio: Studio, pid: str, key: str) -> tuple[Any, ...]:
     choices = [(f"[{c.position + 1}] {c.kind} ({c.status})", c.id) for c in cells]
     if can_edit:
         view_key = studio.repo.view_key(project.id, key)
-        share = (
-            f"**{project.name}** · share links (keep the edit link private):\n\n"
-            f"- view only: [`?project={project.id}&key={view_key}`]"
-            f"(?project={project.id}&key={view_key})\n"
-            f"- edit: [`?project={project.id}&key={key}`](?project={project.id}&key={key})"
-        )
+        share = share_html(project.name, project.id, view_key, key)
         access = "✏️ You can edit this project."
     else:
-        share = f"**{project.name}** · opened with a view-only link."
+        share = share_html(project.name, project.id, key, None)
         access = "👁 View only: this link cannot change anything."
     return (
-        notebook_html(cells, _thumbs(studio, cells), can_edit),
+        notebook_html(
+            cells, _thumbs(studio, cells), can_edit, _attachments(studio, project, key, cells)
+        ),  # fmt: skip
         gr.update(choices=choices, value=choices[-1][1] if choices else None),
         _stamp(project, cells),
         share,
@@ -73,12 +141,13 @@ def render(studio: Studio) -> Shared:
         pid = gr.Textbox(label="Project id", elem_id="project-id", scale=3)
         key = gr.Textbox(label="Share key", elem_id="project-key", type="password", scale=3)
         open_ = gr.Button("Open", elem_id="open-project", scale=1)
-    share = gr.Markdown(elem_id="share-links")
+    share = gr.HTML("", js_on_load=SHARE_JS, elem_id="share-links")
     access = gr.Markdown(elem_id="access-mode")
     gr.Markdown("### History")
     notebook = gr.HTML(notebook_html([], {}, True), elem_id="notebook")
     with gr.Row():
-        step = gr.Dropdown([], label="Step", elem_id="step", scale=3)
+        # Any step id is accepted here and checked by the server (the API has no choices).
+        step = gr.Dropdown([], label="Step", elem_id="step", scale=3, allow_custom_value=True)
         rerun = gr.Button("Re-run step", elem_id="rerun", scale=1)
         resume = gr.Button("Resume step", elem_id="resume", scale=1)
         fork = gr.Button("Fork from step", elem_id="fork", scale=1)
@@ -155,7 +224,8 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
                 project_id, k, s.plan_path(project_id, k, start=p.get("start", "end"), **kw)
             )
         elif cell.kind == "generation":
-            for u in s.generate(project_id, k, p.get("trajectory"), p.get("use_memory", True)):
+            for u in s.generate(project_id, k, p.get("trajectory"), p.get("use_memory", True),
+                                backends=p.get("backends")):  # fmt: skip
                 yield *view(s, project_id, k), f"re-running: frame {u.frames_done}/{u.total}"
         elif cell.kind == "lift":
             s.lift(project_id, k, force=True)
@@ -189,7 +259,8 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
 
     def poll(project_id: str, k: str, seen: str):
         """Timer tick: re-render only when the project changed (someone else's step, a job)."""
-        if not project_id or not k:
+        # Only a page that has opened the project polls it (a key being typed is not probed).
+        if not project_id or not k or not seen:
             return (gr.skip(),) * len(outs)
         try:
             project, _, cells = s.open_project(project_id, k)
@@ -211,8 +282,11 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         if not project_id:
             return gr.skip(), gr.skip(), gr.skip(), *(gr.skip(),) * len(outs), gr.skip()
         try:
+            if WRONG_KEYS.retry_after(client_of(request)) > 0:  # refused, not counted again
+                raise StudioError("Too many wrong keys from your address; try again in a minute.")
             project, _, _ = s.open_project(project_id, k)
         except (NotFound, Forbidden, StudioError) as e:
+            refuse("a share link", client_of(request), e)
             gr.Warning(str(e))
             return gr.skip(), gr.skip(), gr.skip(), *(gr.skip(),) * len(outs), str(e)
         return project_id, k, project.name, *view(s, project_id, k), f"Opened {project.name}."

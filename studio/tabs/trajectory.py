@@ -1,13 +1,16 @@
 """Trajectory tab: a top-down map of what has been seen, and a path sketched on it.
 
-Click the map to drop waypoints (a click is a ``select`` event with the pixel it hit); the path
-through them is smoothed, resampled at constant speed and drawn with heading ticks, together
-with how much of each view the memory already knows. Presets work from the same start camera.
+The map is :func:`studio.web.components.map_sketch`: draw a stroke (mouse, pen, finger) or tap
+points; the browser turns the stroke into waypoints (metres, in drawing order) and previews the
+path and how much of each view memory knows without a server round trip; when an edit ends the
+server plans the path once (spline, resampling, exact memory coverage) and the map shows that.
+The waypoints also stay editable as text, and presets work from the same start camera.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -15,12 +18,14 @@ import gradio as gr
 import numpy as np
 
 from models.paths.trajectory import PRESET_NAMES
-from studio.service import PathPlan, Studio, StudioError, WorldState
+from studio.service import PathPlan, Studio, StudioError, WorldState, user_facing
 from studio.tabs.common import Shared, friendly
-from studio.worldmap import MapView, plotly_map, render_map
+from studio.web.components import map_payload, map_sketch, plan_payload
+from studio.worldmap import MapView, render_map
 
 SKETCH = "sketch on the map"
 _BASE: OrderedDict[str, tuple] = OrderedDict()  # world digest -> map base (small LRU)
+_PAYLOAD: OrderedDict[str, dict] = OrderedDict()  # world digest + start -> MapSketch base prop
 
 
 def map_base(
@@ -35,25 +40,61 @@ def map_base(
         cams = gf.to_ground(c2w[:, :3, 3])
         fwd = c2w[:, :3, 2]
         heads = np.arctan2(fwd @ gf.right, fwd @ gf.forward)
-        # Room around what is known, so paths can be sketched into the unseen.
-        view = MapView.fit(pts, cams, margin=0.35)
+        # Room around what is known (at any height: a facade stands above eye level), so paths
+        # can be sketched into the unseen.
+        solid, floor = studio.known_points(ws)
+        view = MapView.fit(solid if len(solid) else pts, cams, margin=0.35)
         _BASE[digest] = (view, pts, cols, cams, heads)
         while len(_BASE) > 16:
             _BASE.popitem(last=False)
     return _BASE[digest]
 
 
+def view_geometry(ws: WorldState) -> dict[str, float]:
+    """What the map's coverage estimate needs to know of the cameras: eye height above the
+    floor (metres), vertical field of view and pitch (radians, up positive) of the photo."""
+    cam = ws.camera(0)
+    up = np.asarray(ws.meta["up"], float)
+    up = up / np.linalg.norm(up)
+    vfov = 2 * math.atan(ws.height / (2 * float(cam.K[1, 1])))
+    pitch = math.asin(float(np.clip(cam.c2w[:3, 2] @ up, -1, 1)))
+    return {"eye_height": float(ws.meta["camera_height"]), "vfov_rad": vfov, "pitch_rad": pitch}
+
+
+def start_pose(studio: Studio, ws: WorldState, start: str) -> tuple[str, tuple[float, ...]]:
+    """(cache key, (x, y, heading)) on the map of the camera a new path starts from."""
+    i = studio._start_index(ws, start or "end")
+    _, _, _, cams, heads = map_base(studio, ws)
+    return f"{ws.digest}:{i}", (float(cams[i, 0]), float(cams[i, 1]), float(heads[i]))
+
+
+def base_payload(studio: Studio, ws: WorldState, start: str) -> tuple[str, dict]:
+    """(key, map sketch ``base`` prop) for a world and start, cached."""
+    key, pose = start_pose(studio, ws, start)
+    if key not in _PAYLOAD:
+        view, pts, cols, cams, heads = map_base(studio, ws)
+        solid, floor = studio.known_points(ws)
+        _PAYLOAD[key] = map_payload(view, pts, cols, cams, heads, pose, ws.meta["hfov_deg"],
+                                    ws.meta["scene_depth"], solid=solid, floor=floor,
+                                    sight=view_geometry(ws))  # fmt: skip
+        while len(_PAYLOAD) > 16:
+            _PAYLOAD.popitem(last=False)
+    return key, _PAYLOAD[key]
+
+
 def draw(studio: Studio, ws: WorldState, plan: PathPlan | None, waypoints: list | None):
+    """The map as a picture (the Generate tab's live map), with a planned path if given."""
     view, pts, cols, cams, heads = map_base(studio, ws)
     wp = np.asarray(waypoints, float).reshape(-1, 2) if waypoints else None
     path = plan.ground_xy if plan else None
-    img = render_map(view, pts, cols, cams, heads, path, plan.headings if plan else None, wp)
-    return img, plotly_map(pts, cols, cams, path)
+    return render_map(view, pts, cols, cams, heads, path, plan.headings if plan else None, wp)
 
 
 def parse_waypoints(text: str | None) -> list[list[float]]:
-    if not text or not text.strip():
+    if not text or not str(text).strip():
         return []
+    if len(str(text)) > 100_000:
+        raise StudioError("That waypoint list is too long; a path has at most 1000 waypoints.")
     try:
         wp = json.loads(text)
         arr = np.asarray(wp, float)
@@ -69,10 +110,11 @@ def parse_waypoints(text: str | None) -> list[list[float]]:
 def plan_from_inputs(studio: Studio, pid: str, key: str, preset: str, waypoints: str,
                      frames: float, speed: float, eye: float, look: str, start: str,
                      ws: WorldState | None = None) -> PathPlan:  # fmt: skip
+    """A plan from the tab's inputs (the service checks every number: the API skips the UI)."""
     if preset and preset != SKETCH:
-        return studio.plan_path(pid, key, preset=preset, frames=int(frames), start=start, ws=ws)
+        return studio.plan_path(pid, key, preset=preset, frames=frames, start=start, ws=ws)
     wp = parse_waypoints(waypoints)
-    kw: dict[str, Any] = {"speed": float(speed)} if speed else {"frames": int(frames)}
+    kw: dict[str, Any] = {"speed": speed} if speed else {"frames": frames}
     return studio.plan_path(pid, key, waypoints=wp, eye_height=eye or None, look=look,
                             start=start, ws=ws, **kw)  # fmt: skip
 
@@ -89,44 +131,53 @@ def coverage_text(plan: PathPlan) -> str:
 
 def render(shared: Shared) -> dict:
     with gr.Row():
-        with gr.Column(scale=3):
-            map_img = gr.Image(label="Map (click to add waypoints; north = the photo's view)",
-                               interactive=False, elem_id="map", height=512)  # fmt: skip
+        with gr.Column(scale=3, min_width=300):
+            sketch = map_sketch(elem_id="map-sketch")
             coverage = gr.Markdown(elem_id="coverage")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=280):
             preset = gr.Dropdown([SKETCH, *PRESET_NAMES], value=SKETCH, label="Path",
                                  elem_id="path-preset")  # fmt: skip
-            waypoints = gr.Textbox("[]", label="Waypoints (x right, y ahead; metres)",
-                                   elem_id="waypoints")  # fmt: skip
-            with gr.Row():
-                undo = gr.Button("Undo point", elem_id="undo-waypoint")
-                clear = gr.Button("Clear", elem_id="clear-waypoints")
-                show = gr.Button("Show map", elem_id="show-map")
-            frames = gr.Slider(2, 240, value=24, step=1, label="Frames", elem_id="path-frames")
+            waypoints = gr.Textbox("[]", label="Waypoints (x right, y ahead; metres; Enter to "
+                                   "apply)", elem_id="waypoints", max_lines=4)  # fmt: skip
+            # The server's own limit (and the server checks every number: the API skips the UI).
+            frames = gr.Slider(2, shared.studio.ctx.max_frames, value=24, step=1, label="Frames",
+                               elem_id="path-frames")  # fmt: skip
             speed = gr.Number(0, label="Speed, m per frame (0 = use the frame count)",
-                              minimum=0, elem_id="path-speed")  # fmt: skip
-            eye = gr.Number(0, label="Eye height, m (0 = the photo's)", minimum=0,
-                            elem_id="eye-height")  # fmt: skip
+                              elem_id="path-speed")  # fmt: skip
+            eye = gr.Number(0, label="Eye height, m (0 = the photo's)", elem_id="eye-height")
             look = gr.Radio(["path", "fixed"], value="path", label="Look", elem_id="look")
             start = gr.Dropdown([("end of the world so far", "end"), ("the photo", "photo")],
-                                value="end", label="Start from", elem_id="start-from")  # fmt: skip
+                                value="end", label="Start from", elem_id="start-from",
+                                allow_custom_value=True)  # fmt: skip
             save = gr.Button("Use this path", variant="primary", elem_id="save-path")
+            show = gr.Button("Show the map", elem_id="show-map", visible=False)  # API only
             saved = gr.Markdown(elem_id="path-saved")
             path_id = gr.Textbox(label="Path step id", interactive=False, elem_id="path-id")
-    with gr.Accordion("Interactive map (zoom, hover for coordinates)", open=False):
-        plot = gr.Plot(elem_id="map-plot")
-    return {"map": map_img, "coverage": coverage, "preset": preset, "waypoints": waypoints,
-            "undo": undo, "clear": clear, "show": show, "frames": frames, "speed": speed,
-            "eye": eye, "look": look, "start": start, "save": save, "saved": saved,
-            "plot": plot, "path_id": path_id}  # fmt: skip
+    memory = gr.Gallery(label="What memory already knows of a few views (magenta: to be painted)",
+                        columns=5, height=200, object_fit="contain", allow_preview=True,
+                        elem_id="memory-preview")  # fmt: skip
+    base_key = gr.State("")  # which map base the page has (sent again only when it changes)
+    return {"sketch": sketch, "coverage": coverage, "preset": preset, "waypoints": waypoints,
+            "frames": frames, "speed": speed, "eye": eye, "look": look, "start": start,
+            "save": save, "show": show, "saved": saved, "path_id": path_id, "memory": memory,
+            "base_key": base_key}  # fmt: skip
 
 
 def param_components(c: dict) -> list:
     return [c["preset"], c["waypoints"], c["frames"], c["speed"], c["eye"], c["look"], c["start"]]
 
 
+def preview_inputs(shared: Shared, c: dict) -> list:
+    return [shared.project_id, shared.key, *param_components(c), c["base_key"]]
+
+
 def preview_outputs(c: dict) -> list:
-    return [c["map"], c["coverage"], c["plot"], c["start"]]
+    return [c["sketch"], c["coverage"], c["base_key"], c["start"]]
+
+
+def _settings(studio: Studio, frames, speed, look) -> dict:
+    return {"frames": int(frames or 24), "speed": float(speed or 0), "look": look or "path",
+            "max_frames": studio.ctx.max_frames}  # fmt: skip
 
 
 def preview_handler(shared: Shared):
@@ -141,16 +192,21 @@ def preview_handler(shared: Shared):
         return gr.update(choices=choices, value=value)
 
     @friendly
-    def preview(pid: str, key: str, preset, waypoints, frames, speed, eye, look, start):
+    def preview(pid: str, key: str, preset, waypoints, frames, speed, eye, look, start, have):
         ws = s.world(pid, key)
+        start = start if start in ("end", "photo") or any(c.id == start for c in ws.cells) \
+            else "end"  # fmt: skip
+        bkey, base = base_payload(s, ws, start)
+        props: dict[str, Any] = {"settings": _settings(s, frames, speed, look)}
+        if bkey != have:
+            props["base"] = base
         wp = parse_waypoints(waypoints)
         if (not preset or preset == SKETCH) and not wp:
-            img, fig = draw(s, ws, None, None)
-            text = "Click the map to add waypoints, or pick a preset path."
-            return img, text, fig, starts(ws, start)
+            text = "Draw the path on the map (or tap points, or pick a preset path)."
+            return gr.HTML(plan=None, **props), text, bkey, starts(ws, start)
         plan = plan_from_inputs(s, pid, key, preset, waypoints, frames, speed, eye, look, start, ws)
-        img, fig = draw(s, ws, plan, wp if preset == SKETCH else None)
-        return img, coverage_text(plan), fig, starts(ws, start)
+        props["plan"] = plan_payload(plan, wp if (not preset or preset == SKETCH) else None)
+        return gr.HTML(**props), coverage_text(plan), bkey, starts(ws, start)
 
     return preview
 
@@ -160,36 +216,53 @@ def listen(shared: Shared, c: dict) -> None:
     ids = [shared.project_id, shared.key]
     params = param_components(c)
     preview = preview_handler(shared)
+    inputs, outs = preview_inputs(shared, c), preview_outputs(c)
+    c_sketch = c["sketch"]
 
-    outs = preview_outputs(c)
-    c["show"].click(preview, [*ids, *params], outs, api_name="preview_path")
+    def memory_preview(pid: str, key: str, preset, waypoints, frames, speed, eye, look, start):
+        """What memory knows of a few views (after the plan is drawn; its errors were shown)."""
+        try:
+            if (not preset or preset == SKETCH) and not parse_waypoints(waypoints):
+                return []
+            ws = s.world(pid, key)
+            plan = plan_from_inputs(s, pid, key, preset, waypoints, frames, speed, eye, look,
+                                    start, ws)  # fmt: skip
+        except user_facing():
+            return []
+        return s.memory_preview(ws, plan)
 
     def redraw(*args):  # as preview, leaving the start choices alone (no change-event loop)
         return preview(*args)[:3]
 
     for trigger in (c["preset"].change, c["look"].change, c["start"].change, c["frames"].release,
                     c["speed"].submit, c["eye"].submit):  # fmt: skip
-        trigger(redraw, [*ids, *params], outs[:3], api_visibility="private")
+        trigger(redraw, inputs, outs[:3], api_visibility="private").then(
+            memory_preview, [*ids, *params], [c["memory"]], api_visibility="private")  # fmt: skip
 
-    @friendly
-    def click(pid: str, key: str, waypoints: str, evt: gr.SelectData):
-        ws = s.world(pid, key)
-        view = map_base(s, ws)[0]
-        x, y = view.to_ground(float(evt.index[0]), float(evt.index[1]))
-        wp = [*parse_waypoints(waypoints), [round(x, 3), round(y, 3)]]
-        return json.dumps(wp), SKETCH
+    # Typed waypoints go to the map; the map's edits come back as text.
+    c["waypoints"].submit(lambda w: json.dumps(parse_waypoints(w)), [c["waypoints"]], [c_sketch],
+                          api_visibility="private")  # fmt: skip
 
-    c["map"].select(click, [*ids, c["waypoints"]], [c["waypoints"], c["preset"]],
-                    api_visibility="private").then(
-        redraw, [*ids, *params], outs[:3], api_visibility="private")  # fmt: skip
+    def from_sketch(pid, key, value, preset, frames, speed, eye, look, start, have):
+        """An edit on the map: the waypoints as text, and the server's plan, in one round trip
+        (the stroke-end-to-planned-path time is what a person waits for)."""
+        wp = parse_waypoints(value)
+        text = json.dumps(wp)
+        try:
+            view = preview(pid, key, SKETCH, text, frames, speed, eye, look, start, have)[:3]
+        except gr.Error as e:  # e.g. drawn far outside the map: say so on the map, keep it
+            gr.Warning(e.message)
+            view = (gr.HTML(plan={"waypoints": wp, "error": e.message}), gr.skip(), gr.skip())
+        return text, gr.skip() if preset == SKETCH else SKETCH, *view
 
-    def undo(waypoints: str):
-        wp = parse_waypoints(waypoints) if waypoints else []
-        return json.dumps(wp[:-1])
+    sketch_inputs = [*ids, c_sketch, c["preset"], c["frames"], c["speed"], c["eye"], c["look"],
+                     c["start"], c["base_key"]]  # fmt: skip
+    c_sketch.change(friendly(from_sketch), sketch_inputs, [c["waypoints"], c["preset"], *outs[:3]],
+                    api_visibility="private", show_progress="hidden").then(
+        memory_preview, [*ids, *params], [c["memory"]], api_visibility="private",
+        show_progress="hidden")  # fmt: skip
 
-    for btn, fn in ((c["undo"], undo), (c["clear"], lambda _w: "[]")):
-        btn.click(friendly(fn), [c["waypoints"]], [c["waypoints"]], api_visibility="private").then(
-            redraw, [*ids, *params], outs[:3], api_visibility="private")  # fmt: skip
+    c["show"].click(preview, inputs, outs, api_name="preview_path")
 
     @friendly
     def save(pid: str, key: str, preset, waypoints, frames, speed, eye, look, start):

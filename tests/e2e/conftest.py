@@ -78,7 +78,7 @@ def studio_app(tmp_path_factory):
         server_name="127.0.0.1",
         server_port=_free_port(),
         quiet=True,
-        **launch_kwargs(ctx),  # files are served from the data dir only; the studio's CSS
+        **launch_kwargs(ctx),  # the data dir blocked (files go through signed URLs); the CSS
     )
     try:
         yield app
@@ -104,16 +104,27 @@ def browser():
             b.close()
 
 
+NO_WEBGL2_JS = """
+const real = HTMLCanvasElement.prototype.getContext;
+HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+  return kind === 'webgl2' ? null : real.call(this, kind, ...rest);
+};
+"""
+
+
 @pytest.fixture
 def open_page(browser, studio_url):
-    """``open_page(query="")``: a new page in its own browser context (own cookies, own Gradio
-    session, as a second person would have) on the studio, loaded and ready; all are closed at
-    the end of the test. ``query`` is appended to the URL, e.g. ``?project=ID&key=KEY``."""
+    """``open_page(query="", webgl2=True)``: a new page in its own browser context (own cookies,
+    own Gradio session, as a second person would have) on the studio, loaded and ready; all are
+    closed at the end of the test. ``query`` is appended to the URL, e.g.
+    ``?project=ID&key=KEY``; ``webgl2=False`` makes the page's canvases refuse WebGL2."""
     contexts = []
 
-    def _open(query: str = ""):
+    def _open(query: str = "", webgl2: bool = True):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         contexts.append(context)
+        if not webgl2:  # a browser without WebGL2 (old GPU, blocklisted driver)
+            context.add_init_script(NO_WEBGL2_JS)
         pg = context.new_page()
         pg.set_default_timeout(30_000)
         pg.goto(studio_url + query)
