@@ -486,10 +486,13 @@ def test_street_walks_route_without_cracks_and_rotations_return():
         pipe = WorldPipeline(create_depth_backend("layout"), config=PipelineConfig(width=256))
         world = pipe.seed(photo.rgb)
         routed = []
-        paint = pipe.synthesis.synthesize
-        pipe.synthesis.synthesize = lambda reqs: [
-            routed.append(r.source_mask.numpy().copy()) or r for r in paint(reqs)
-        ]
+
+        def spy(reqs, paint=pipe.synthesis.synthesize, routed=routed):
+            results = paint(reqs)
+            routed.extend(r.source_mask.numpy().copy() for r in results)
+            return results
+
+        pipe.synthesis.synthesize = spy
         cams = make_preset(path, world.cameras[0], 16, up=world.up, scene_depth=world.scene_depth)
         events = list(pipe.explore(world, cams.cameras[1:]))
         counts = [cracks(r) for r in routed]
