@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--width", type=int, default=None, help="working width of generated frames (512)"
     )
     p.add_argument(
-        "--depth", default=None, help="depth backend: layout (offline), depth-anything-v2, auto"
+        "--depth",
+        default=None,
+        help="depth backend: auto (default: Depth Anything V2 when available, else layout), "
+        "layout (offline), depth-anything-v2",
     )
     p.add_argument(
         "--synthesis",

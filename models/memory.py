@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from models.geometry.cameras import Camera, transform_points, unproject_depth
-from models.geometry.warp import depth_edges, forward_warp
+from models.geometry.cracks import route_cracks
+from models.geometry.warp import (
+    depth_edges,
+    flying_pixels,
+    forward_warp,
+    inverse_depth_range,
+)
+from models.geometry.zbuffer import box_max
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 
@@ -36,7 +43,10 @@ class MemoryFrame:
 
     rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; confidence: (H, W) float32 [0, 1]
     (1 = photographed, lower = routed several times or painted); observed: (H, W) bool, True
-    where the pixel traces back to a real observation (not painted); edges: (H, W) bool.
+    where the pixel traces back to a real observation (not painted); edges: (H, W) bool depth
+    edges; flying: (H, W) bool mixed pixels on depth ramps (not surfaces, see
+    :func:`models.geometry.warp.flying_pixels`); inv_range: (H, W) float16 local spread of
+    inverse depth (how far a baseline moves the two sides of an edge apart).
     points_world: (P, 3) float32 downsampled points used for retrieval; points_conf: (P,).
     """
 
@@ -49,6 +59,8 @@ class MemoryFrame:
     edges: torch.Tensor
     points_world: torch.Tensor
     points_conf: torch.Tensor
+    flying: torch.Tensor | None = None
+    inv_range: torch.Tensor | None = None
 
 
 @dataclass
@@ -181,6 +193,7 @@ class SpatialMemory:
         pts = transform_points(c2w, pts_cam)
         if observed is None:
             observed = torch.ones_like(depth, dtype=torch.bool)
+        edges = depth_edges(depth)
         frame = MemoryFrame(
             frame_id,
             camera,
@@ -188,9 +201,11 @@ class SpatialMemory:
             depth,
             confidence,
             observed.bool(),
-            depth_edges(depth),
+            edges,
             pts,
             pts_conf,
+            flying_pixels(depth, edges),
+            inverse_depth_range(depth).half(),
         )
         self.frames[frame_id] = frame
         self._order.append(frame_id)
@@ -317,7 +332,18 @@ class SpatialMemory:
     def correspond(
         self, target: Camera, frame_ids: list[int], depth_tol: float = 0.03
     ) -> Correspondence:
-        """Warp ``frame_ids`` into ``target`` and composite them (nearest surface, best pixel)."""
+        """Warp ``frame_ids`` into ``target`` and composite them (nearest surface, best pixel).
+
+        Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2)``
+        (resampling and magnification both lose detail). A nearer surface occludes unless it is
+        a far weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a
+        footprint spilling over a better observation), or a weaker frame's claim against a
+        frame that would have seen it (its parallax at that depth under half a pixel: seen from
+        about the target's centre, nothing nearer was there). Those two kept pure rotations
+        from returning exactly. On the same surface the better pixel
+        wins (by 5 %: near-ties keep the earlier frame, so regions stay coherent); apart from
+        such ties the result does not depend on the order of ``frame_ids``.
+        """
         W, H = target.width, target.height
         rgb = torch.zeros(H, W, 3)
         depth = torch.zeros(H, W)
@@ -326,10 +352,17 @@ class SpatialMemory:
         quality = torch.full((H, W), -1.0)
         conf = torch.zeros(H, W)
         observed = torch.zeros(H, W, dtype=torch.bool)
+        stretch = torch.zeros(H, W)
+        # Whether the current pixel is a source depth edge (a rim a footprint may have spilled
+        # over), and its frame's baseline to the target times the focal length (parallax * z).
+        rim = torch.zeros(H, W, dtype=torch.bool)
+        base_px = torch.zeros(H, W)
+        f_t = math.sqrt(float(target.K[0, 0] * target.K[1, 1]))
+        first = True
         for fid in frame_ids:
             f = self.frames[fid]
             w = forward_warp(
-                f.rgb.float() / 255.0,
+                f.rgb,
                 f.depth,
                 f.camera.K,
                 f.camera.c2w,
@@ -338,33 +371,58 @@ class SpatialMemory:
                 W,
                 H,
                 edges=f.edges,
+                flying=f.flying,
+                inv_range=None if f.inv_range is None else f.inv_range.float(),
             )
             if not bool(w.valid.any()):
                 continue
-            ui = w.src_uv[..., 0].round().long().clamp(0, f.depth.shape[1] - 1)
-            vi = w.src_uv[..., 1].round().long().clamp(0, f.depth.shape[0] - 1)
-            c = f.confidence[vi, ui].float()
-            # Routed pixels lose a little per resampling; magnified ones (seen from afar) more.
-            q = c * torch.exp(-0.5 * w.scale.clamp(min=1e-6).log().abs())
+            Hs, Ws = f.depth.shape
+            ui = w.src_uv[..., 0].round().long().clamp(0, Ws - 1)
+            vi = w.src_uv[..., 1].round().long().clamp(0, Hs - 1)
+            flat = vi * Ws + ui
+            c = f.confidence.reshape(-1)[flat].float()
+            s_ = w.stretch.clamp(min=1e-6)
+            q = c * torch.minimum(s_, 1.0 / s_).sqrt()  # = c exp(-|log stretch| / 2)
+            obs = f.observed.reshape(-1)[flat]
+            if first:  # nothing held yet: the warp's own zeros and -1s are the composite's
+                first = False
+                rgb, depth, uv, stretch, rim = w.rgb, w.depth, w.src_uv, w.stretch, w.edge
+                src = torch.where(w.valid, fid, -1)
+                quality = torch.where(w.valid, q, -1.0)
+                conf, observed = c * w.valid, obs & w.valid
+                base_px = torch.full((H, W), w.baseline * f_t)
+                continue
             have = depth > 0
             nearer = w.depth < depth * (1 - depth_tol)
             same = (w.depth - depth).abs() <= depth_tol * depth
-            # The nearer surface occludes, unless it is a far weaker guess (painted, resampled
-            # many times) against a real observation of the farther one along the same ray.
-            take = w.valid & (
-                ~have
-                | (nearer & (q * 2 >= quality))
-                | (same & (q > quality))
-                | (~nearer & ~same & (q > 2 * quality))
-            )
-            rgb[take] = w.rgb[take]
-            depth[take] = w.depth[take]
-            src[take] = fid
-            uv[take] = w.src_uv[take]
-            quality[take] = q[take]
-            conf[take] = c[take]
-            observed[take] = f.observed[vi, ui][take]
-        return Correspondence(rgb, depth, depth > 0, src, uv, conf, observed)
+            weaker = q < quality
+            # Would the holder's frame have seen this nearer surface (parallax < 0.5 px)?
+            holder_saw = base_px < 0.5 * w.depth
+            occludes = nearer & (q * 2 >= quality) & ~((w.edge | holder_saw) & weaker)
+            saw_holder = w.baseline * f_t < 0.5 * depth  # ... and this frame the holder's?
+            uncovers = ~nearer & ~same & ((q > 2 * quality) | ((rim | saw_holder) & (q > quality)))
+            # On one surface a pixel must be 5 % better to switch frames: near-ties keep the
+            # earlier (retrieval order) frame, so routed regions stay coherent per frame.
+            take = w.valid & (~have | occludes | (same & (q > 1.05 * quality)) | uncovers)
+            rgb = torch.where(take[..., None], w.rgb, rgb)
+            depth = torch.where(take, w.depth, depth)
+            src = torch.where(take, fid, src)
+            uv = torch.where(take[..., None], w.src_uv, uv)
+            quality = torch.where(take, q, quality)
+            conf = torch.where(take, c, conf)
+            observed = torch.where(take, obs, observed)
+            stretch = torch.where(take, w.stretch, stretch)
+            rim = torch.where(take, w.edge, rim)
+            base_px = torch.where(take, w.baseline * f_t, base_px)
+        corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
+        routed = route_cracks(corr, target, self.frames)
+        # A crack two pixels wide closes from both sides in two passes; the second one looks
+        # only next to what the first filled.
+        filled = routed.valid & ~corr.valid
+        if bool(filled.any()):
+            near = box_max(filled.float(), 1) > 0
+            routed = route_cracks(routed, target, self.frames, near=near)
+        return routed
 
 
 def retrieve_reference(

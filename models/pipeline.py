@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from models.depth import DepthBackend, DepthResult, create_depth_backend
-from models.geometry.align import align_scale_shift
+from models.depth.layout import frame_hints
+from models.geometry.align import align_scale_shift, far_side
 from models.geometry.cameras import (
     Camera,
     intrinsics_from_exif,
@@ -170,6 +171,7 @@ class World:
             "backends": dict(self.backends),
             "seed": self.seed,
             "scale_policy": self.scale_policy,
+            "depth_meta": dict(self.depth_meta),  # new frames are lifted with it (restores)
         }
 
 
@@ -213,6 +215,10 @@ class WorldPipeline:
             lift_depth = self.depth if own else create_depth_backend("layout")
         self.lift_depth = lift_depth
         self.config = config or PipelineConfig()
+        # Painted share below which a frame's depth is continued from its borders: a network on
+        # a CPU runs only for frames with large painted areas, so exploring stays interactive.
+        cheap = lift_depth.name in ("layout", "file") or torch.cuda.is_available()
+        self._min_painted = 0.02 if cheap else 0.10
 
     # -----------------------------------------------------------------------------------------
     def seed(
@@ -390,7 +396,9 @@ class WorldPipeline:
             for req, res, (corr, retrieved, timings) in zip(requests, results, metas, strict=True):
                 t4 = time.perf_counter()
                 rgb = torch.where(res.source_mask[..., None], corr.rgb, res.rgb.clamp(0, 1))
-                depth = self._lift_depth(rgb, req.camera, corr, res.depth_hint, res.source_mask)
+                depth = self._lift_depth(
+                    rgb, req.camera, corr, res.depth_hint, res.source_mask, world
+                )
                 rgb8 = (rgb * 255).round().to(torch.uint8)
                 t5 = time.perf_counter()
                 index = req.index
@@ -446,6 +454,7 @@ class WorldPipeline:
         corr: Correspondence,
         hint: torch.Tensor | None,
         routed: torch.Tensor,
+        world: World | None = None,
     ) -> torch.Tensor:
         """Depth (H, W) of a new frame: memory depth where routed; elsewhere the lift backend's
         estimate, aligned to memory (robust scale/shift) and bent to meet it at hole borders."""
@@ -456,28 +465,38 @@ class WorldPipeline:
         painted_frac = 1.0 - float(known.float().mean())
         # Slivers (cracks, thin disocclusions) are continued from their borders; running the
         # depth estimator for them would cost more than the whole rest of the frame.
-        if painted_frac < 0.02 and hint is not None:
+        if painted_frac < self._min_painted and hint is not None:
             return torch.where(known, corr.depth, hint)
-        est = self._estimate_small(rgb, camera)
+        est = self._estimate_small(rgb, camera, world)
         if self.config.align_depth and bool(known.any()):
             est = align_scale_shift(est, corr.depth, known).apply(est).clamp(min=1e-3)
             # Residual push-pull: the aligned estimate gets the offset memory has at the hole's
-            # border, so the filled surface meets the seen one without a step.
+            # border, so the filled surface meets the seen one without a step. Only the
+            # background side of the border counts: a disocclusion opens behind the
+            # foreground, and a fill bent towards both sides hangs between them (in front of
+            # the background, where other views see it as a ghost).
             resid = torch.where(known, corr.depth - est, torch.zeros_like(est))
-            est = est + push_pull(resid[..., None], known)[..., 0]
+            est = est + push_pull(resid[..., None], far_side(corr.depth, known))[..., 0]
         est = est.clamp(min=1e-3)
         return torch.where(known, corr.depth, est)
 
-    def _estimate_small(self, rgb: torch.Tensor, camera: Camera) -> torch.Tensor:
+    def _estimate_small(
+        self, rgb: torch.Tensor, camera: Camera, world: World | None = None
+    ) -> torch.Tensor:
+        """The lift backend's depth (H, W) for a new frame, estimated at ``lift_width``. A
+        backend that takes hints gets what the world knows (its up vector in this camera, the
+        seed's scene type and camera height), so every frame shares the seed's geometry."""
         H, W = rgb.shape[:2]
         lw = min(W, self.config.lift_width)
         lh = max(8, int(round(H * lw / W)))
         small = F.interpolate(rgb.permute(2, 0, 1)[None], size=(lh, lw), mode="area")[0]
         small8 = (small.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         K_small = scale_intrinsics(camera.K, (W, H), (lw, lh))
-        d = torch.from_numpy(
-            np.asarray(self.lift_depth.estimate(small8, K_small).depth, np.float32)
-        )
+        hints = {}
+        if world is not None and getattr(self.lift_depth, "accepts_hints", False):
+            hints = frame_hints(camera.c2w, world.up, world.depth_meta)
+        d = self.lift_depth.estimate(small8, K_small, **hints).depth
+        d = torch.from_numpy(np.asarray(d, np.float32))
         if math.isclose(lw, W) and lh == H:
             return d
         return F.interpolate(d[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]

@@ -1,12 +1,20 @@
 """Building depth and synthesis backends from user choices, with ``auto`` fallback.
 
 ``auto`` asks for the weight-backed default and falls back to the offline backend, with a note,
-when its weights cannot be had. For depth that is Depth Anything V2. For synthesis it is the
-first painter that can run here: ``vace`` when its weights are local and CUDA exists, then
-``sd-inpaint`` when its weights are local, else ``reproject``; ``auto`` with ``--model`` picks
-the painter the folder holds (a WanVACEPipeline -> ``vace``, ...). Any explicitly named backend
-fails loudly instead: a user who asked for a model gets that model or a clear error, never a
-silent substitute.
+when its weights cannot be had:
+
+* **depth** (``auto`` is the default in the CLI and the studio): Depth Anything V2 when its
+  weights are in the local cache, or when the hub can be reached, in which case the first use
+  downloads the Small model once (about 100 MB, with a progress bar, and a note saying so).
+  Otherwise ``layout``. Whether the hub answers is decided in well under a second (a TCP
+  connect in a thread, abandoned after :data:`REACH_TIMEOUT_S`, remembered per process), and
+  not at all under ``HF_HUB_OFFLINE=1``: offline, nothing waits.
+* **synthesis**: the first painter that can run here: ``vace`` when its weights are local and
+  CUDA exists, then ``sd-inpaint`` when its weights are local, else ``reproject``; ``auto``
+  with ``--model`` picks the painter the folder holds (a WanVACEPipeline -> ``vace``, ...).
+
+Any explicitly named backend fails loudly instead: a user who asked for a model gets that model
+or a clear error, never a silent substitute.
 
 Painters take options by name (:data:`PAINTER_OPTIONS`); an option a painter does not take is
 dropped with a note. The studio passes a painter choice as a plain dict (:func:`build_painter`)::
@@ -19,12 +27,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from models.depth import DepthBackend, DepthError, create_depth_backend, depth_backend_names
-from models.manager import ModelError, local_path, weights_present
+from models.manager import ModelError, is_offline, local_path, weights_present
 from models.synthesis import (
     SynthesisBackend,
     SynthesisError,
@@ -34,6 +46,10 @@ from models.synthesis import (
 
 OFFLINE = {"depth": "layout", "synthesis": "reproject"}
 AUTO = {"depth": "depth-anything-v2", "synthesis": "sd-inpaint"}
+DEFAULT_DEPTH = "auto"
+REACH_TIMEOUT_S = 0.5  # the most ``auto`` ever waits to learn that the hub is out of reach
+DAV2_DOWNLOAD_MB = 100  # Depth Anything V2 Small, for the note before a first download
+_reach_cache: dict[str, tuple[float, bool]] = {}
 _WAN = {"steps", "prompt", "negative_prompt", "preset", "guidance_scale", "flow_shift",
         "chunk_size", "area", "offload", "vram_gb", "force_cpu", "device"}  # fmt: skip
 PAINTER_OPTIONS: dict[str, set[str]] = {
@@ -82,13 +98,13 @@ class ModelInfo:
 
 
 MODELS = (
-    ModelInfo("depth", "layout", "", "offline geometric prior, no weights (default)"),
+    ModelInfo("depth", "layout", "", "offline geometric prior, no weights (auto's fallback)"),
     ModelInfo("depth", "file", "", "user/sensor depth: --depth-file F [--depth-scale S]"),
     ModelInfo(
         "depth",
         "depth-anything-v2",
         "models.depth.depth_anything",
-        "transformers; relative (camera-height scale) or metric variants",
+        "transformers; relative (scale from the scene) or metric variants (auto's choice)",
         "25M",
     ),
     ModelInfo(
@@ -195,6 +211,63 @@ def _needs_extra(kind: str, name: str, make: Callable[[str], Any]) -> Callable[[
     return wrapped
 
 
+def hub_reachable_fast(timeout: float = REACH_TIMEOUT_S, ttl: float = 300.0) -> bool:
+    """Whether the Hugging Face hub accepts a TCP connection, decided within ``timeout``
+    seconds whatever DNS does (the connect runs in a daemon thread that is abandoned when
+    late). False at once under ``HF_HUB_OFFLINE``. Remembered for ``ttl`` seconds."""
+    if is_offline():
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    now = time.monotonic()
+    hit = _reach_cache.get(host)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True, name="loci-hub-probe")
+    t.start()
+    t.join(timeout)
+    ok = bool(result and result[0])
+    _reach_cache[host] = (now, ok)
+    return ok
+
+
+def _auto_depth(make: Callable[[str], Any], notes: list[str], model: str | None) -> Any:
+    """Depth Anything V2 when its weights are here or can be downloaded, else ``layout``."""
+    from models.depth.depth_anything import DEFAULT_MODEL
+
+    wanted = model or DEFAULT_MODEL
+    local = weights_present(wanted)
+    if not local and not hub_reachable_fast():
+        why = "HF_HUB_OFFLINE is set" if is_offline() else "the Hugging Face hub cannot be reached"
+        notes.append(
+            f"auto depth: Depth Anything V2 ({wanted}) is not in the local cache and {why}; "
+            "using the offline layout prior (geometric, no weights: coarser depth). Download "
+            f"the model once (huggingface-cli download {DEFAULT_MODEL}) for real depth"
+        )
+        return make(OFFLINE["depth"])
+    if not local:
+        notes.append(
+            f"auto depth: downloading Depth Anything V2 Small ({wanted}, about "
+            f"{DAV2_DOWNLOAD_MB} MB) once into the Hugging Face cache; later runs use it offline"
+        )
+    try:
+        return make(AUTO["depth"])
+    except (ModelError, DepthError, OSError) as e:
+        notes.append(
+            f"auto depth: depth-anything-v2 unavailable ({str(e).split('. ')[0]}); "
+            "using the offline layout prior"
+        )
+        return make(OFFLINE["depth"])
+
+
 def _with_fallback(
     kind: str, make: Callable[[str], Any], notes: list[str], model: str | None
 ) -> Any:
@@ -224,10 +297,12 @@ def build_depth(name: str, model: str | None, notes: list[str], **options: Any) 
         opts = dict(options)
         if model and n not in ("layout", "file"):
             opts["model"] = model
+        if name == "auto" and n == AUTO["depth"] and not model:
+            opts.setdefault("variant", "auto")  # a local metric checkpoint per scene type
         return create_depth_backend(n, **opts)
 
     make = _needs_extra("depth", name, make)
-    return _with_fallback("depth", make, notes, model) if name == "auto" else make(name)
+    return _auto_depth(make, notes, model) if name == "auto" else make(name)
 
 
 def _auto_synthesis(make: Callable[[str], Any], notes: list[str], model: str | None) -> Any:

@@ -48,7 +48,9 @@ class StudioContext:
     data_dir: folder of the embedded database and files. database_url: any SQLAlchemy URL
     (default ``sqlite:///<data_dir>/loci.db``). artifacts: folder or fsspec URL of the file store
     (default ``<data_dir>/artifacts``). width: working width of generated frames.
-    depth / synthesis: backend names (``auto`` uses local weights when present, else offline).
+    depth / synthesis: backend names. Depth defaults to ``auto`` (Depth Anything V2 when its
+    weights are local or downloadable, else the offline layout prior with a note); synthesis
+    ``auto`` uses local weights only.
     lora: a ``loci train`` LoRA folder for the painter (None: the base model); with synthesis
     ``auto`` or the default, the LoRA's own painter is used.
     max_frames: most frames one generation may ask for. stale_after_s: a running job whose
@@ -71,7 +73,7 @@ class StudioContext:
     database_url: str | None = None
     artifacts: str | None = None
     width: int = 512
-    depth: str = "layout"
+    depth: str = "auto"
     synthesis: str = "reproject"
     lora: str | None = None
     max_frames: int = 600
@@ -150,7 +152,7 @@ class StudioContext:
             "database_url": env.get("LOCI_DATABASE_URL") or None,
             "artifacts": env.get("LOCI_ARTIFACTS") or None,
             "width": int(env.get("LOCI_WIDTH", "512")),
-            "depth": env.get("LOCI_DEPTH", "layout"),
+            "depth": env.get("LOCI_DEPTH", "auto"),
             "synthesis": env.get("LOCI_SYNTHESIS", "reproject"),
             "lora": env.get("LOCI_LORA") or None,
             "executor": env.get("LOCI_EXECUTOR", "local"),

@@ -195,7 +195,8 @@ class Studio(GenerationJobs, PathPreviews, Downloads):
             meta["hfov_deg"] = float(
                 np.degrees(2 * np.arctan(world.width / (2 * world.cameras[0].K[0, 0])))
             )
-            self.repo.update_cell_params(cell.id, {"world": meta, "notes": list(photo.notes)})
+            notes = [n for n in self.notes if n.startswith("auto depth")] + list(photo.notes)
+            self.repo.update_cell_params(cell.id, {"world": meta, "notes": notes})
             self.repo.finish_job(job.id, "done")
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))

@@ -7,16 +7,22 @@
   comes from (instead of erroring on a missing file).
 - An offline hub, a tiny random SD inpainting model, and training samples from the real TUM
   sequence (the training tests).
+- The hub is never contacted (``auto`` depth decides offline at once).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import DATA, DATA_REASON
 from tests.services import pg_server, pg_url, s3_server, s3_url
+
+# Tests must not download models, whatever network the machine has: auto depth then takes the
+# offline layout prior, exactly as on an air-gapped install.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = ["pg_server", "pg_url", "s3_server", "s3_url"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from models.depth import DepthError, create_depth_backend
+from models.depth.layout import LayoutDepth
 from models.geometry.cameras import intrinsics_from_fov
 from tests import helpers
 from tests.helpers import tiny_clip_tokenizer, tiny_dav2
@@ -103,9 +105,10 @@ def test_marigold_on_real_photo(marigold_dir):
     assert r1.depth.shape == (48, 64) and r1.depth.dtype == np.float32
     assert np.isfinite(r1.depth).all() and (r1.depth > 0).all()
     assert np.array_equal(r1.depth, r2.depth)  # same seed -> same depth
+    prior_policy = LayoutDepth().estimate(rgb, K).scale_policy
     assert r1.scale_policy in (
-        "camera-height-1.6m-via-layout-affine",
-        "camera-height-1.6m-via-layout-median",
+        f"{prior_policy}-via-layout-affine",
+        f"{prior_policy}-via-layout-median",
     )
     assert r1.meta["fit"]["kind"] in r1.scale_policy
     assert np.allclose(r1.confidence[r1.confidence > 0.59], 0.6, atol=0.01)  # no ensemble
@@ -128,7 +131,6 @@ def test_marigold_ensemble_confidence(marigold_dir):
 def test_affine_alignment_recovers_floor_geometry():
     """A prediction that is an exact affine map of the prior's floor depth is put back at the
     prior's metric scale (camera 1.6 m above the floor)."""
-    from models.depth.layout import LayoutDepth
     from models.depth.marigold import align_to_prior
 
     rgb = np.zeros((48, 64, 3), np.uint8)
@@ -137,7 +139,7 @@ def test_affine_alignment_recovers_floor_geometry():
     K = intrinsics_from_fov(64, 48, 90.0)
     prior = LayoutDepth().estimate(rgb, K)
     pred = (prior.depth - 0.5) / 7.0  # affine-invariant version of the prior
-    depth, fit = align_to_prior(pred, prior, K, 1.6)
+    depth, fit = align_to_prior(pred, prior, K)  # the prior's own camera height
     assert fit["kind"] == "affine" and fit["region"] == "floor"
     assert fit["a"] == pytest.approx(7.0, rel=0.02) and fit["b"] == pytest.approx(0.5, abs=0.05)
     floor = prior.confidence > 0.2
@@ -155,7 +157,9 @@ def test_marigold_through_cli(marigold_dir, tmp_path):
     assert main(args) == 0
     world = json.loads((out / "world.json").read_text())
     assert world["backends"]["depth"] == "marigold"
-    assert world["scale_policy"].startswith("camera-height-1.6m-via-layout-")
+    assert re.fullmatch(
+        r"camera-height-[0-9.]+m-[a-z-]+-via-layout-(affine|median)", world["scale_policy"]
+    )
     d0 = np.load(out / world["frames"][0]["depth"])
     assert d0.shape == (world["height"], world["width"]) and (d0 > 0).all()
 
@@ -226,7 +230,9 @@ def test_dav2_relative_uses_camera_height(tmp_path):
     folder = tiny_dav2(tmp_path / "relative", "relative")
     be = create_depth_backend("depth-anything-v2", model=str(folder), device="cpu")
     res = be.estimate(rgb, K)
-    assert res.scale_policy == "camera-height-1.6m-via-layout"
+    prior = LayoutDepth().estimate(rgb, K)
+    assert res.scale_policy == f"{prior.scale_policy}-via-layout"
+    assert res.meta["camera_height_m"] == prior.meta["camera_height_m"]
     assert res.meta["scale_from_layout"] > 0 and (res.depth > 0).all()
     # Loaded once: the manager hands the same model to a second backend.
     again = create_depth_backend("depth-anything-v2", model=str(folder), device="cpu")
@@ -321,4 +327,4 @@ def test_dav2_through_cli(tmp_path):
     assert rc == 0
     world = json.loads((out / "world.json").read_text())
     assert world["backends"]["depth"] == "depth-anything-v2"
-    assert world["scale_policy"].startswith("camera-height-1.6m")
+    assert re.fullmatch(r"camera-height-[0-9.]+m-[a-z-]+-via-layout", world["scale_policy"])

@@ -235,11 +235,14 @@ def test_correspond_higher_confidence_wins_per_pixel(order):
     "near_conf,near_wins", [(0.2, False), (0.45, False), (0.55, True), (1.0, True)]
 )
 @pytest.mark.parametrize("real_first", [True, False])
+@pytest.mark.parametrize("same_centre", [False, True])
 def test_correspond_weak_nearer_surface_does_not_hide_real_observation(
-    near_conf, near_wins, real_first
+    near_conf, near_wins, real_first, same_centre
 ):
     """The rule in correspond(): a nearer surface occludes unless it is a far weaker guess:
-    the nearer one wins iff 2 * q_near >= q_far (q = confidence at unit magnification)."""
+    the nearer one wins iff 2 * q_near >= q_far (q = confidence at unit magnification). Seen
+    from the target's own centre (no parallax) the better frame's visibility holds: nothing
+    nearer was along its rays, so a weaker nearer claim loses (how a pure rotation returns)."""
     mem = SpatialMemory(point_stride=4, cell_size=8)
     cam = _camera([0, 0, 0], 0)
     rgb, depth, _ = _render_room(cam)
@@ -253,14 +256,40 @@ def test_correspond_weak_nearer_surface_does_not_hide_real_observation(
         inserts.reverse()
     for fid, r, d, c in inserts:
         mem.insert(fid, cam, r, d, confidence=c)
-    corr = mem.correspond(cam, [fid for fid, *_ in inserts])
-    inner = torch.zeros_like(blob)
-    inner[17:31, 21:43] = True
-    expect_src, expect_depth = (21, 1.5) if near_wins else (20, 3.0)
+    # a small step sideways: the pixels keep about unit magnification, but parallax is real
+    target = cam if same_centre else _camera([0.02, 0, 0], 0)
+    corr = mem.correspond(target, [fid for fid, *_ in inserts])
+    alone = mem.correspond(target, [21])  # where the blob lands in the target
+    inner = (alone.depth > 1.4) & (alone.depth < 1.6)
+    inner = torch.nn.functional.max_pool2d((~inner)[None, None].float(), 3, 1, 1)[0, 0] == 0
+    assert int(inner.sum()) > 150
+    wins = near_wins and (not same_centre or near_conf >= 1.0)
+    expect_src, expect_depth = (21, 1.5) if wins else (20, 3.0)
     assert bool((corr.source_frame[inner] == expect_src).all())
     assert torch.allclose(
         corr.depth[inner], torch.full_like(corr.depth[inner], expect_depth), atol=0.1
     )
     # outside the blob both frames see the same wall
-    assert bool(corr.valid[~blob].all())
-    assert torch.allclose(corr.depth[~blob], depth[~blob])
+    if same_centre:
+        assert bool(corr.valid[~blob].all())
+        assert torch.allclose(corr.depth[~blob], depth[~blob])
+
+
+def test_correspond_fills_stretch_and_routes_one_pixel_cracks():
+    mem = _room_memory()
+    f = mem.frames[0]
+    # Knock single pixels out of the frame's depth: unknown, so never splatted. In the
+    # correspondence they are holes inside a routed wall, and get routed from around them.
+    depth = f.depth.clone()
+    depth[10, 10] = 0.0
+    depth[20, 33] = 0.0
+    mem2 = SpatialMemory(point_stride=4, cell_size=8)
+    mem2.insert(0, f.camera, f.rgb, depth)
+    corr = mem2.correspond(f.camera, [0])
+    assert corr.stretch is not None and corr.stretch.shape == (H, W)
+    np.testing.assert_allclose(corr.stretch[corr.valid].numpy(), 1.0, atol=1e-4)
+    for y, x in ((10, 10), (20, 33)):
+        assert bool(corr.valid[y, x]) and int(corr.source_frame[y, x]) == 0
+        assert float(corr.depth[y, x]) == pytest.approx(float(f.depth[y, x]), rel=0.02)
+        np.testing.assert_allclose(corr.source_uv[y, x].numpy(), [x, y], atol=0.05)
+        assert (corr.rgb[y, x] * 255 - f.rgb[y, x].float()).abs().max() <= 1.0

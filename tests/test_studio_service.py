@@ -320,6 +320,17 @@ def test_with_one_slot_another_project_waits_and_says_so(seeded):
     assert list(first)[-1].status == "done"
 
 
+def test_auto_depth_fallback_is_noted_on_the_photo(seeded):
+    """The studio's default depth is ``auto``; offline it is the layout prior, and the Photo
+    tab says so (the note is stored with the photo step)."""
+    studio, pid, _, key = seeded
+    assert studio.ctx.depth == "auto"
+    ws = studio.world(pid, key)
+    assert ws.meta["backends"]["depth"] == "layout"
+    assert any(n.startswith("auto depth") for n in ws.photo.params["notes"])
+    assert ws.meta["depth_meta"]["scene"] == "indoor"
+
+
 def test_a_waiting_generation_knows_its_place_in_the_queue(seeded):
     studio, pid, _, key = seeded
     other, _, other_key = studio.fork(pid, key)

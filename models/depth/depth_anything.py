@@ -5,10 +5,19 @@ Variants (``variant=``) pick the default checkpoint:
 * ``"relative"`` (default): ``depth-anything/Depth-Anything-V2-Small-hf``. It predicts
   affine-invariant disparity, turned into depth (1 / disparity after normalising) and put at
   metric scale by median-matching the offline layout prior, whose scale comes from the camera
-  height. Recorded policy: ``"camera-height-1.6m-via-layout"``.
+  height it finds in the scene. Recorded policy: the prior's plus ``-via-layout``, e.g.
+  ``"camera-height-1.6m-outdoor-typical-via-layout"``.
 * ``"metric-indoor"``: ``depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf`` (Hypersim,
   max 20 m) and ``"metric-outdoor"``: ``...-Metric-Outdoor-Small-hf`` (Virtual KITTI, max 80 m).
   Their output is metres and is used as it is. Recorded policy: ``"metric-model"``.
+* ``"auto"``: the relative model, except that for each photo the layout prior's scene
+  classifier picks the metric-indoor or metric-outdoor checkpoint when its weights are already
+  local (never downloaded behind the user's back).
+
+Depth steps are snapped to image edges (``models.depth.refine``): the network's output is
+upsampled and blurs outlines into flying pixels otherwise. Images smaller than the model's
+input size are processed at their own size (a multiple of 14), so new frames of a world,
+estimated at reduced width, cost a fraction of the photo's estimate on a CPU.
 
 Whether a checkpoint is metric is read from its config (``depth_estimation_type``), so a local
 directory given with ``model=`` behaves according to what it holds. Loading goes through the
@@ -26,6 +35,7 @@ import cv2
 import numpy as np
 
 from models.depth.base import DepthError, DepthResult, check_inputs
+from models.depth.refine import snap_depth_edges
 
 VARIANT_MODELS: dict[str, str] = {
     "relative": "depth-anything/Depth-Anything-V2-Small-hf",
@@ -78,12 +88,13 @@ class DepthAnythingV2:
     Args:
         model: hub id or local directory with config.json, weights and preprocessor_config.json;
             None -> the default id of ``variant``.
-        variant: "relative", "metric-indoor" or "metric-outdoor" (see the module docstring).
-            Asking for a metric variant with a relative checkpoint is an error.
+        variant: "relative", "metric-indoor", "metric-outdoor" or "auto" (see the module
+            docstring). Asking for a metric variant with a relative checkpoint is an error.
         device: "cpu", "cuda" or None (CUDA when available, else CPU).
         dtype: torch dtype or its name ("float32", "bfloat16"); None -> bf16/fp16 on CUDA,
             fp32 on CPU (the manager's policy).
-        camera_height: metres, for the layout prior that sets the scale of relative models.
+        camera_height: metres, for the layout prior that sets the scale of relative models
+            (None: the layout prior's own, from the scene).
         local_files_only: never try the network (also implied by HF_HUB_OFFLINE=1).
     """
 
@@ -95,13 +106,13 @@ class DepthAnythingV2:
         variant: str = "relative",
         device: str | None = None,
         dtype: Any = None,
-        camera_height: float = 1.6,
+        camera_height: float | None = None,
         local_files_only: bool = False,
     ) -> None:
-        if variant not in VARIANT_MODELS:
+        if variant not in (*VARIANT_MODELS, "auto"):
             raise DepthError(
                 f"unknown Depth Anything variant {variant!r}; choose one of: "
-                + ", ".join(VARIANT_MODELS)
+                + ", ".join([*VARIANT_MODELS, "auto"])
             )
         try:
             import torch
@@ -112,7 +123,10 @@ class DepthAnythingV2:
                 "Depth Anything needs torch and transformers; install them or use --depth layout"
             ) from exc
         self.variant = variant
-        self.model_id = str(model) if model is not None else VARIANT_MODELS[variant]
+        default = VARIANT_MODELS["relative" if variant == "auto" else variant]
+        self.model_id = str(model) if model is not None else default
+        self._local_files_only = local_files_only
+        self._dtype_arg = dtype
         try:
             self.device = pick_device(device)
         except ModelError as exc:
@@ -130,23 +144,52 @@ class DepthAnythingV2:
         )
         self.dtype = next(self.model.parameters()).dtype
         self.metric = getattr(self.model.config, "depth_estimation_type", "relative") == "metric"
-        if variant != "relative" and not self.metric:
+        if variant not in ("relative", "auto") and not self.metric:
             raise DepthError(
                 f"the model {self.model_id!r} predicts relative depth, but the {variant} variant "
                 "needs a metric checkpoint (config depth_estimation_type 'metric'); drop the "
                 "variant or pass a metric model"
             )
-        self.camera_height = float(camera_height)
+        self.camera_height = None if camera_height is None else float(camera_height)
 
-    def predict_raw(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W) float32 raw network output (disparity-like, or metres for metric models)."""
+    def _network(self, scene: str | None) -> tuple[Any, Any, str]:
+        """(processor, model, model id) for this photo: the ``auto`` variant takes the scene's
+        metric checkpoint when its weights are local, else the loaded model."""
+        if self.variant != "auto" or scene not in ("indoor", "outdoor"):
+            return self.processor, self.model, self.model_id
+        from models.manager import MANAGER, weights_present
+
+        metric_id = VARIANT_MODELS[f"metric-{scene}"]
+        if not weights_present(metric_id):
+            return self.processor, self.model, self.model_id
+        proc, model = MANAGER.get(
+            BACKEND,
+            metric_id,
+            lambda mid, dt, dev: _load(mid, dt, dev, True),
+            device=self.device,
+            dtype=self._dtype_arg,
+        )
+        return proc, model, metric_id
+
+    def predict_raw(self, rgb: np.ndarray, network: tuple[Any, Any] | None = None) -> np.ndarray:
+        """(H, W) float32 raw network output (disparity-like, or metres for metric models).
+
+        An image smaller than the processor's input size is processed at its own size
+        (rounded up to a multiple of 14): upsampling it would only cost time.
+        """
         import torch
 
+        processor, model = network or (self.processor, self.model)
         H, W = rgb.shape[:2]
-        inputs = self.processor(images=rgb, return_tensors="pt")
+        size = getattr(processor, "size", None) or {}
+        target = max(int(size.get("height", 518)), int(size.get("width", 518)))
+        kwargs: dict[str, Any] = {}
+        if max(H, W) < target:
+            kwargs["size"] = {"height": -(-H // 14) * 14, "width": -(-W // 14) * 14}
+        inputs = processor(images=rgb, return_tensors="pt", **kwargs)
         pixels = inputs["pixel_values"].to(device=self.device, dtype=self.dtype)
         with torch.no_grad():
-            out = self.model(pixel_values=pixels).predicted_depth  # (1, h, w)
+            out = model(pixel_values=pixels).predicted_depth  # (1, h, w)
         pred = torch.nn.functional.interpolate(
             out[:, None].float(), size=(H, W), mode="bicubic", align_corners=False
         )[0, 0]
@@ -158,15 +201,18 @@ class DepthAnythingV2:
 
         t0 = time.perf_counter()
         rgb, K = check_inputs(rgb, K)
-        raw = np.nan_to_num(self.predict_raw(rgb), nan=0.0, posinf=0.0, neginf=0.0)
         prior = LayoutDepth(camera_height=self.camera_height).estimate(rgb, K)
+        processor, model, model_id = self._network(prior.meta.get("scene"))
+        raw = self.predict_raw(rgb, (processor, model))
+        raw = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+        metric = getattr(model.config, "depth_estimation_type", "relative") == "metric"
         meta: dict[str, Any] = {
-            "model": self.model_id,
+            "model": model_id,
             "variant": self.variant,
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
-        if self.metric:
+        if metric:
             depth = np.maximum(raw, 1e-3)
             policy = "metric-model"
         else:
@@ -184,8 +230,10 @@ class DepthAnythingV2:
             scale = float(np.median(prior.depth[trust]) / np.median(depth[trust]))
             depth = depth * scale
             meta["scale_from_layout"] = scale
-            policy = f"camera-height-{self.camera_height:g}m-via-layout"
-        depth = depth.astype(np.float32)
+            meta["camera_height_m"] = prior.meta.get("camera_height_m")
+            policy = f"{prior.scale_policy}-via-layout"
+        radius = max(1, round(3 * rgb.shape[1] / 512))
+        depth = snap_depth_edges(depth.astype(np.float32), rgb, radius)
         conf = edge_confidence(depth, 0.9)
         meta["seconds"] = time.perf_counter() - t0
         meta["scene"] = prior.meta.get("scene")

@@ -1,21 +1,27 @@
 """The offline default depth backend: a geometric scene-layout prior, no learned weights.
 
-The photo is read as a gravity-aligned world seen from a camera held at ``camera_height``:
+The photo is read as a gravity-aligned world seen from a camera at some height above a floor:
 
-1. *Gravity.* Near-vertical line segments (OpenCV's LSD) meet at the vertical vanishing point;
-   its direction in the camera frame is "up" (gives roll and pitch). Too few lines -> level.
-2. *Sky.* Bright, smooth, sky-coloured regions touching the top border; they make the scene
-   "outdoor" and become a far backdrop with low confidence.
-3. *Floor.* The colour distribution of the bottom-centre strip (histogram back-projection) marks
-   floor-like pixels; per column, the floor runs up from the bottom until the first solid
-   non-floor run: that row is where an object or wall stands on the ground.
-4. *Depth.* Floor pixels: ray / ground-plane intersection (metric, camera at 1.6 m). Pixels above
-   a contact: a vertical surface standing at the contact's horizontal distance (exact for any
-   vertical plane), capped by the ceiling plane indoors and by a far limit; sky -> backdrop.
-5. *Edges.* A guided filter on log-depth with the photo as guide makes depth edges follow image
-   edges; confidence drops near depth edges and in the sky.
+1. *Scene* (``models.depth.scene``): "up" from the vertical vanishing point, the horizon, the
+   sky (decided per region) and indoor/outdoor (outdoor only with real sky: never a sky in a
+   room).
+2. *Floor*: the colour distribution of the bottom-centre strip against the colours above the
+   horizon (histogram back-projection) marks floor-like pixels; per column, dynamic programming
+   finds where the floor ends, i.e. where something stands on it. Indoors, the same is done
+   from the top for the ceiling.
+3. *Scale*: indoors, a wall seen from floor to ceiling fixes the camera height: with a room
+   ``ceiling_height`` tall, ``h = R t_f / (t_f + t_c)`` from the tangents of the angles below
+   and above the horizon of its floor and ceiling contacts (a low quantile over columns, since
+   furniture stands in front of walls). Otherwise a typical height: 1.6 m outdoors (eye
+   level), 1.4 m indoors (a hand-held camera). ``camera_height=`` fixes it instead.
+4. *Depth*: floor pixels are ray / ground-plane intersections; pixels above a contact lie on a
+   vertical surface at the contact's horizontal distance; indoors the ceiling plane caps them;
+   sky is a far backdrop.
+5. *Edges*: computed at about 256 x 192, upsampled in log-depth, then every depth step is made
+   a one-pixel step on an image edge (``models.depth.refine``); confidence is low near steps
+   and in the sky.
 
-Everything runs at a working resolution of about 256 x 192 and is deterministic.
+Deterministic; about 0.1-0.2 s for a 512 x 384 photo on one core.
 """
 
 from __future__ import annotations
@@ -27,100 +33,23 @@ import cv2
 import numpy as np
 
 from models.depth.base import DepthError, DepthResult, check_inputs
+from models.depth.refine import edge_band, snap_depth_edges
+from models.depth.scene import (
+    LEVEL_UP_CAM,
+    SceneGuess,
+    classify_scene,
+    estimate_up_vector,
+    horizon_rows,
+    line_segments,
+)
 from models.geometry.cameras import scale_intrinsics
 
-LEVEL_UP_CAM = np.array([0.0, -1.0, 0.0])
-_WORK_PIXELS = 256 * 192  # working resolution: enough for layout, cheap enough for 0.5 s
+__all__ = ["LEVEL_UP_CAM", "LayoutDepth", "contact_rows", "frame_hints", "ground_plane_depth"]
+
+_WORK_PIXELS = 256 * 192  # working resolution: enough for layout, cheap enough for 0.2 s
 _LINE_PIXELS = 640 * 480
-FLOOR_BIAS = (
-    0.2  # the floor must look clearly floor-like to extend a column (tuned on 8 RGB-D frames)
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Gravity from line segments
-
-
-def _segments(gray: np.ndarray) -> np.ndarray:
-    """(N, 4) float64 line segments x1, y1, x2, y2 from OpenCV's LSD (empty when none)."""
-    lsd = cv2.createLineSegmentDetector(cv2.LSD_REFINE_STD)
-    lines = lsd.detect(gray)[0]
-    if lines is None:
-        return np.zeros((0, 4))
-    return lines.reshape(-1, 4).astype(np.float64)
-
-
-def estimate_up_vector(
-    gray: np.ndarray, K: np.ndarray, max_tilt_deg: float = 40.0
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """World-up in the camera frame from the vertical vanishing point.
-
-    Args:
-        gray: (H, W) uint8 image.
-        K: (3, 3) intrinsics for that image.
-        max_tilt_deg: estimates tilting more than this from level are rejected (-> level).
-
-    Returns:
-        up_cam (3,) unit vector (about [0, -1, 0] for a level photo) and a dict of diagnostics.
-    """
-    H, W = gray.shape
-    segs = _segments(gray)
-    info: dict[str, Any] = {"n_segments": int(len(segs)), "n_vertical": 0, "source": "level"}
-    if len(segs) < 3:
-        return LEVEL_UP_CAM.copy(), info
-    d = segs[:, 2:] - segs[:, :2]
-    length = np.hypot(d[:, 0], d[:, 1])
-    # Near-vertical in the image (within 25 degrees) and long enough to carry direction.
-    vert = (np.abs(d[:, 0]) < np.tan(np.radians(25.0)) * np.abs(d[:, 1])) & (length > 0.05 * H)
-    segs, length = segs[vert], length[vert]
-    info["n_vertical"] = int(len(segs))
-    if len(segs) < 3:
-        return LEVEL_UP_CAM.copy(), info
-    Kinv = np.linalg.inv(K)
-    p1 = np.c_[segs[:, :2], np.ones(len(segs))] @ Kinv.T
-    p2 = np.c_[segs[:, 2:], np.ones(len(segs))] @ Kinv.T
-    lines = np.cross(p1, p2)  # lines in normalised camera coordinates
-    lines /= np.linalg.norm(lines[:, :2], axis=1, keepdims=True) + 1e-12
-    mid = 0.5 * (p1 + p2)
-    seg_dir = (p2 - p1)[:, :2]
-    seg_dir /= np.linalg.norm(seg_dir, axis=1, keepdims=True) + 1e-12
-
-    def inliers(vp: np.ndarray) -> np.ndarray:
-        # Direction from each segment's midpoint towards the (possibly infinite) vanishing point.
-        to_vp = vp[:2][None, :] - vp[2] * mid[:, :2]
-        to_vp /= np.linalg.norm(to_vp, axis=1, keepdims=True) + 1e-12
-        return np.abs(np.sum(to_vp * seg_dir, axis=1)) > np.cos(np.radians(1.5))
-
-    # Deterministic RANSAC: pairs drawn from the longest segments with a fixed seed.
-    rng = np.random.default_rng(0)
-    order = np.argsort(-length)[:60]
-    best, best_score = None, 0.0
-    for _ in range(min(120, len(order) * (len(order) - 1) // 2)):
-        i, j = rng.choice(order, 2, replace=False)
-        vp = np.cross(lines[i], lines[j])
-        if np.linalg.norm(vp) < 1e-12:
-            continue
-        m = inliers(vp)
-        score = float(length[m].sum())
-        if score > best_score:
-            best, best_score = m, score
-    if best is None or best.sum() < 3 or best_score < 0.5 * H:
-        return LEVEL_UP_CAM.copy(), info
-    # Least-squares vanishing point of the inliers, each line weighted by its length.
-    _, _, vt = np.linalg.svd(lines[best] * length[best, None])
-    up = vt[-1] / np.linalg.norm(vt[-1])
-    if up[1] > 0:
-        up = -up
-    tilt = np.degrees(np.arccos(np.clip(-up[1], -1.0, 1.0)))
-    info.update(n_inliers=int(best.sum()), tilt_deg=float(tilt))
-    if tilt > max_tilt_deg:
-        return LEVEL_UP_CAM.copy(), info
-    info["source"] = "vertical-vanishing-point"
-    return up, info
-
-
-# ---------------------------------------------------------------------------------------------
-# Planes
+DEFAULT_HEIGHT = {"outdoor": 1.6, "indoor": 1.4}  # eye level; a hand-held camera indoors
+MIN_CONFIDENCE = 0.03  # an estimate is never "unknown" (0 would drop the pixel from memory)
 
 
 def _rays(width: int, height: int, K: np.ndarray) -> np.ndarray:
@@ -151,47 +80,22 @@ def ground_plane_depth(
     return z.astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------
-# Image cues
+def frame_hints(c2w: np.ndarray, up_world: np.ndarray, depth_meta: dict[str, Any]) -> dict:
+    """Keyword hints for :meth:`LayoutDepth.estimate` on a new frame of a known world: the
+    world's up vector in this camera (``c2w`` (4, 4)), and the seed's scene type and camera
+    height from its ``depth_meta`` when recorded (so every frame shares the seed's geometry)."""
+    hints: dict[str, Any] = {"up_cam": np.asarray(c2w)[:3, :3].T @ np.asarray(up_world, float)}
+    if depth_meta.get("scene") in ("indoor", "outdoor"):
+        hints["scene"] = depth_meta["scene"]
+    if isinstance(depth_meta.get("camera_height_m"), int | float):
+        hints["camera_height"] = float(depth_meta["camera_height_m"])
+    return hints
 
 
-def detect_sky(rgb: np.ndarray, horizon_row: np.ndarray) -> np.ndarray:
-    """(H, W) bool: bright, smooth, sky-coloured pixels connected to the top border.
-
-    ``horizon_row`` (W,) float: sky never extends below the horizon.
-    """
-    H, W = rgb.shape[:2]
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    h, s, v = (hsv[..., i].astype(np.float32) for i in range(3))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grad = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1))
-    grad = cv2.blur(grad, (5, 5))
-    blue = (h > 85) & (h < 135) & (s > 40) & (v > 110)
-    white = (s < 45) & (v > 170)  # overcast / washed-out sky
-    cand = (blue | white) & (grad < 60.0)
-    rows = np.arange(H)[:, None]
-    cand &= rows < np.maximum(horizon_row[None, :], 0.15 * H)
-    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels = cv2.connectedComponents(cand)
-    if n <= 1:
-        return np.zeros((H, W), bool)
-    touching = np.unique(labels[0][labels[0] > 0])
-    return np.isin(labels, touching)
-
-
-def floor_probability(lab: np.ndarray, horizon_row: np.ndarray) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: how floor-like each pixel's colour is.
-
-    Floor colours are sampled in the bottom-centre strip, non-floor colours above the horizon;
-    the ratio of the two colour histograms (a two-class Bayes rule, equal priors) is
-    back-projected, so colours common on walls count less even when they also occur on the floor.
-    """
+def _class_probability(lab: np.ndarray, seed: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: how much more each pixel's colour is like ``seed``'s pixels than
+    like ``other``'s (two colour histograms, equal priors, back-projected)."""
     H, W = lab.shape[:2]
-    rows = np.arange(H)[:, None]
-    floor_seed = np.zeros((H, W), bool)
-    floor_seed[int(H * 0.85) :, int(W * 0.2) : int(W * 0.8)] = True
-    floor_seed &= rows > horizon_row[None, :]
-    other_seed = rows < np.minimum(horizon_row[None, :], H * 0.45)
     bins = np.array([8, 16, 16])
     idx = (lab.astype(np.int32) * bins // 256).reshape(-1, 3)
     flat = (idx[:, 0] * bins[1] + idx[:, 1]) * bins[2] + idx[:, 2]
@@ -202,127 +106,148 @@ def floor_probability(lab: np.ndarray, horizon_row: np.ndarray) -> np.ndarray:
         h = cv2.GaussianBlur(h.reshape(bins[0], -1), (3, 3), 0).reshape(-1)
         return h / max(float(h.sum()), 1.0)
 
-    if floor_seed.sum() < 10:
+    if seed.sum() < 10:
         return np.full((H, W), 0.5, np.float32)
-    hf = hist(floor_seed)
-    hn = hist(other_seed) if other_seed.sum() >= 10 else np.full_like(hf, 1.0 / hf.size)
-    p = (hf + 1e-5) / (hf + hn + 2e-5)
+    hs = hist(seed)
+    ho = hist(other) if other.sum() >= 10 else np.full_like(hs, 1.0 / hs.size)
+    p = (hs + 1e-5) / (hs + ho + 2e-5)
     return p[flat].reshape(H, W).astype(np.float32)
 
 
-def floor_contact_rows(
-    lab: np.ndarray, horizon_row: np.ndarray, jump_cost: float = 30.0, step_cost: float = 0.4
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, the row where the floor ends (something stands on it), by dynamic programming.
-
-    Each column's boundary row r scores floor-likeness below r, non-floor-likeness between the
-    horizon and r, and a bonus for a horizontal image edge at r; neighbouring columns pay
-    ``step_cost`` per row of difference, or ``jump_cost`` for an arbitrary jump (object sides).
+def contact_rows(
+    prob: np.ndarray,
+    allowed: np.ndarray,
+    edge: np.ndarray,
+    bias: float,
+    jump_cost: float = 30.0,
+    step_cost: float = 0.4,
+) -> np.ndarray:
+    """Per column, the row where a surface that runs up from the bottom ends (dynamic
+    programming over columns).
 
     Args:
-        lab: (H, W, 3) uint8 Lab image (already smoothed).
-        horizon_row: (W,) float, the floor cannot reach above it.
+        prob: (H, W) how much each pixel looks like the surface (floor), in [0, 1].
+        allowed: (H, W) bool rows where the boundary may sit (e.g. at or below the horizon).
+        edge: (H, W) bonus in [0, 1] for a horizontal image edge at the boundary.
+        bias: the surface must look at least this much more floor-like than not to extend.
+        jump_cost, step_cost: neighbouring columns pay ``step_cost`` per row of difference (up
+            to 6), or ``jump_cost`` for any jump (object sides).
 
     Returns:
-        contact (W,) float: floor pixels are those strictly below it (row > contact);
-        floor_prob (H, W) float32, for diagnostics.
+        (W,) float: surface pixels are those strictly below it (row > contact).
     """
-    H, W = lab.shape[:2]
-    prob = floor_probability(lab, horizon_row)
-    rows = np.arange(H)[:, None]
-    top = np.clip(np.ceil(horizon_row), 0, H - 1).astype(int)
-    below_h = rows >= top[None, :]
-    term = np.where(below_h, 2.0 * prob - 1.0 - FLOOR_BIAS, 0.0)
-    # Score of boundary r: floor below r minus floor-likeness of [horizon, r] (= total - 2 c[r]).
-    c = np.cumsum(term, axis=0)
-    unary = -2.0 * c
-    L = lab[..., 0].astype(np.float32)
-    ey = np.abs(cv2.Sobel(L, cv2.CV_32F, 0, 1, ksize=3))
-    ex = np.abs(cv2.Sobel(L, cv2.CV_32F, 1, 0, ksize=3))
-    edge = np.clip((ey - 0.5 * ex) / (np.percentile(ey, 95) + 1e-3), 0.0, 1.0)
-    unary += 4.0 * edge
-    unary = np.where(below_h, unary, -1e9)  # the floor ends at or below the horizon
-    # Viterbi over columns: small steps cost per row, any jump costs a constant.
+    H, W = prob.shape
+    term = np.where(allowed, 2.0 * prob - 1.0 - bias, 0.0)
+    # Boundary r scores the surface below r minus surface-likeness of [top allowed, r].
+    unary = -2.0 * np.cumsum(term, axis=0) + 4.0 * edge
+    unary = np.where(allowed, unary, -1e9)
     k = 6
-    offsets = np.arange(-k, k + 1)
+    pen = step_cost * np.abs(np.arange(-k, k + 1))[:, None]
     score = unary[:, 0].copy()
     back = np.zeros((H, W), np.int32)
-    idx_rows = np.arange(H)
+    rows = np.arange(H)
+    src = np.clip(rows[None, :] + np.arange(-k, k + 1)[:, None], 0, H - 1)  # (2k+1, H)
     for x in range(1, W):
-        cand = np.full((len(offsets) + 1, H), -np.inf)
-        for i, d in enumerate(offsets):
-            src = np.clip(idx_rows + d, 0, H - 1)
-            cand[i] = score[src] - step_cost * abs(d)
+        cand = score[src] - pen  # (2k+1, H): come from row r + d
+        best_d = np.argmax(cand, axis=0)
+        best = cand[best_d, rows]
         best_prev = int(np.argmax(score))
-        cand[-1] = score[best_prev] - jump_cost
-        choice = np.argmax(cand, axis=0)
-        prev_row = np.where(
-            choice < len(offsets),
-            np.clip(idx_rows + offsets[np.minimum(choice, 2 * k)], 0, H - 1),
-            best_prev,
-        )
-        score = cand[choice, idx_rows] + unary[:, x]
-        back[:, x] = prev_row
+        jump = score[best_prev] - jump_cost
+        use_jump = jump > best
+        back[:, x] = np.where(use_jump, best_prev, src[best_d, rows])
+        score = np.where(use_jump, jump, best) + unary[:, x]
     contact = np.zeros(W, np.int64)
     contact[-1] = int(np.argmax(score))
     for x in range(W - 1, 0, -1):
         contact[x - 1] = back[contact[x], x]
-    return contact.astype(np.float64), prob
+    return contact.astype(np.float64)
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """He et al.'s guided filter (grey guide): smooths ``src`` (H, W) keeping ``guide``'s edges."""
-    ksize = (2 * radius + 1, 2 * radius + 1)
-    g = guide.astype(np.float32)
-    p = src.astype(np.float32)
-    mean_g = cv2.boxFilter(g, -1, ksize)
-    mean_p = cv2.boxFilter(p, -1, ksize)
-    cov = cv2.boxFilter(g * p, -1, ksize) - mean_g * mean_p
-    var = cv2.boxFilter(g * g, -1, ksize) - mean_g * mean_g
-    a = cov / (var + eps)
-    b = mean_p - a * mean_g
-    return cv2.boxFilter(a, -1, ksize) * g + cv2.boxFilter(b, -1, ksize)
-
-
-# ---------------------------------------------------------------------------------------------
-# The backend
+def _clean_sky(depth: np.ndarray, sky_depth: float, min_area: int) -> np.ndarray:
+    """Depth (H, W) with specks removed from the sky's outline: sky islands smaller than
+    ``min_area`` pixels (sky glimpsed through foliage) join the surface around them, and
+    surface islands that small inside the sky join the sky. Walked towards, such specks
+    turned into dotted contours of tiny disocclusions."""
+    sky = depth >= 0.999 * sky_depth
+    out = depth.copy()
+    for mask, to_sky in ((sky, False), (~sky, True)):
+        n, lab, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        small = st[:, cv2.CC_STAT_AREA] < min_area
+        small[0] = False
+        speck = small[lab]
+        if not speck.any():
+            continue
+        if to_sky:
+            out[speck] = sky_depth
+        else:  # the surface's depth around the speck: a masked box mean in log-depth
+            keep = (~sky).astype(np.float32)
+            logd = np.where(sky, 0.0, np.log(np.maximum(depth, 1e-6))).astype(np.float32)
+            k = (15, 15)
+            num = cv2.boxFilter(logd * keep, -1, k, normalize=False)
+            den = cv2.boxFilter(keep, -1, k, normalize=False)
+            fill = np.exp(num / np.maximum(den, 1e-6))
+            out[speck] = np.where(den[speck] > 0, fill[speck], sky_depth)
+    return out
 
 
 class LayoutDepth:
     """Offline geometric depth prior (floor, standing surfaces, ceiling, sky); no weights.
 
     Args:
-        camera_height: metres between camera and floor; sets the metric scale.
+        camera_height: metres between camera and floor (sets the metric scale); None = from
+            the scene (ceiling and floor seen together), else a typical height per scene type.
         ceiling_height: metres from floor to ceiling, used indoors.
         sky_depth: depth given to the sky backdrop, metres.
         max_depth_indoor, max_depth_outdoor: far limit of floor / walls, metres.
-        scene: "auto" (sky decides), "indoor" or "outdoor".
+        scene: "auto" (the sky decides, see ``models.depth.scene``), "indoor" or "outdoor".
+        floor_bias: how clearly floor-like a pixel must look to extend the floor up a column.
+        snap_radius: pixels a depth step may move to meet an image edge (0 = no snapping).
     """
 
     name = "layout"
 
     def __init__(
         self,
-        camera_height: float = 1.6,
-        ceiling_height: float = 2.7,
+        camera_height: float | None = None,
+        ceiling_height: float = 2.6,
         sky_depth: float = 150.0,
         max_depth_indoor: float = 4.0,
         max_depth_outdoor: float = 25.0,
         scene: str = "auto",
+        floor_bias: float = 0.2,
+        snap_radius: int = 3,
     ) -> None:
-        if not 0.1 <= camera_height < ceiling_height:
+        if camera_height is not None and not 0.1 <= camera_height < ceiling_height:
             raise DepthError("camera height must be at least 0.1 m and below the ceiling")
         if scene not in ("auto", "indoor", "outdoor"):
             raise DepthError(f"scene must be 'auto', 'indoor' or 'outdoor', got {scene!r}")
-        self.camera_height = float(camera_height)
+        self.camera_height = None if camera_height is None else float(camera_height)
         self.ceiling_height = float(ceiling_height)
         self.sky_depth = float(sky_depth)
         self.max_depth_indoor = float(max_depth_indoor)
         self.max_depth_outdoor = float(max_depth_outdoor)
         self.scene = scene
+        self.floor_bias = float(floor_bias)
+        self.snap_radius = int(snap_radius)
 
-    def estimate(self, rgb: np.ndarray, K: np.ndarray) -> DepthResult:
-        """Depth for ``rgb`` (H, W, 3) uint8 with intrinsics ``K`` (3, 3): see the module doc."""
+    #: ``estimate`` takes hints a world already knows (up vector, scene, camera height).
+    accepts_hints = True
+
+    def estimate(
+        self,
+        rgb: np.ndarray,
+        K: np.ndarray,
+        *,
+        up_cam: np.ndarray | None = None,
+        scene: str | None = None,
+        camera_height: float | None = None,
+    ) -> DepthResult:
+        """Depth for ``rgb`` (H, W, 3) uint8 with intrinsics ``K`` (3, 3): see the module doc.
+
+        Hints for a new frame of a known world (each skips an estimate and keeps frames
+        consistent): ``up_cam`` (3,) world up in this camera, ``scene`` "indoor" / "outdoor",
+        ``camera_height`` metres.
+        """
         t0 = time.perf_counter()
         rgb, K = check_inputs(rgb, K)
         H, W = rgb.shape[:2]
@@ -330,77 +255,131 @@ class LayoutDepth:
         w, h = max(16, round(W * s)), max(16, round(H * s))
         small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if (w, h) != (W, H) else rgb
         Ks = scale_intrinsics(K, (W, H), (w, h))
-        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        scene = scene if scene is not None else (None if self.scene == "auto" else self.scene)
 
-        # Line segments need more pixels than the layout: detect them at up to ~640 x 480.
-        sl = min(1.0, float(np.sqrt(_LINE_PIXELS / (H * W))))
-        wl, hl = max(16, round(W * sl)), max(16, round(H * sl))
-        gray_l = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if (wl, hl) != (W, H):
-            gray_l = cv2.resize(gray_l, (wl, hl), interpolation=cv2.INTER_AREA)
-        up, up_info = estimate_up_vector(gray_l, scale_intrinsics(K, (W, H), (wl, hl)))
+        segs = None
+        if up_cam is None:
+            # Line segments need more pixels than the layout: detect them at up to ~640 x 480.
+            sl = min(1.0, float(np.sqrt(_LINE_PIXELS / (H * W))))
+            wl, hl = max(16, round(W * sl)), max(16, round(H * sl))
+            gray_l = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            if (wl, hl) != (W, H):
+                gray_l = cv2.resize(gray_l, (wl, hl), interpolation=cv2.INTER_AREA)
+            segs_l = line_segments(gray_l)
+            up, up_info = estimate_up_vector(
+                gray_l, scale_intrinsics(K, (W, H), (wl, hl)), segs=segs_l
+            )
+            segs = segs_l * np.array([w / wl, h / hl, w / wl, h / hl])
+        else:
+            up = np.asarray(up_cam, np.float64) / np.linalg.norm(up_cam)
+            up_info = {"source": "given", "n_vertical": 0}
+        horizon = horizon_rows(up, Ks, w)
+        if scene == "indoor":
+            guess = SceneGuess(False, np.zeros((h, w), bool), {"given": "indoor"})
+        else:  # told "outdoor": the best sky evidence there is, however small
+            guess = classify_scene(small, horizon, segs, force_outdoor=scene == "outdoor")
+        outdoor = guess.outdoor
+        sky = guess.sky
+
         rays = _rays(w, h, Ks)
         s_up = rays @ up  # > 0: ray climbs (above horizon); < 0: ray descends
-        # Horizon row per column: where s_up changes sign (for nearly level cameras).
-        horizon_row = self._horizon_rows(up, Ks, w, h)
-
-        sky = detect_sky(small, horizon_row)
-        sky_frac = float(sky.mean())
-        outdoor = self.scene == "outdoor" or (self.scene == "auto" and sky_frac > 0.02)
-        far = self.max_depth_outdoor if outdoor else self.max_depth_indoor
-
         lab = cv2.cvtColor(cv2.bilateralFilter(small, 7, 30, 5), cv2.COLOR_RGB2LAB)
-        contact, _ = floor_contact_rows(lab, horizon_row)
+        L = lab[..., 0].astype(np.float32)
+        ey = np.abs(cv2.Sobel(L, cv2.CV_32F, 0, 1, ksize=3))
+        ex = np.abs(cv2.Sobel(L, cv2.CV_32F, 1, 0, ksize=3))
+        edge = np.clip((ey - 0.5 * ex) / (np.percentile(ey, 95) + 1e-3), 0.0, 1.0)
+        rows = np.arange(h)[:, None]
+        below = rows >= np.clip(np.ceil(horizon), 0, h - 1)[None, :]
+        floor_seed = np.zeros((h, w), bool)
+        floor_seed[int(h * 0.85) :, int(w * 0.2) : int(w * 0.8)] = True
+        above = rows < np.minimum(horizon[None, :], h * 0.45)
+        prob = _class_probability(lab, floor_seed & below, above & ~sky)
+        contact = contact_rows(prob, below, edge, self.floor_bias)
 
-        depth = self._compose(rays, s_up, up, contact, far, outdoor)
-        conf = np.full((h, w), 0.35, np.float32)
+        ceiling = None
+        if not outdoor and camera_height is None and float(np.median(horizon)) > 0.2 * h:
+            # The same search upside down: a ceiling runs down from the top to its contact.
+            top_seed = np.zeros((h, w), bool)
+            top_seed[: max(2, int(h * 0.08)), int(w * 0.2) : int(w * 0.8)] = True
+            cprob = _class_probability(lab, top_seed & ~below, below)
+            c = contact_rows(cprob[::-1], ~below[::-1], edge[::-1], self.floor_bias)
+            ceiling = h - 1 - c  # ceiling pixels are those strictly above this row
+        if camera_height is not None:
+            height, height_source = float(camera_height), "given"
+        else:
+            height, height_source = self._camera_height(outdoor, contact, ceiling, s_up, h)
+        far = self.max_depth_outdoor if outdoor else self.max_depth_indoor
+        depth = self._compose(rays, s_up, up, contact, far, outdoor, height)
         if outdoor:
             depth[sky] = self.sky_depth
-            conf[sky] = 0.05
 
-        # Edge-aware smoothing in log-depth, guided by the photo, then back to full size.
-        logd = guided_filter(gray.astype(np.float32) / 255.0, np.log(depth), 4, 1e-3)
-        if outdoor:
-            logd[sky] = np.log(self.sky_depth)
-        gx = cv2.Sobel(logd, cv2.CV_32F, 1, 0, ksize=3) / 8
-        gy = cv2.Sobel(logd, cv2.CV_32F, 0, 1, ksize=3) / 8
-        edge = cv2.dilate(np.hypot(gx, gy), np.ones((3, 3), np.uint8))
-        conf *= np.exp(-edge / 0.08).astype(np.float32)
+        # Full size in log-depth, then every depth step onto an image edge.
+        logd = np.log(depth).astype(np.float32)
         if (w, h) != (W, H):
             logd = cv2.resize(logd, (W, H), interpolation=cv2.INTER_LINEAR)
-            conf = cv2.resize(conf, (W, H), interpolation=cv2.INTER_LINEAR)
-        depth_full = np.exp(logd).astype(np.float32)
-        depth_full = np.clip(depth_full, 0.05, max(self.sky_depth, far))
+        depth_full = np.exp(logd)
+        radius = max(1, round(self.snap_radius * W / 512)) if self.snap_radius > 0 else 0
+        if radius:
+            depth_full = snap_depth_edges(depth_full, rgb, radius)
+        if outdoor:
+            depth_full = _clean_sky(depth_full, self.sky_depth, min_area=max(16, H * W // 2000))
+        depth_full = np.clip(depth_full, 0.05, max(self.sky_depth, far)).astype(np.float32)
+        conf = np.full((H, W), 0.35, np.float32)
+        conf[edge_band(depth_full, max(radius, 1))] = 0.1
+        if outdoor:
+            sky_full = depth_full >= 0.999 * self.sky_depth
+            conf[sky_full] = 0.05
+        conf = np.maximum(conf, MIN_CONFIDENCE)
 
-        horizon_center = float(np.interp(w / 2, np.arange(w), horizon_row)) / s
         meta = {
             "scene": "outdoor" if outdoor else "indoor",
-            "sky_fraction": sky_frac,
-            "horizon_row_center": horizon_center,
+            "sky_fraction": float(sky.mean()),
+            "scene_cues": guess.cues,
+            "horizon_row_center": float(np.interp(w / 2, np.arange(w), horizon)) / s,
             "up_source": up_info["source"],
             "n_vertical_lines": up_info["n_vertical"],
-            "camera_height_m": self.camera_height,
+            "camera_height_m": round(height, 3),
+            "camera_height_source": height_source,
             "work_size": [w, h],
             "seconds": time.perf_counter() - t0,
         }
+        policy = f"camera-height-{round(height, 2):g}m"
+        if height_source != "given":
+            policy += f"-{height_source}"
         return DepthResult(
-            depth=depth_full,
-            confidence=conf,
-            up_cam=up,
-            scale_policy=f"camera-height-{self.camera_height:g}m",
-            meta=meta,
+            depth=depth_full, confidence=conf, up_cam=up, scale_policy=policy, meta=meta
         )
 
-    @staticmethod
-    def _horizon_rows(up: np.ndarray, K: np.ndarray, w: int, h: int) -> np.ndarray:
-        """(W,) row of the horizon in each column (may lie outside the image)."""
-        # Horizon: pixels whose ray r = ((u-cx)/fx, (v-cy)/fy, 1) satisfies r . up = 0.
-        u = np.arange(w, dtype=np.float64)
-        x = (u - K[0, 2]) / K[0, 0]
-        if abs(up[1]) < 1e-6:
-            return np.full(w, -1e6)
-        y = -(up[0] * x + up[2]) / up[1]
-        return y * K[1, 1] + K[1, 2]
+    def _camera_height(
+        self,
+        outdoor: bool,
+        contact: np.ndarray,
+        ceiling: np.ndarray | None,
+        s_up: np.ndarray,
+        h: int,
+    ) -> tuple[float, str]:
+        """(metres, how it was found): given, from a wall seen floor to ceiling, or typical."""
+        if self.camera_height is not None:
+            return self.camera_height, "given"
+        kind = "outdoor" if outdoor else "indoor"
+        if ceiling is not None:
+            cols = np.arange(len(contact))
+            fr = np.round(contact).astype(int)
+            cr = np.round(ceiling).astype(int)
+            # Columns with a real floor and ceiling run and a wall between them.
+            ok = (fr < h - 2) & (cr > 1) & (cr < fr - 4)
+            if ok.sum() >= 0.2 * len(cols):
+                t_f = -s_up[np.clip(fr[ok] + 1, 0, h - 1), cols[ok]]  # tan below the horizon
+                t_c = s_up[np.clip(cr[ok] - 1, 0, h - 1), cols[ok]]  # tan above it
+                good = (t_f > 0.02) & (t_c > 0.02)
+                if good.sum() >= 0.2 * len(cols):
+                    # Furniture stands in front of walls (its floor contact is nearer): a low
+                    # quantile of the per-column ratio is the wall's.
+                    r = float(np.quantile(t_f[good] / t_c[good], 0.2))
+                    est = self.ceiling_height * r / (1.0 + r)
+                    if 0.8 <= est <= 2.0:
+                        return est, "from-ceiling"
+        return DEFAULT_HEIGHT[kind], f"{kind}-typical"
 
     def _compose(
         self,
@@ -410,10 +389,10 @@ class LayoutDepth:
         contact: np.ndarray,
         far: float,
         outdoor: bool,
+        ch: float,
     ) -> np.ndarray:
         """(h, w) float64 depth from floor, standing surfaces at the contacts, and ceiling."""
         h, w = s_up.shape
-        ch = self.camera_height
         eps = 1e-6
         # Floor: ray / plane intersection (z of ray is 1, so the parameter t is the z-depth).
         floor = np.where(-s_up > eps, ch / np.maximum(-s_up, eps), np.inf)
@@ -424,6 +403,12 @@ class LayoutDepth:
         crow = np.clip(np.round(contact).astype(int), 0, h - 1)
         c_floor = floor[crow, cols]
         c_dist = np.minimum(c_floor * r_h[crow, cols], far)
+        # A contact found a few rows too high near the horizon puts its column far away: a
+        # median over about a twelfth of the width removes such stripes, while an opening
+        # (a doorway, a street) wider than that keeps its distance.
+        k = max(3, (w // 12) | 1)
+        padded = np.pad(np.log(c_dist), k // 2, mode="edge")
+        c_dist = np.exp(np.median(np.lib.stride_tricks.sliding_window_view(padded, k), axis=1))
         wall = c_dist[None, :] / r_h
         rows = np.arange(h)[:, None]
         depth = np.where(rows > contact[None, :], floor, wall)

@@ -171,7 +171,8 @@ class MarigoldDepth:
         device: "cpu", "cuda" or None (CUDA when available).
         dtype: torch dtype or its name; None -> bf16/fp16 on CUDA, fp32 on CPU.
         seed: seeds the initial noise; the same photo and seed give the same depth.
-        camera_height: metres, for the layout prior that sets the metric scale.
+        camera_height: metres, for the layout prior that sets the metric scale (None: the
+            layout prior's own, from the scene).
         local_files_only: never try the network (also implied by HF_HUB_OFFLINE=1).
     """
 
@@ -186,7 +187,7 @@ class MarigoldDepth:
         device: str | None = None,
         dtype: Any = None,
         seed: int = 0,
-        camera_height: float = 1.6,
+        camera_height: float | None = None,
         local_files_only: bool = False,
     ) -> None:
         if steps is not None and int(steps) < 1:
@@ -226,7 +227,7 @@ class MarigoldDepth:
             processing_resolution = self.pipe.default_processing_resolution or 768
         self.processing_resolution = int(processing_resolution)
         self.seed = int(seed)
-        self.camera_height = float(camera_height)
+        self.camera_height = None if camera_height is None else float(camera_height)
         self.disparity = self.pipe.config.get("prediction_type") == "disparity"
 
     def predict_raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -261,13 +262,13 @@ class MarigoldDepth:
         rgb, K = check_inputs(rgb, K)
         pred, unc = self.predict_raw(rgb)
         prior = LayoutDepth(camera_height=self.camera_height).estimate(rgb, K)
-        depth, fit = align_to_prior(pred, prior, K, self.camera_height, self.disparity)
+        depth, fit = align_to_prior(pred, prior, K, disparity=self.disparity)
         if unc is not None:
             base: float | np.ndarray = 0.9 * np.exp(-np.nan_to_num(unc, nan=1.0) / 0.05)
         else:
             base = SINGLE_MEMBER_CONFIDENCE
         conf = edge_confidence(depth, base)
-        policy = f"camera-height-{self.camera_height:g}m-via-layout-{fit['kind']}"
+        policy = f"{prior.scale_policy}-via-layout-{fit['kind']}"
         meta: dict[str, Any] = {
             "model": self.model_id,
             "device": self.device,
@@ -279,6 +280,7 @@ class MarigoldDepth:
             "seed": self.seed,
             "fit": fit,
             "scene": prior.meta.get("scene"),
+            "camera_height_m": prior.meta.get("camera_height_m"),
             "seconds": time.perf_counter() - t0,
         }
         return DepthResult(depth, conf, prior.up_cam, policy, meta)
@@ -315,7 +317,7 @@ def align_to_prior(
     pred: np.ndarray,
     prior: DepthResult,
     K: np.ndarray,
-    camera_height: float,
+    camera_height: float | None = None,
     disparity: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Metric depth (H, W) float32 > 0 from an affine-invariant prediction ``pred`` (H, W).
@@ -328,6 +330,8 @@ def align_to_prior(
     target = 1.0 / prior.depth if disparity else prior.depth
     target = target.astype(np.float64)
     region = "floor"
+    if camera_height is None:
+        camera_height = float(prior.meta.get("camera_height_m", 1.6))
     mask = floor_mask(prior, K, camera_height)
     n_min = max(50, int(0.02 * mask.size))
     if mask.sum() < n_min or np.ptp(np.percentile(x_all[mask], [10, 90])) < 0.05:

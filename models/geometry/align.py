@@ -4,7 +4,7 @@ A new frame's depth estimate (relative, or metric with its own bias) is put in t
 metric frame by fitting ``target ~ s * pred + t`` on the pixels memory already sees. Outliers
 (occlusion boundaries, wrong estimates) are many, so the fit is trimmed: solve, drop the worst
 residuals, solve again. Residuals are relative (divided by the target) so near and far pixels
-count alike.
+count alike. :func:`far_side` picks the part of a hole's border its depth continues from.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from models.geometry.zbuffer import box_max
 
 
 @dataclass
@@ -75,3 +77,21 @@ def align_scale_shift(
     r = ((s * p + b - t) * w).abs()
     inliers = int((r <= max(3.0 * 1.4826 * float(r.median()), 1e-6)).sum())
     return Alignment(s, b, inliers, "trimmed-affine")
+
+
+def far_side(
+    depth: torch.Tensor, known: torch.Tensor, band: int = 8, step: float = 0.08
+) -> torch.Tensor:
+    """(H, W) bool: the known pixels within ``band`` of a hole that are not foreground, i.e.
+    not ``step`` (relative) nearer than the farthest known depth within ``band`` pixels.
+
+    A disocclusion opens behind the foreground, so its depth is continued from the far side of
+    its border. (Two max-pools: a cheap local version of the painter's background test; a hole
+    wider than 2 * band is bent towards both of its borders.)
+    """
+    if bool(known.all()) or not bool(known.any()):
+        return known
+    far = box_max(torch.where(known, depth, 0.0), band)
+    near_hole = box_max((~known).float(), band) > 0
+    side = known & near_hole & (depth >= far * (1 - step))
+    return side if bool(side.any()) else known

@@ -1,22 +1,25 @@
 """Forward warping of a frame (rgb + z-depth) into another camera.
 
-Forward-backward warp, in three steps:
+Forward-backward warp:
 
-1. *splat*: every source pixel is projected into the target and written into a z-buffer with a
-   footprint sized by how much the surface is magnified (``s = f_t z_s / (f_s z_t)``). A 1-pixel
-   splat leaves cracks when the camera moves closer, and far background shows through them; sizing
-   the footprint by ``s`` closes them.
+1. *splat* (``models.geometry.zbuffer``): every source pixel is projected into the target and
+   written into a z-buffer with a footprint from the local Jacobian of the source -> target
+   map (bounding box of the parallelogram a pixel spans; its largest singular value is the
+   pixel's **stretch**), at the depth of its tangent plane. Mixed "flying" pixels on depth
+   ramps (neither foreground nor background) are not surfaces and are left out wherever
+   parallax could move them; one-pixel cracks between two neighbours on one surface are closed.
 2. *backward sample*: each covered target pixel is unprojected with its z-buffer depth and
-   projected back into the source, which is sampled bilinearly (sub-pixel accurate, no
-   nearest-pixel jitter). Where the 2x2 neighbourhood straddles a depth edge the nearest pixel
-   is used instead, so foreground and background colours never mix.
-3. *check*: a pixel whose back-projected depth disagrees with the source depth there (it was
-   occluded in the source, or the splat came from another surface) is dropped.
+   projected back into the source, which is sampled bilinearly (sub-pixel accurate). Where the
+   2x2 neighbourhood straddles a depth edge the nearest pixel is used instead, so foreground and
+   background colours never mix.
+3. *check*: a pixel whose back-projected depth disagrees with the source depth there (bilinear
+   depth on smooth surfaces, the nearest pixel's at edges) is dropped: it was occluded in the
+   source, or the splat came from another surface.
 
-The result says, per target pixel, where its colour came from (source u, v): that is the
-correspondence the synthesis step routes pixels through.
+The result says, per target pixel, where its colour came from (source u, v) and how stretched
+it is: that is the correspondence the synthesis step routes pixels through.
 
-:func:`forward_warp_reference` is the slow, obvious per-pixel twin used by the tests.
+:func:`forward_warp_reference` is the slow, obvious per-pixel twin of the splat used by tests.
 """
 
 from __future__ import annotations
@@ -26,10 +29,30 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from models.geometry.cameras import project_points, transform_points, unproject_depth
+from models.geometry.zbuffer import (
+    NEAR,
+    PARALLAX_PX,
+    box_max,
+    close_cracks,
+    project_frame,
+    splat_depth,
+    splat_frame,
+    splat_reference,
+)
 
-NEAR = 1e-3  # metres: points closer than this to the target camera are dropped
+__all__ = [
+    "NEAR",
+    "WarpResult",
+    "depth_edges",
+    "flying_pixels",
+    "forward_warp",
+    "forward_warp_reference",
+    "relative_transform",
+    "splat_depth",
+    "splat_frame",
+]
 
 
 @dataclass
@@ -38,8 +61,12 @@ class WarpResult:
 
     rgb: (H, W, 3) float32 in [0, 1]; depth: (H, W) float32 target z-depth (0 where invalid);
     valid: (H, W) bool; src_uv: (H, W, 2) float32 source pixel coordinates (u, v);
-    scale: (H, W) float32 magnification of the source at that pixel (1 = same resolution,
-    > 1 = the target sees the surface larger than the source did).
+    scale: (H, W) float32 isotropic magnification ``f_t z_s / (f_s z_t)`` (1 = same resolution);
+    stretch: (H, W) float32 linear magnification along the most stretched direction (>= scale
+    on a slanted surface; 0 where invalid); edge: (H, W) bool, the routed source pixel lies on a
+    depth edge of the source (a weaker claim to the pixel than a surface interior); baseline:
+    metres between the source and target centres (a surface at depth z moved by about
+    ``baseline * f / z`` pixels: below half a pixel the source saw along the target's rays).
     """
 
     rgb: torch.Tensor
@@ -47,6 +74,13 @@ class WarpResult:
     valid: torch.Tensor
     src_uv: torch.Tensor
     scale: torch.Tensor
+    stretch: torch.Tensor
+    edge: torch.Tensor
+    baseline: float = 0.0
+
+
+def _relative(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(np.asarray(c2w_tgt, np.float64)) @ np.asarray(c2w_src, np.float64)
 
 
 def relative_transform(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> torch.Tensor:
@@ -55,8 +89,7 @@ def relative_transform(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> torch.Tensor
     Composing in float64 keeps an identity motion exactly the identity, so a revisited pose
     reproduces its frame bit for bit.
     """
-    w2c_tgt = np.linalg.inv(np.asarray(c2w_tgt, np.float64))
-    return torch.from_numpy((w2c_tgt @ np.asarray(c2w_src, np.float64)).astype(np.float32))
+    return torch.from_numpy(_relative(c2w_src, c2w_tgt).astype(np.float32))
 
 
 def depth_edges(depth: torch.Tensor, rel_jump: float = 0.04) -> torch.Tensor:
@@ -69,7 +102,7 @@ def depth_edges(depth: torch.Tensor, rel_jump: float = 0.04) -> torch.Tensor:
     inv = 1.0 / depth.clamp(min=1e-6)
     # Pad by linear extrapolation: a plane stays a plane up to the border (replicate padding
     # would turn the border's second difference into a first difference).
-    pad = torch.nn.functional.pad(inv[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    pad = F.pad(inv[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
     if min(inv.shape) >= 2:
         pad[0, 1:-1] = 2 * inv[0] - inv[1]
         pad[-1, 1:-1] = 2 * inv[-1] - inv[-2]
@@ -81,55 +114,45 @@ def depth_edges(depth: torch.Tensor, rel_jump: float = 0.04) -> torch.Tensor:
     return (torch.maximum(d2x, d2y) > rel_jump * c) | (depth <= 0)
 
 
-def splat_depth(
-    uv: torch.Tensor,
-    z: torch.Tensor,
-    scale: torch.Tensor,
-    width: int,
-    height: int,
-    max_radius: int = 3,
-    margin: float = 0.25,
+def flying_pixels(
+    depth: torch.Tensor, edges: torch.Tensor | None = None, tol: float = 0.05, jump: float = 0.15
 ) -> torch.Tensor:
-    """Z-buffer (H, W) of points at pixel positions ``uv`` (N, 2) with depth ``z`` (N,).
+    """(H, W) bool: mixed pixels on a depth ramp between two surfaces ("flying pixels").
 
-    Each point covers the target pixels whose centres lie within ``max(scale, 1) / 2 + margin``
-    of it along both axes (always its nearest pixel). Empty pixels hold +inf. ``uv`` must lie in
-    (-1, width) x (-1, height).
+    A sensor or a smoothed estimate puts pixels on an occlusion boundary at depths between the
+    foreground and the background. Such a pixel is next to a depth edge (``edges``, default
+    :func:`depth_edges`), its depth lies between the depths two pixels away on either side
+    (along x or y) by more than ``tol`` (relative) from both, and those two differ by more than
+    ``jump``. The two pixels of a sharp step are not flying (each has its own surface's depth);
+    a plane, however slanted, has no edge nearby.
     """
-    R = max_radius
-    # Padded buffer, so offsets never need a bounds test. uv just above -1 rounds to pixel -1,
-    # and its footprint reaches R further: the pad is R + 1 (R alone indexed out of bounds).
-    P = R + 1
-    Wp = width + 2 * P
-    zbuf = torch.full(((height + 2 * P) * Wp,), math.inf)
-    half = scale.clamp(min=1.0, max=2 * R) * 0.5 + margin
-    base = torch.round(uv)
-    frac = base - uv  # (N, 2) in [-0.5, 0.5]
-    flat = (base[:, 1].long() + P) * Wp + base[:, 0].long() + P
-    radius = int(min(R, math.floor(float(half.max()) + 0.5))) if len(half) else 0
-    # Points whose footprint reaches offset d along an axis: |d + frac| <= half.
-    reach_x = {d: (frac[:, 0] + d).abs() <= half for d in range(-radius, radius + 1) if d}
-    reach_y = {d: (frac[:, 1] + d).abs() <= half for d in range(-radius, radius + 1) if d}
-    zbuf.scatter_reduce_(0, flat, z, reduce="amin")
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx == 0 and dy == 0:
-                continue
-            if dx and dy:
-                m = reach_x[dx] & reach_y[dy]
-            else:
-                m = reach_x[dx] if dx else reach_y[dy]
-            sel = torch.nonzero(m).squeeze(1)
-            if sel.numel():
-                zbuf.scatter_reduce_(0, flat[sel] + (dy * Wp + dx), z[sel], reduce="amin")
-    return zbuf.view(height + 2 * P, Wp)[P : P + height, P : P + width]
+    if min(depth.shape) < 5:
+        return torch.zeros_like(depth, dtype=torch.bool)
+    if edges is None:
+        edges = depth_edges(depth)
+    near_edge = box_max(edges.float(), 1) > 0
+    d = depth
+    out = torch.zeros_like(depth, dtype=torch.bool)
+    for a, b, c in (
+        (d[:, :-4], d[:, 4:], (slice(None), slice(2, -2))),
+        (d[:-4, :], d[4:, :], (slice(2, -2), slice(None))),
+    ):
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        mid = d[c]
+        between = (mid > lo * (1 + tol)) & (mid < hi * (1 - tol)) & (hi > lo * (1 + jump))
+        out[c] |= between & (lo > 0)
+    return out & near_edge & (depth > 0)
 
 
-def _normalised_grid(uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """(..., 2) pixel coordinates -> grid_sample's [-1, 1] coordinates (align_corners=True)."""
-    return torch.stack(
-        [uv[..., 0] * (2.0 / (width - 1)) - 1.0, uv[..., 1] * (2.0 / (height - 1)) - 1.0], -1
-    )
+def inverse_depth_range(depth: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """(H, W) spread of inverse depth (1/m) over each pixel's (2r+1)^2 window: a camera moving
+    by ``b`` metres shifts the two sides of a depth edge there by up to ``b f`` times this many
+    pixels relative to each other. Unknown depth (0) does not count."""
+    known = depth > 0
+    inv = 1.0 / depth.clamp(min=1e-6)
+    hi = box_max(torch.where(known, inv, -math.inf), radius)
+    lo = -box_max(torch.where(known, -inv, -math.inf), radius)
+    return torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, 0.0).clamp(min=0)
 
 
 def forward_warp(
@@ -144,11 +167,13 @@ def forward_warp(
     *,
     depth_tol: float = 0.03,
     edges: torch.Tensor | None = None,
+    flying: torch.Tensor | None = None,
+    inv_range: torch.Tensor | None = None,
 ) -> WarpResult:
     """Warp a source frame into a target camera.
 
     Args:
-        rgb: (Hs, Ws, 3) float32 [0, 1]; depth: (Hs, Ws) float32 z-depth, 0 = unknown.
+        rgb: (Hs, Ws, 3) float32 [0, 1], or uint8; depth: (Hs, Ws) float32 z-depth, 0 = unknown.
         K_src, c2w_src: source intrinsics (for Ws x Hs) and pose; K_tgt, c2w_tgt: the target's.
         width, height: target image size.
         depth_tol: relative depth disagreement above which a back-projected pixel is dropped.
@@ -156,65 +181,92 @@ def forward_warp(
             depth edge still occlude, but are not routed where parallax could have moved them:
             their colour mixes foreground and background, and sensor depth there is unreliable
             (measured on TUM: +1 dB).
+        flying: (Hs, Ws) bool mixed pixels on depth ramps (computed when None): neither
+            splatted nor routed where parallax could have moved them.
+        inv_range: (Hs, Ws) :func:`inverse_depth_range` of the source (computed when None).
+            "Could have moved" means: the parallax difference across the edge, baseline times
+            focal length times this range, exceeds half a pixel. A sky whose depth varies
+            from 130 to 150 m has edges, but walking 30 cm moves them less than that.
     """
+    if edges is None:
+        edges = depth_edges(depth)
+    if flying is None:
+        flying = flying_pixels(depth, edges)
+    if inv_range is None:
+        inv_range = inverse_depth_range(depth)
+    T = _relative(c2w_src, c2w_tgt)
+    # Only the part of the source that lands in the target is warped (walking forward, the
+    # target sees the middle of the older frames): crop it, with a 2-pixel margin for the
+    # footprints' neighbours and bilinear sampling, and shift K_src to the crop.
+    u, v, z = project_frame(depth, K_src, T, K_tgt)
+    lands = (depth > 0) & (z > NEAR) & (u > -4) & (u < width + 3) & (v > -4) & (v < height + 3)
+    rows, cols = torch.nonzero(lands.any(1)).squeeze(1), torch.nonzero(lands.any(0)).squeeze(1)
+    x0 = y0 = 0
+    planes: tuple | None = (u, v, z)
+    if rows.numel() and cols.numel():
+        y0, y1 = max(int(rows[0]) - 2, 0), min(int(rows[-1]) + 3, depth.shape[0])
+        x0, x1 = max(int(cols[0]) - 2, 0), min(int(cols[-1]) + 3, depth.shape[1])
+        if (y1 - y0) * (x1 - x0) < 0.9 * depth.numel():
+            crop = (slice(y0, y1), slice(x0, x1))
+            rgb, depth, edges = rgb[crop], depth[crop], edges[crop]
+            flying, inv_range = flying[crop], inv_range[crop]
+            K_src = np.array(K_src, np.float64)
+            K_src[0, 2] -= x0
+            K_src[1, 2] -= y0
+            planes = None  # projected again for the crop
+        else:
+            x0 = y0 = 0
     Hs, Ws = depth.shape
-    T = relative_transform(c2w_src, c2w_tgt)
-    xyz_tgt = transform_points(T, unproject_depth(depth, K_src).reshape(-1, 3))
-    uv, z = project_points(xyz_tgt, K_tgt)
-    zs = depth.reshape(-1)
-    ok = (zs > 0) & (z > NEAR)
-    ok &= (uv[:, 0] > -1) & (uv[:, 0] < width) & (uv[:, 1] > -1) & (uv[:, 1] < height)
-    ok_idx = torch.nonzero(ok).squeeze(1)
-    f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
-    scale = (f_t / f_s) * zs[ok_idx] / z[ok_idx]
-    zbuf = splat_depth(uv[ok_idx], z[ok_idx], scale, width, height)
+    moved = inv_range * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
+    sp = splat_frame(depth, K_src, T, K_tgt, width, height, flying & moved, planes)
+    zbuf = close_cracks(sp.zbuf)
 
     # Backward, densely over the target: unproject with the z-buffer depth, look up the source.
     has = torch.isfinite(zbuf)
-    zt = torch.where(has, zbuf, torch.ones_like(zbuf))
-    xyz_t = unproject_depth(zt, K_tgt)
-    T_inv = torch.linalg.inv(T.double()).float()
-    uv_s, z_s = project_points(transform_points(T_inv, xyz_t), K_src)
-    inside = (uv_s[..., 0] >= -0.5) & (uv_s[..., 0] <= Ws - 0.5) & (uv_s[..., 1] >= -0.5)
-    inside &= (uv_s[..., 1] <= Hs - 0.5) & (z_s > NEAR) & has
-    uv_s = torch.stack([uv_s[..., 0].clamp(0, Ws - 1), uv_s[..., 1].clamp(0, Hs - 1)], -1)
-
-    if edges is None:
-        edges = depth_edges(depth)
-    near_idx = (uv_s[..., 1].round() * Ws + uv_s[..., 0].round()).long()
-    d_near = depth.reshape(-1)[near_idx]
-    valid = inside & (d_near > 0) & ((d_near - z_s).abs() <= depth_tol * z_s)
-    # Edge pixels are dropped only where parallax could have moved them: seen from (nearly) the
-    # same centre (a revisit, a pure rotation) their depth errors cannot shift them.
-    baseline = float(T[:3, 3].double().norm())
-    valid &= ~(edges.reshape(-1)[near_idx] & (baseline * f_t / zt > 0.5))
+    zt = torch.where(has, zbuf, 1.0)
+    us, vs, z_s = project_frame(zt, K_tgt, np.linalg.inv(T), K_src)
+    inside = (us >= -0.5) & (us <= Ws - 0.5) & (vs >= -0.5) & (vs <= Hs - 0.5)
+    inside &= (z_s > NEAR) & has
+    us, vs = us.clamp(0, Ws - 1), vs.clamp(0, Hs - 1)
+    near_idx = (vs.round() * Ws + us.round()).long()
 
     # Bilinear where the 2x2 source neighbourhood is one surface, nearest where it straddles an
-    # edge (so foreground and background colours never mix).
-    src = torch.cat([rgb, edges[..., None].float()], -1).permute(2, 0, 1)[None]
-    grid = _normalised_grid(uv_s, Ws, Hs)[None]
-    bil = torch.nn.functional.grid_sample(src, grid, mode="bilinear", align_corners=True)[0]
-    col = bil[:3].permute(1, 2, 0)
-    on_edge = bil[3] > 0
-    edge_idx = torch.nonzero((on_edge & valid).reshape(-1)).squeeze(1)
-    if edge_idx.numel():
-        col = col.reshape(-1, 3).clone()
-        col[edge_idx] = rgb.reshape(-1, 3)[near_idx.reshape(-1)[edge_idx]]
-        col = col.view(height, width, 3)
-
-    vf = valid[..., None].float()
+    # edge (so foreground and background colours never mix); the depth check follows suit.
+    rgb_p = rgb.permute(2, 0, 1).float()
+    if rgb.dtype == torch.uint8:
+        rgb_p = rgb_p / 255.0
+    src = torch.cat([rgb_p, depth[None], edges[None].float()], 0)[None]
+    grid = torch.stack([us * (2.0 / max(Ws - 1, 1)) - 1.0, vs * (2.0 / max(Hs - 1, 1)) - 1.0], -1)
+    bil = F.grid_sample(src, grid[None], mode="bilinear", align_corners=True)[0]
+    on_edge = bil[4] > 0
+    d_near = depth.reshape(-1)[near_idx]
+    d_src = torch.where(on_edge, d_near, bil[3])
+    valid = inside & (d_near > 0) & ((d_src - z_s).abs() <= depth_tol * z_s)
+    # Edge and flying pixels are dropped only where parallax could have moved them: seen from
+    # (nearly) the same centre (a revisit, a pure rotation) their depth errors cannot shift them.
+    src_edge = edges.reshape(-1)[near_idx]
+    valid &= ~((edges | flying) & moved).reshape(-1)[near_idx]
+    col = bil[:3] * valid
+    at_edge = torch.nonzero((on_edge & valid).reshape(-1)).squeeze(1)  # few: gather only them
+    if at_edge.numel():
+        col = col.reshape(3, -1)
+        col[:, at_edge] = rgb_p.reshape(3, -1)[:, near_idx.reshape(-1)[at_edge]]
+        col = col.view(3, height, width)
+    vf = valid.float()
     return WarpResult(
-        col * vf,
-        zt * valid,
+        col.permute(1, 2, 0),
+        zt * vf,
         valid,
-        torch.where(valid[..., None], uv_s, torch.full_like(uv_s, -1.0)),
-        (f_t * z_s) / (f_s * zt) * valid,
+        torch.where(valid[..., None], torch.stack([us + x0, vs + y0], -1), -1.0),
+        (sp.f_t * z_s) / (sp.f_s * zt) * vf,
+        sp.stretch.reshape(-1)[near_idx] * vf,
+        src_edge & valid,
+        sp.baseline,
     )
 
 
 def forward_warp_reference(
-    rgb: np.ndarray,
     depth: np.ndarray,
     K_src: np.ndarray,
     c2w_src: np.ndarray,
@@ -224,37 +276,8 @@ def forward_warp_reference(
     height: int,
     max_radius: int = 3,
     margin: float = 0.25,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Slow twin of the z-buffer splat: (depth (H, W), nearest-splat rgb (H, W, 3)), float64.
-
-    One point at a time, the footprint rule written out literally. For tests on tiny images.
-    """
-    T = np.linalg.inv(c2w_tgt) @ c2w_src
-    f_ratio = math.sqrt(K_tgt[0, 0] * K_tgt[1, 1] / (K_src[0, 0] * K_src[1, 1]))
-    zbuf = np.full((height, width), np.inf)
-    col = np.zeros((height, width, 3))
-    for y in range(depth.shape[0]):
-        for x in range(depth.shape[1]):
-            d = depth[y, x]
-            if d <= 0:
-                continue
-            p = np.array(
-                [(x - K_src[0, 2]) / K_src[0, 0] * d, (y - K_src[1, 2]) / K_src[1, 1] * d, d]
-            )
-            q = T[:3, :3] @ p + T[:3, 3]
-            if q[2] <= NEAR:
-                continue
-            u = q[0] / q[2] * K_tgt[0, 0] + K_tgt[0, 2]
-            v = q[1] / q[2] * K_tgt[1, 1] + K_tgt[1, 2]
-            half = min(max(f_ratio * d / q[2], 1.0), 2.0 * max_radius) * 0.5 + margin
-            for py in range(int(math.floor(v - half)), int(math.ceil(v + half)) + 1):
-                for px in range(int(math.floor(u - half)), int(math.ceil(u + half)) + 1):
-                    if not (0 <= px < width and 0 <= py < height):
-                        continue
-                    near = px == round(u) and py == round(v)
-                    if (near or (abs(px - u) <= half and abs(py - v) <= half)) and q[2] < zbuf[
-                        py, px
-                    ]:
-                        zbuf[py, px] = q[2]
-                        col[py, px] = rgb[y, x]
-    return zbuf, col
+) -> np.ndarray:
+    """Slow twin of the warp's splat (no flying pixels, no crack closing): z-buffer (H, W)
+    float64, from the poses (see :func:`models.geometry.zbuffer.splat_reference`)."""
+    T = _relative(c2w_src, c2w_tgt)
+    return splat_reference(depth, K_src, T, K_tgt, width, height, max_radius, margin)

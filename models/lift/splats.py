@@ -11,10 +11,11 @@ Every kept pixel of every frame becomes one Gaussian:
 - **opacity**: from a per-pixel confidence in [0, 1] (1 when none is given), stored as a logit;
 - **colour**: spherical harmonics degree 0, ``sh0 = (rgb - 0.5) / C0``.
 
-Frames overlap (a later frame re-sees what memory already holds), so Gaussians are merged per voxel:
-one Gaussian per occupied voxel with the mean position/colour/opacity of its members. The voxel size
-defaults to the median footprint, so a surface keeps about one Gaussian per pixel of its sharpest
-view. All steps are deterministic (no randomness, stable orderings).
+Frames overlap (a later frame re-sees what memory already holds), so they are fused
+(``models.lift.splat_fusion``): per voxel the best frame's Gaussians are kept unaveraged (the
+photo's pixels first: every later copy is resampled), a Gaussian whose surface point another
+frame saw better is dropped, and sky / far backdrop pixels form a shell (one Gaussian per
+direction) instead of a black hole. All steps are deterministic.
 
 Arrays are float32 numpy; the renderer and refinement live in ``models.lift.splat_render``.
 """
@@ -125,6 +126,22 @@ def depth_edge_confidence(depth: np.ndarray, rel_step: float = 0.05) -> np.ndarr
     return np.where(ok, np.exp(-step / rel_step), 0.0).astype(np.float32)
 
 
+def _rims_to_back(depth: np.ndarray, step: float = 0.1) -> np.ndarray:
+    """Depth (H, W) with the near-side pixels of each depth step moved back to the far side.
+
+    The pixel on an outline mixes foreground and background colour. Left at the foreground's
+    depth, its Gaussian hangs beside the object when seen from elsewhere (a fringe in the
+    disocclusion); at the background's depth it still fills its own pixel in its own view (the
+    same ray) and hides behind the object elsewhere. A pixel is on the near side when a
+    4-neighbour is more than ``step`` (relative) farther.
+    """
+    z = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
+    pad = np.pad(z, 1, mode="edge")
+    far = np.max(np.stack([pad[1:-1, :-2], pad[1:-1, 2:], pad[:-2, 1:-1], pad[2:, 1:-1]]), axis=0)
+    rim = (z > 0) & (far > z * (1 + step))
+    return np.where(rim, far, depth)
+
+
 def _frame_gaussians(
     rgb: np.ndarray,
     depth: np.ndarray,
@@ -135,8 +152,9 @@ def _frame_gaussians(
     footprint_scale: float,
     base_opacity: float,
 ) -> tuple[np.ndarray, ...]:
-    """Per-pixel Gaussians of one frame: means, quats, log_scales, opacities, sh0, footprint."""
-    depth = np.asarray(depth, np.float64)
+    """Per-pixel Gaussians of one frame: means, quats, log_scales, opacities, sh0, footprint
+    (metres per strided pixel), and the distance from the camera (ray length)."""
+    depth = _rims_to_back(np.asarray(depth, np.float64))
     H, W = depth.shape
     if rgb.shape[:2] != (H, W):
         raise ValueError(f"frame colour is {rgb.shape[1]}x{rgb.shape[0]} but depth is {W}x{H}")
@@ -163,50 +181,25 @@ def _frame_gaussians(
     quats *= np.where(quats[:, :1] < 0, -1.0, 1.0)  # w >= 0, one canonical sign
     # Footprint of one (strided) pixel at that depth, measured along the ray (ray length / f).
     f = np.sqrt(float(K[0, 0]) * float(K[1, 1]))
-    footprint = np.linalg.norm(xyz_cam, axis=1) / f * stride
+    dist = np.linalg.norm(xyz_cam, axis=1)
+    footprint = dist / f * stride
     s = footprint * footprint_scale
     log_scales = np.log(np.stack([s, s, s * THIN_RATIO], -1))
     opac = np.clip(base_opacity * conf, 0.005, 0.995)
-    return means, quats, log_scales, opac, rgb_to_sh0(colors), footprint
+    return means, quats, log_scales, opac, rgb_to_sh0(colors), footprint, dist
 
 
-def _voxel_merge(
-    means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray, opac: np.ndarray,
-    sh0: np.ndarray, voxel: float,
-) -> tuple[np.ndarray, ...]:  # fmt: skip
-    """One Gaussian per occupied voxel (members averaged; rotation of the first member).
-
-    Voxels are ordered by their first member, so the output follows frame/pixel order.
-    """
-    keys = np.floor(means / voxel).astype(np.int64)
-    _, first, inverse, counts = np.unique(
-        keys, axis=0, return_index=True, return_inverse=True, return_counts=True
-    )
-    inverse = inverse.reshape(-1)
-    order = np.argsort(first, kind="stable")  # voxel slots in first-seen order
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    slot = rank[inverse]
-    n = len(first)
-    cnt = counts[order].astype(np.float64)
-
-    def mean_of(values: np.ndarray) -> np.ndarray:
-        out = np.zeros((n,) + values.shape[1:])
-        np.add.at(out, slot, values)
-        return out / cnt.reshape((n,) + (1,) * (values.ndim - 1))
-
-    merged_scale = mean_of(np.exp(log_scales))
-    # Several pixels of one view fell into one voxel: the survivor must cover the whole voxel.
-    merged_scale[:, :2] = np.where(
-        cnt[:, None] > 1, np.maximum(merged_scale[:, :2], 0.5 * voxel), merged_scale[:, :2]
-    )
-    return (
-        mean_of(means),
-        quats[first[order]],
-        np.log(merged_scale),
-        mean_of(opac),
-        mean_of(sh0),
-    )
+def _pixel_values(
+    mask: np.ndarray | None, depth: np.ndarray, conf: np.ndarray | None, stride: int, n: int
+) -> np.ndarray:
+    """(n,) bool values of ``mask`` at the pixels :func:`_frame_gaussians` kept (all True when
+    ``mask`` is None)."""
+    if mask is None:
+        return np.ones(n, bool)
+    z = np.asarray(depth, np.float64)[::stride, ::stride]
+    c = np.ones_like(z) if conf is None else np.asarray(conf, np.float64)[::stride, ::stride]
+    keep = np.isfinite(z) & (z > 0) & (c > 0)
+    return np.asarray(mask, bool)[::stride, ::stride][keep]
 
 
 def init_from_frames(
@@ -215,14 +208,25 @@ def init_from_frames(
     voxel: float | None = None,
     footprint_scale: float = 0.75,
     base_opacity: float = 0.95,
+    far: float | None = None,
+    dedupe: bool = True,
+    observed: list[np.ndarray | None] | None = None,
 ) -> Gaussians:
     """Pixel-aligned Gaussians from frames ``(rgb uint8 (H,W,3), depth (H,W), K, c2w, conf|None)``.
 
-    ``stride`` keeps every stride-th pixel in x and y (footprints grow to match). ``voxel``
-    (metres) merges duplicates; None = the median footprint over all frames, 0 = no merging.
-    ``footprint_scale`` is the in-plane std-dev in pixels of footprint (0.75 px plus the renderer's
-    0.3 px² dilation lets neighbouring splats blend without holes). Deterministic.
+    ``stride`` keeps every stride-th pixel in x and y (footprints grow to match). Overlapping
+    frames are fused (``models.lift.splat_fusion``): per voxel of ``voxel`` metres (None = the
+    median footprint, 0 = no fusion) the best frame's Gaussians are kept as they are, and with
+    ``dedupe`` a Gaussian whose surface point another frame saw better is dropped. Pixels at
+    depth ``far`` or beyond (sky, far backdrop) form a backdrop shell, one Gaussian per viewing
+    direction, nearly opaque. ``observed`` (one (H, W) bool mask or None per frame) ranks a
+    frame's pixels traced to the photo above its painted ones when fusing (a later frame's paint
+    never replaces the photo). ``footprint_scale`` is the in-plane std-dev in pixels of footprint
+    (0.75 px plus the renderer's 0.3 px² dilation lets neighbouring splats blend without
+    holes). Deterministic.
     """
+    from models.lift.splat_fusion import View, backdrop_keep, duplicates, keep_sharpest
+
     if not frames:
         raise ValueError("no frames to build splats from")
     if stride < 1:
@@ -231,22 +235,57 @@ def init_from_frames(
         _frame_gaussians(rgb, depth, K, c2w, conf, stride, footprint_scale, base_opacity)
         for rgb, depth, K, c2w, conf in frames
     ]
-    means, quats, log_scales, opac, sh0, footprint = (
+    frame = np.concatenate([np.full(len(p[0]), i, np.int64) for i, p in enumerate(parts)])
+    means, quats, log_scales, opac, sh0, footprint, dist = (
         np.concatenate(x) for x in zip(*parts, strict=True)
     )
     if len(means) == 0:
         raise ValueError("the frames have no valid depth: nothing to build splats from")
+    back = dist >= far if far is not None else np.zeros(len(means), bool)
+    keep = ~back
     if voxel is None:
-        voxel = float(np.median(footprint))
-    if voxel > 0:
-        means, quats, log_scales, opac, sh0 = _voxel_merge(
-            means, quats, log_scales, opac, sh0, voxel
+        voxel = float(np.median(footprint[keep])) if keep.any() else 0.0
+    obs = None
+    if observed is not None:
+        obs = np.concatenate(
+            [
+                _pixel_values(o, d, conf, stride, p[0].shape[0])
+                for o, (_, d, _, _, conf), p in zip(observed, frames, parts, strict=True)
+            ]
         )
-    opac = np.clip(opac, 1e-4, 1 - 1e-4)
+    if voxel > 0 and keep.any():
+        idx = np.flatnonzero(keep)
+        keep[idx] = keep_sharpest(
+            means[idx], footprint[idx], frame[idx], voxel, None if obs is None else obs[idx]
+        )
+    if dedupe and len(frames) > 1 and keep.any():
+        views = [
+            View(
+                np.where(np.isfinite(d), d, 0.0),
+                K,
+                c2w,
+                None if o is None else ~np.asarray(o, bool),
+            )
+            for (_, d, K, c2w, _), o in zip(frames, observed or [None] * len(frames), strict=True)
+        ]
+        idx = np.flatnonzero(keep)
+        painted = np.zeros(len(idx), bool) if obs is None else ~obs[idx]
+        # Footprints compared per pixel of the full-resolution view: undo the stride.
+        keep[idx] = duplicates(means[idx], footprint[idx] / stride, frame[idx], painted, views) == 0
+    if back.any():
+        idx = np.flatnonzero(back)
+        origin = np.asarray(frames[0][3], np.float64)[:3, 3]
+        rays = means[idx] - origin
+        rng = np.linalg.norm(rays, axis=1, keepdims=True)
+        keep[idx] = backdrop_keep(
+            rays / np.maximum(rng, 1e-9), footprint[idx] / dist[idx], frame[idx]
+        )
+        opac[idx] = np.maximum(opac[idx], 0.995)  # a backdrop is never see-through
+    opac = np.clip(opac[keep], 1e-4, 1 - 1e-4)
     return Gaussians(
-        means=means.astype(np.float32),
-        quats=quats.astype(np.float32),
-        log_scales=log_scales.astype(np.float32),
+        means=means[keep].astype(np.float32),
+        quats=quats[keep].astype(np.float32),
+        log_scales=log_scales[keep].astype(np.float32),
         opacity_logits=np.log(opac / (1 - opac)).astype(np.float32),
-        sh0=sh0.astype(np.float32),
+        sh0=sh0[keep].astype(np.float32),
     )

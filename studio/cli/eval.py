@@ -1,6 +1,8 @@
 """``loci eval``: the evaluation protocols on real data (JSON reports and plots).
 
-The protocols themselves live in :mod:`studio.evaluation.protocols`; this module is the command.
+The protocols themselves live in :mod:`studio.evaluation.protocols` (and ``lift_protocol``,
+``depth_protocol``); this module is the command. ``loci eval lift DIR`` judges one world's
+splats and mesh against its own frames.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from studio.cli.common import UsageError
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from studio.evaluation.protocols import DEFAULT_SEQUENCE, EvalOptions, run_eval, summarise
+
+    if args.protocol == "lift":
+        return _eval_lift(args)
+    if args.target is not None:
+        raise UsageError(f"a world folder goes with 'loci eval lift DIR', not '{args.protocol}'")
+    if args.out is None:
+        raise UsageError("--out DIR is required (where report_*.json and plots go)")
 
     opts = EvalOptions(
         width=args.width, frames=args.frames, lpips_model=args.lpips_model, fid_model=args.fid_model
@@ -34,11 +43,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_lift(args: argparse.Namespace) -> int:
+    """``loci eval lift DIR``: splats and mesh rendered at every camera of the world."""
+    from storage.errors import BundleError
+    from studio.evaluation.lift_protocol import evaluate_lift, summary_line
+
+    if args.target is None:
+        raise UsageError("loci eval lift needs a world folder: loci eval lift DIR [--out OUT]")
+    if not (Path(args.target) / "world.json").is_file():
+        raise BundleError(f"{args.target} is not a Loci world (no world.json)")
+    out = Path(args.out) if args.out else Path(args.target) / "eval_lift"
+    report = evaluate_lift(args.target, out, mesh=not args.no_mesh)
+    print(summary_line(report))
+    print(f"report and contact sheet in {out}", file=sys.stderr)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``loci`` parser."""
     e = sub.add_parser("eval", help="evaluation protocols on real data (JSON + plots)")
-    e.add_argument("protocol", choices=["posed", "revisit", "depth", "ablations", "all"])
-    e.add_argument("--out", required=True, help="folder for report_*.json and plots")
+    e.add_argument("protocol", choices=["posed", "revisit", "depth", "ablations", "lift", "all"])
+    e.add_argument("target", nargs="?", default=None, help="lift: the world folder to evaluate")
+    e.add_argument("--out", default=None, help="folder for report_*.json and plots")
+    e.add_argument("--no-mesh", action="store_true", help="lift: splats only")
     e.add_argument("--sequence", default=None, help="posed sequence folder (cameras_opencv.json)")
     e.add_argument("--photos", nargs="*", default=None, help="photos for the revisit protocol")
     e.add_argument("--frames", type=int, default=None, help="frames per sequence / path")

@@ -42,9 +42,9 @@ GENERATE_LIMITS = {"frames": (1, MAX_FRAMES), "width": (64, MAX_WIDTH), "fov": (
 
 
 def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline:
-    from studio.backends import build_depth, build_synthesis
+    from studio.backends import DEFAULT_DEPTH, build_depth, build_synthesis
 
-    depth_name = args.depth or ("file" if args.depth_file else "layout")
+    depth_name = args.depth or ("file" if args.depth_file else DEFAULT_DEPTH)
     if depth_name == "file":
         if not args.depth_file:
             raise UsageError("--depth file needs --depth-file PATH")
@@ -166,6 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             path=args.path if traj_file is None else Path(traj_file).name,
             memory=not args.no_memory,
             depth_meta=world.depth_meta,
+            notes=notes,  # e.g. why auto depth fell back to the offline layout prior
             **painter_record(pipe.synthesis),
         )
         painter = getattr(pipe.synthesis, "info", None)
@@ -236,7 +237,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--depth",
         choices=[*depth_backend_names(), "auto"],
         default=None,
-        help="depth backend (default layout; auto = a model if present, else layout)",
+        help="depth backend (default auto: Depth Anything V2 if its weights are here or can "
+        "be downloaded, else the offline layout prior, with a note)",
     )
     g.add_argument("--depth-model", default=None, help="hub id or local dir for the depth model")
     g.add_argument("--depth-file", default=None, help="depth for the photo (.npy or 16-bit .png)")

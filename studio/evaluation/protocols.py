@@ -7,7 +7,8 @@
 * ``revisit``: loop paths on real photos (out and back, figure-eight): the returning frames
   against the first visit, with and without memory.
 * ``depth``: every offline-capable depth backend on the real RGB-D frames (AbsRel, RMSE,
-  delta<1.25 after median scaling, and without scaling since ``layout`` claims metric scale).
+  delta<1.25 after median scaling, and without scaling since ``layout`` claims metric scale),
+  and ``layout`` under leave-one-out against two weight-free baselines (``depth_protocol``).
 * ``ablations``: retrieved views 1..5, memory insertion stride, depth alignment on/off.
 
 LPIPS and FID need network weights that cannot be downloaded here: pass TorchScript models with
@@ -31,13 +32,12 @@ import numpy as np
 from models.depth import create_depth_backend
 from models.geometry.cameras import Camera, scale_intrinsics
 from models.metrics import PerceptualMetrics, psnr, ssim
-from models.metrics.depth import depth_metrics
 from models.paths.trajectory import make_preset
 from models.paths.waypoints import from_waypoints
 from models.pipeline import FrameEvent, PipelineConfig, WorldPipeline
 from storage.atomic import atomic_write_json
 from storage.formats.images import load_photo
-from storage.formats.rgbd import load_posed_sequence, load_rgbd_benchmark
+from storage.formats.rgbd import load_posed_sequence
 from studio.evaluation.machine import machine_info
 from studio.evaluation.plots import PNG_NOTE, save_figure
 
@@ -291,52 +291,11 @@ def protocol_revisit(out: Path, opts: EvalOptions, photos: Sequence[str] = DEFAU
 # depth
 
 
-def protocol_depth(
-    out: Path,
-    opts: EvalOptions,
-    rgbd_root: Path = DATA / "rgbd",
-    backends: Sequence[str] = ("layout",),
-) -> dict:
-    frames = load_rgbd_benchmark(rgbd_root)
-    results: dict[str, Any] = {}
-    for name in backends:
-        backend = create_depth_backend(name)
-        rows = []
-        for f in frames:
-            pred = backend.estimate(f.rgb, f.K).depth
-            scaled = depth_metrics(pred, f.depth, median_scale=True)
-            raw = depth_metrics(pred, f.depth, median_scale=False)
-            rows.append({"frame": f.name, "median_scaled": scaled, "metric": raw})
-        mean = {
-            kind: {
-                k: round(float(np.mean([r[kind][k] for r in rows])), 4)
-                for k in ("abs_rel", "rmse", "delta1")
-            }
-            for kind in ("median_scaled", "metric")
-        }
-        results[name] = {"per_frame": rows, "mean": mean}
-    save_figure(
-        out / "depth_absrel",
-        "Depth: AbsRel per frame (median-scaled)",
-        "frame",
-        "AbsRel",
-        {
-            n: (
-                [r["frame"] for r in v["per_frame"]],
-                [r["median_scaled"]["abs_rel"] for r in v["per_frame"]],
-            )
-            for n, v in results.items()
-        },
-        kind="bar",
-    )
-    return {
-        "protocol": "depth",
-        "backends": results,
-        "notes": [
-            "depth-anything-v2 and other weight-backed backends need weights; run "
-            "them where weights exist with --depth-backends"
-        ],
-    }
+def protocol_depth(out: Path, opts: EvalOptions, **kwargs: Any) -> dict:
+    """Depth on the real RGB-D frames, ``layout`` under leave-one-out (``depth_protocol``)."""
+    from studio.evaluation.depth_protocol import protocol_depth as run
+
+    return run(out, opts, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,11 +404,9 @@ def summarise(reports: dict[str, dict]) -> str:
                 f"{r['median_ssim_full']} cov {r['median_coverage']}"
             )
     if "depth" in reports:
-        for n, v in reports["depth"]["backends"].items():
-            lines.append(
-                f"depth {n}: median-scaled {v['mean']['median_scaled']}, "
-                f"metric {v['mean']['metric']}"
-            )
+        from studio.evaluation.depth_protocol import summary_lines
+
+        lines.extend(summary_lines(reports["depth"]))
     if "ablations" in reports:
         for r in reports["ablations"]["rows"]:
             lines.append(

@@ -70,17 +70,27 @@ def scene_depth(bundle: BundleInfo) -> float:
     return float(np.median(d[d > 0]))
 
 
-def make_splats(bundle: BundleInfo, stride: int = 2, max_frames: int = 24) -> Gaussians:
+def make_splats(bundle: BundleInfo, stride: int = 1, max_frames: int = 24) -> Gaussians:
+    """Gaussians of the bundle's lift frames (world frame): surfaces fused keeping the sharpest
+    observation, and sky / far backdrop (beyond 10x the photo's median depth) as a shell, so a
+    render at any of the world's cameras has no hole where the sky was."""
+    idx = lift_frames(bundle, max_frames)
     frames = [
         (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i), None)
-        for i in lift_frames(bundle, max_frames)
+        for i in idx
     ]
-    # Far backdrop (sky) splats are huge and bury the scene in viewers; keep them out.
-    far = 10.0 * scene_depth(bundle)
-    frames = [
-        (r, np.where(d < far, d, 0.0).astype(np.float32), K, c, w) for r, d, K, c, w in frames
-    ]
-    return init_from_frames(frames, stride=stride)
+    observed = [bundle.frame_source_mask(i) for i in idx]
+    # Every pixel, small nearly opaque discs: fusion keeps about one Gaussian per pixel of the
+    # best view, and a render at a frame's camera keeps its detail (stride 2 with wider discs
+    # lost 2-5 dB on the street walk).
+    return init_from_frames(
+        frames,
+        stride=stride,
+        footprint_scale=0.5,
+        base_opacity=0.99,
+        far=10.0 * scene_depth(bundle),
+        observed=observed,
+    )
 
 
 def make_mesh(
