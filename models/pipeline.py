@@ -38,7 +38,12 @@ from models.geometry.cameras import (
 )
 from models.geometry.fill import push_pull
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
-from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
+from models.synthesis import (
+    SourceView,
+    SynthesisBackend,
+    SynthesisRequest,
+    create_synthesis_backend,
+)
 
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
@@ -358,7 +363,16 @@ class WorldPipeline:
                 seed = self.config.seed * 1_000_003 + index
                 requests.append(
                     SynthesisRequest(
-                        index, cam, corr.rgb, corr.depth, corr.valid, seed, stretch=corr.stretch
+                        index,
+                        cam,
+                        corr.rgb,
+                        corr.depth,
+                        corr.valid,
+                        seed,
+                        stretch=corr.stretch,
+                        sources=_source_views(memory, retrieved),
+                        observed=corr.observed,
+                        up=world.up,
                     )
                 )
                 metas.append((corr, retrieved, {"retrieve": t1 - t0, "correspond": t2 - t1}))
@@ -458,3 +472,13 @@ class WorldPipeline:
         if math.isclose(lw, W) and lh == H:
             return d
         return F.interpolate(d[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _source_views(memory: SpatialMemory, retrieved: list[int]) -> list[SourceView]:
+    """The retrieved memory frames, and the photo (frame 0) whenever memory still holds it:
+    the painter's real pixels to copy from (references, no copies)."""
+    ids = list(retrieved) + ([0] if 0 in memory.frames and 0 not in retrieved else [])
+    return [
+        SourceView(i, memory.frames[i].rgb, memory.frames[i].depth, memory.frames[i].camera)
+        for i in ids
+    ]

@@ -2,6 +2,7 @@
 
 # Importing registers the backends; their heavy imports (diffusers) happen in their factories.
 from models.synthesis.base import (
+    SourceView,
     SynthesisBackend,
     SynthesisError,
     SynthesisRequest,
@@ -16,6 +17,7 @@ from . import sd_inpaint as _sd_inpaint  # noqa: F401  (registers "sd-inpaint")
 from . import video as _video  # noqa: F401  (registers "video")
 
 __all__ = [
+    "SourceView",
     "SynthesisBackend",
     "SynthesisError",
     "SynthesisRequest",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from models.geometry.cameras import Camera
@@ -16,13 +17,33 @@ class SynthesisError(ValueError):
 
 
 @dataclass
+class SourceView:
+    """A memory frame a painter may copy real pixels from.
+
+    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres (0 where the frame has no geometry,
+    e.g. a sensor's invalid pixels: seen in colour, never routed by the warp); camera: its
+    intrinsics and pose.
+    """
+
+    frame_id: int
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    camera: Camera
+
+
+@dataclass
 class SynthesisRequest:
     """Conditions for one target frame.
 
     warped_rgb: (H, W, 3) float32 [0, 1] memory routed into the target (0 where unseen);
     warped_depth: (H, W) float32 metres (0 where unseen); valid: (H, W) bool memory coverage;
     stretch: (H, W) float32 or None, linear magnification of each routed pixel's source footprint
-    (1 = native resolution; see :class:`models.memory.Correspondence`).
+    (1 = native resolution; see :class:`models.memory.Correspondence`);
+    sources: the retrieved memory frames (and the photo), for painters that copy from them
+    (None: only the routed pixels are known); observed: (H, W) bool or None, True where the
+    routed pixel traces back to a real observation (False: earlier paint, routed since);
+    up: (3,) the world's up vector in world coordinates, when known (a floor continues as a
+    floor).
     """
 
     index: int
@@ -33,6 +54,9 @@ class SynthesisRequest:
     seed: int = 0
     prompt: str | None = None
     stretch: torch.Tensor | None = None
+    sources: list[SourceView] | None = None
+    observed: torch.Tensor | None = None
+    up: np.ndarray | None = None
 
 
 @dataclass
