@@ -98,11 +98,13 @@ class FrameEvent:
     in_memory: bool
     total: int = 0
     routed_coverage: float = 1.0
+    notes: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         """JSON-ready metadata: the world bundle's frame entry without index and file names
-        (the bundle writer adds those)."""
-        return {
+        (the bundle writer adds those). ``notes`` only when there are any (e.g. the painter
+        fell back to a smooth fill on an almost unseen view)."""
+        rec = {
             "K": self.camera.K.tolist(),
             "c2w": self.camera.c2w.tolist(),
             "memory_coverage": round(self.memory_coverage, 6),
@@ -110,6 +112,9 @@ class FrameEvent:
             "retrieved": list(self.retrieved),
             "in_memory": self.in_memory,
         }
+        if self.notes:
+            rec["notes"] = list(self.notes)
+        return rec
 
 
 @dataclass
@@ -413,6 +418,7 @@ class WorldPipeline:
                     in_memory=in_memory,
                     total=total,
                     routed_coverage=float(res.source_mask.float().mean()),
+                    notes=[str(res.meta["note"])] if res.meta.get("note") else [],
                 )
                 world.cameras.append(req.camera)
                 world.last = event

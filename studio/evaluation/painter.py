@@ -354,3 +354,33 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "walks_grad_ratio_median_smooth": _med([w["smooth"]["grad_ratio"] for w in walks]),
         "turns": report["turns"]["median"],
     }
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The headline figures of a painter report, a few lines a person reads."""
+    t = report["tum"]["median"]
+    lines = [
+        f"painter TUM 1..{t['frames']}: full PSNR exemplar {t['psnr_full_exemplar']} / smooth "
+        f"{t['psnr_full_smooth']} / splat+Telea {t['psnr_full_splat_telea']} dB (exemplar wins "
+        f"{t['exemplar_beats_splat_telea_psnr']}/{t['frames']} frames vs splat+Telea); patch "
+        f"SWD {t['swd_exemplar']} / {t['swd_smooth']} / {t['swd_splat_telea']} (exemplar lower "
+        f"than smooth on {t['exemplar_beats_smooth_swd']}/{t['frames']}); gradient ratio "
+        f"{t['grad_ratio_exemplar']} / {t['grad_ratio_smooth']} (real {t['grad_ratio_real']})"
+    ]
+    for w in report["walks"]:
+        e, s = w["exemplar"], w["smooth"]
+        lines.append(
+            f"painter walk {w['photo'][:26]:26s} {w['path']:11s}: SWD {e['swd_painted_vs_seen']} "
+            f"vs {s['swd_painted_vs_seen']}, gradient ratio {e['grad_ratio']} vs "
+            f"{s['grad_ratio']}, {e['fps']} vs {s['fps']} frames/s, painting "
+            f"{e['synth_ms_median']} vs {s['synth_ms_median']} ms (max {e['synth_ms_max']})"
+        )
+    m = report["turns"]["median"]
+    lines.append(
+        f"painter held-out turns: painted-pixel PSNR exemplar {m['psnr_painted_exemplar']} / "
+        f"smooth {m['psnr_painted_smooth']} / Telea {m['psnr_painted_telea']} dB, SWD "
+        f"{m['swd_exemplar']} / {m['swd_smooth']} / {m['swd_telea']}, gradient ratio "
+        f"{m['grad_ratio_exemplar']} (truth {m['grad_ratio_truth']})"
+    )
+    lines.append(f"painter contact sheet: {report['contact_sheet']}")
+    return lines

@@ -9,6 +9,7 @@
 * ``depth``: every offline-capable depth backend on the real RGB-D frames (AbsRel, RMSE,
   delta<1.25 after median scaling, and without scaling since ``layout`` claims metric scale).
 * ``ablations``: retrieved views 1..5, memory insertion stride, depth alignment on/off.
+* ``painter``: the exemplar painter against the smooth one (``studio.evaluation.painter``).
 
 LPIPS and FID need network weights that cannot be downloaded here: pass TorchScript models with
 ``--lpips-model`` / ``--fid-model`` and they are computed; otherwise the report says they were
@@ -397,11 +398,19 @@ def protocol_ablations(
     return {"protocol": "ablations", "rows": rows}
 
 
+def protocol_painter(out: Path, opts: EvalOptions, **kwargs: Any) -> dict:
+    """The offline painter, exemplar against smooth (:mod:`studio.evaluation.painter`)."""
+    from studio.evaluation.painter import protocol_painter as run
+
+    return run(out, opts, **kwargs)
+
+
 PROTOCOLS = {
     "posed": protocol_posed,
     "revisit": protocol_revisit,
     "depth": protocol_depth,
     "ablations": protocol_ablations,
+    "painter": protocol_painter,
 }
 
 
@@ -450,6 +459,10 @@ def summarise(reports: dict[str, dict]) -> str:
                 f"depth {n}: median-scaled {v['mean']['median_scaled']}, "
                 f"metric {v['mean']['metric']}"
             )
+    if "painter" in reports:
+        from studio.evaluation.painter import summary_lines
+
+        lines += summary_lines(reports["painter"])
     if "ablations" in reports:
         for r in reports["ablations"]["rows"]:
             lines.append(

@@ -23,12 +23,14 @@ from models.synthesis.exemplar.config import PainterConfig
 @dataclass
 class Level:
     """One pyramid level. img (h, w, 3) float32; known (h, w) bool, fully seen here; ok (h, w)
-    bool, allowed source pixels; ref (h, w) bool, real background pixels whose texture
-    strength the hole should have; logd (h, w) float32; nrm (h, w, 3) float32."""
+    bool, allowed source pixels; real (h, w) bool, those that trace back to a real observation
+    (the others, earlier paint, cost ``lam_paint`` as sources); ref (h, w) bool, real background
+    pixels whose texture strength the hole should have; logd (h, w) float32; nrm (h, w, 3)."""
 
     img: np.ndarray
     known: np.ndarray
     ok: np.ndarray
+    real: np.ndarray
     ref: np.ndarray
     logd: np.ndarray
     nrm: np.ndarray
@@ -50,7 +52,9 @@ def _downsample(level: Level) -> Level:
     nrm = cv2.resize(level.nrm, size, interpolation=cv2.INTER_AREA)
     nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-12)
     known = cov > 0.999
-    return Level(img.astype(np.float32), known, full(level.ok), full(level.ref), logd, nrm)
+    return Level(
+        img.astype(np.float32), known, full(level.ok), full(level.real), full(level.ref), logd, nrm
+    )
 
 
 def local_energy(img: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -68,10 +72,11 @@ def local_energy(img: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def features(lv: Level, cfg: PainterConfig) -> np.ndarray:
-    """(h, w, 5) float32 guide features, pre-scaled by the square roots of their weights:
-    log depth, normal, and log texture energy, the hole's energy carried in from the real
-    background around it (a textured surround asks for textured sources, a clear sky for
-    smooth ones)."""
+    """(h, w, 6) float32 guide features, pre-scaled by the square roots of their weights:
+    log depth, normal, log texture energy (the hole's carried in from the real background
+    around it: a textured surround asks for textured sources, a clear sky for smooth ones),
+    and "is earlier paint" (holes are 0: real sources are preferred, paint is taken where it
+    continues much better, e.g. across the seam with the previous frame's paint)."""
     le = np.log(local_energy(lv.img, lv.known) + cfg.energy_floor)
     w = (lv.ref & lv.known).astype(np.float32)
     if not w.any():
@@ -84,6 +89,7 @@ def features(lv: Level, cfg: PainterConfig) -> np.ndarray:
                 math.sqrt(cfg.lam_depth) * lv.logd[..., None],
                 math.sqrt(cfg.lam_normal) * lv.nrm,
                 math.sqrt(cfg.lam_energy) * le[..., None],
+                math.sqrt(cfg.lam_paint) * (lv.known & ~lv.real)[..., None],
             ],
             -1,
         ),
@@ -216,7 +222,7 @@ def complete(
     wc = ((wc > 0.5) & coarsest.known).astype(np.float32)
     if not wc.any():
         wc = coarsest.known.astype(np.float32)
-    smooth = guide.extrude_fill(coarsest.img, wc > 0)
+    smooth = guide.extrude_fill(coarsest.img, wc > 0, ~coarsest.known)
     coarsest.img = np.where(coarsest.known[..., None], coarsest.img, smooth).astype(np.float32)
     targets, nnf, cost, img = _em(coarsest, None, cfg, cfg.em_coarse, seed, kern, prm, 0)
     for li in range(len(levels) - 2, -1, -1):

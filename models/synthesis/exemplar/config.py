@@ -7,18 +7,27 @@ from dataclasses import dataclass
 
 @dataclass
 class PainterConfig:
-    """Settings of :func:`paint_exemplar`.
+    """Settings of :func:`models.synthesis.exemplar.paint_exemplar`.
 
-    patch: patch side (odd). crack_radius: holes no deeper than this (px) take the smooth
-    crack fill. min_known: below this fraction of seen pixels the frame gets the smooth fill (and
-    a note). lam_depth / lam_normal: penalties on squared log-depth and normal differences of
-    target and source centres, lam_energy on squared log texture energy (with energy_floor
-    added before the log: below it, texture is invisible); fg_tol: a source nearer than the target by more than this (log
-    depth) is another layer, never copied. scale_range: clamp of the perspective scale.
-    em_coarse / em_fine: EM iterations per level; pm_iters: PatchMatch sweeps per EM iteration.
+    patch: patch side in px (odd), at every pyramid level.
+    crack_radius: hole pixels no farther than this (px) from a seen pixel, in holes no deeper,
+        take the cheap path (weighted mean of background neighbours).
+    min_known: below this fraction of seen pixels the frame gets the smooth fill (and a note).
+    lam_depth / lam_normal / lam_energy: weights of the squared differences of target and source
+        patch centres in log depth, unit normal and log texture energy (``energy_floor`` is
+        added before the log: below it, texture is invisible); lam_paint: the price of a source
+        that is earlier paint rather than a real observation.
+    fg_tol: a source nearer than the target by more than this (log depth) is another depth
+        layer and never copied (a hole behind an object is filled from behind it).
+    scale_range: clamp of the perspective scale (target depth / source depth).
+    em_coarse / em_half: EM iterations on the coarse levels / on the half-size level;
+    pm_iters: PatchMatch sweeps per EM iteration; search_radius: random-search window (px)
+        on the levels that start from an upsampled field (the coarsest searches everywhere).
+    min_level_size: smallest side of the coarsest level.
+    vote_tau: full-size pixels average only the candidate colours within this distance (RGB,
+        0..1) of the best-matching one (a robust vote: disagreeing copies do not blur).
     max_stretch: routed pixels magnified more than this are not sources (seen, low detail).
-    smooth_energy: border gradient energy (mean squared 0..1 colour gradient) below which a
-    hole keeps the smooth fill, blended in up to twice that.
+    band: width (px) of the seen ring around a hole that smooth fills read.
     """
 
     patch: int = 7
@@ -27,15 +36,15 @@ class PainterConfig:
     lam_depth: float = 8.0
     lam_normal: float = 3.0
     lam_energy: float = 0.3
+    lam_paint: float = 0.5
     energy_floor: float = 1e-5
     fg_tol: float = 0.15
     scale_range: tuple[float, float] = (0.5, 2.0)
     em_coarse: int = 3
-    pm_iters: int = 1
-    min_level_size: int = 16
-    max_stretch: float = 2.5
-    smooth_energy: float = 2e-4
-    band: int = 8
-    margin: int = 48
     em_half: int = 2
+    pm_iters: int = 1
     search_radius: int = 8
+    min_level_size: int = 16
+    vote_tau: float = 0.1
+    max_stretch: float = 2.5
+    band: int = 8

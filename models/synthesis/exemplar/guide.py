@@ -14,7 +14,8 @@ All numpy/OpenCV (no torch), on full-size (H, W) maps:
   :func:`floor_depth`: where the seen floor's plane continues into the hole.
 * :func:`near_hole`: the ring of known pixels around the holes (what a smooth fill reads).
 * :func:`split_holes`: thin cracks (cheap smooth path) against regions (exemplar path).
-* :func:`push_pull_np` / :func:`fill_cracks`: smooth fills by normalised convolution;
+* :func:`seam_correction`: the low-frequency bend that makes a painted region meet its border.
+* :func:`push_pull_np`: the smooth membrane fill;
   :func:`extrude_fill`: the hole's first estimate, its seen borders extruded along the axes.
 """
 
@@ -120,39 +121,69 @@ def background_sources(
     return src if src.any() else known.copy()
 
 
-def extrude_fill(values: np.ndarray, sources: np.ndarray) -> np.ndarray:
-    """Fill the pixels that are not ``sources`` by extruding the nearest source pixel along
-    each of the four axis directions, mixed by inverse squared distance.
+def extrude_fill(
+    values: np.ndarray, sources: np.ndarray, fill: np.ndarray | None = None
+) -> np.ndarray:
+    """Fill the ``fill`` pixels (default: all but ``sources``) by extruding the nearest source
+    pixel along each of the four axis directions, mixed by inverse squared distance.
 
     A hole opened by a turn is continued sideways (horizon, floor and wall stay at their
     rows), a strip at the bottom continues the floor above it, a disocclusion takes both of
     its (background) sides. Pixels no axis reaches get the push-pull fill. (H, W, C) float32.
     """
-    acc = np.zeros(values.shape, np.float64)
-    wsum = np.zeros(sources.shape, np.float64)
-    for axis in (1, 0):
-        n = sources.shape[axis]
-        pos = np.arange(n).reshape((1, n) if axis == 1 else (n, 1))
-        for reverse in (False, True):
-            near = _nearest_known(sources, axis, reverse)
-            ok = (near >= 0) & ~sources
-            dist = np.abs(pos - near).astype(np.float64)
-            w = np.where(ok, 1.0 / np.maximum(dist, 1.0) ** 2, 0.0)
-            idx = np.clip(near, 0, n - 1)
-            picked = (
-                np.take_along_axis(values, idx[..., None], axis=axis)
-                if values.ndim == 3
-                else None
-            )
-            acc += w[..., None] * picked
-            wsum += w
+    ys, xs = np.nonzero(~sources if fill is None else fill & ~sources)
     out = values.copy()
-    fill = ~sources & (wsum > 0)
-    out[fill] = (acc[fill] / wsum[fill][:, None]).astype(values.dtype)
-    rest = ~sources & (wsum <= 0)
-    if rest.any():
-        out[rest] = push_pull_np(values, sources.astype(np.float32))[rest]
+    if ys.size == 0:
+        return out
+    acc = np.zeros((ys.size, values.shape[2]), np.float64)
+    wsum = np.zeros(ys.size, np.float64)
+    for axis in (1, 0):
+        for reverse in (False, True):
+            near = _nearest_known(sources, axis, reverse)[ys, xs]
+            ok = near >= 0
+            pos = xs if axis == 1 else ys
+            w = np.where(ok, 1.0 / np.maximum(np.abs(pos - near), 1) ** 2, 0.0)
+            idx = np.maximum(near, 0)
+            picked = values[ys, idx] if axis == 1 else values[idx, xs]
+            acc += w[:, None] * picked
+            wsum += w
+    reached = wsum > 0
+    out[ys[reached], xs[reached]] = (acc[reached] / wsum[reached, None]).astype(values.dtype)
+    if not reached.all():
+        pp = push_pull_np(values, sources.astype(np.float32))
+        out[ys[~reached], xs[~reached]] = pp[ys[~reached], xs[~reached]]
     return out
+
+
+def seam_correction(
+    img: np.ndarray,
+    region: np.ndarray,
+    allowed: np.ndarray | None = None,
+    width: int = 3,
+    sigma: float = 1.5,
+) -> np.ndarray:
+    """(H, W, 3) float32 low-frequency correction that makes ``region`` meet the ``allowed``
+    pixels around it (default: all) without a colour step (add it to the region's pixels);
+    the near side of a disocclusion is not allowed: the hole does not continue it.
+
+    Along the region's border, the difference between the smoothed colour just outside and
+    just inside is measured, then carried across the region by push-pull: membrane
+    interpolation of the border difference, which approximates Poisson (seamless) cloning
+    (Farbman et al. 2009). Texture inside is kept; only its low frequencies bend to the border.
+    """
+    k = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    outside = ~region & (cv2.dilate(region.astype(np.uint8), k) > 0)
+    if allowed is not None:
+        outside &= allowed
+    inside = region & (cv2.dilate(outside.astype(np.uint8), k) > 0)
+    if not outside.any() or not inside.any():
+        return np.zeros(img.shape, np.float32)
+    lo_out = _blur_weighted(img, outside.astype(np.float32), sigma)
+    lo_in = _blur_weighted(img, region.astype(np.float32), sigma)
+    support = cv2.GaussianBlur(outside.astype(np.float32), (0, 0), sigma) > 1e-3
+    edge = inside & support
+    diff = np.where(edge[..., None], lo_out - lo_in, 0.0).astype(np.float32)
+    return push_pull_np(diff, edge.astype(np.float32))
 
 
 def _blur_weighted(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:

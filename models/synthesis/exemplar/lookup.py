@@ -65,10 +65,23 @@ def lookup_views(
         ok = inside & (v.depth[vi, ui] <= 0)
         if not ok.any():
             continue
-        mapx = u[ok].astype(np.float32)[:, None]
-        mapy = vv[ok].astype(np.float32)[:, None]
-        col = cv2.remap(v.rgb, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        rgb[ys[ok], xs[ok]] = col.reshape(-1, 3).astype(np.float32) / 255.0
+        col = _sample(v.rgb, u[ok], vv[ok])
+        rgb[ys[ok], xs[ok]] = col / 255.0
         found[ys[ok], xs[ok]] = True
         todo &= ~ok
     return rgb, found
+
+
+def _sample(img: np.ndarray, u: np.ndarray, v: np.ndarray, width: int = 1024) -> np.ndarray:
+    """Bilinear samples (N, 3) float32 of ``img`` at (u, v) (cv2.remap takes maps of fewer
+    than 32767 rows, so the N points are laid out ``width`` to a row)."""
+    n = u.size
+    rows = -(-n // width)
+    mx = np.zeros(rows * width, np.float32)
+    my = np.zeros(rows * width, np.float32)
+    mx[:n], my[:n] = u, v
+    out = cv2.remap(
+        img, mx.reshape(rows, width), my.reshape(rows, width), cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+    return out.reshape(-1, 3)[:n].astype(np.float32)

@@ -1,20 +1,24 @@
 """Geometry-aware exemplar completion: paint never-seen pixels with texture copied from seen ones.
 
-One frame, coarse to fine (Wexler et al. 2007, with PatchMatch nearest-neighbour fields)::
+One frame (:func:`paint_exemplar`)::
 
-    guides      background sources, planar depth for the hole, normals     (guide.py)
-    split       thin cracks -> normalised convolution (cheap, smooth)
-                regions     -> exemplar completion below
-    pyramid     area-downsampled colour, coverage, log depth, normals; coarsest level where
-                the deepest hole pixel is a few px from the border
-    coarsest    hole initialised by a smooth background-first fill; random field
-    each level  EM: PatchMatch (sources restricted by depth layer, orientation and scale)
-                then patch voting; the field is upsampled to the next level
-    smooth      where the hole's seen border is smooth (sky, a blank wall) the smooth fill is
-                kept, so no texture is invented in a clear sky
+    geometry    at half size: what is background (disocclusions), the hole's depth (the
+                background surfaces continued as planes, the seen floor continued as a floor),
+                normals                                                      (guide.py)
+    look up     hole pixels a memory frame saw in colour but not in depth: their real colour
+                                                                             (lookup.py)
+    split       thin cracks -> the cheap path (weighted mean of background neighbours)
+                regions     -> exemplar completion:
+    complete    at half size, coarse to fine (Wexler et al. 2007 with PatchMatch): EM of
+                nearest-neighbour search (sources restricted by depth layer, preferring the
+                same depth, orientation and texture strength, read at the perspective scale)
+                and patch voting                                             (complete.py)
+    copy up     full-size pixels copied from the full-size sources through the half-size field
 
-Deterministic under ``seed``. ``kernels`` selects the compiled path (default) or the plain
-Python reference (tests only: same field, same output).
+Texture is copied only from pixels that trace back to real observations; earlier paint is
+context, so a smear painted once cannot spread. The texture-strength feature keeps a clear sky
+or a blank wall smooth: its surround asks for smooth sources. Deterministic under ``seed``.
+``kernels`` selects the compiled path (default) or the plain-Python reference (tests).
 """
 
 from __future__ import annotations
@@ -37,14 +41,14 @@ from models.synthesis.exemplar.complete import (
     targets_of,
 )
 from models.synthesis.exemplar.config import PainterConfig
-from models.synthesis.exemplar.guide import normals_from_depth
 from models.synthesis.exemplar.lookup import View, lookup_views
 
 
 @dataclass
 class PaintResult:
     """rgb: (H, W, 3) float32 [0, 1], known pixels untouched; depth: (H, W) float32, known
-    depth kept and the hole continued from the background surfaces; meta: what was done."""
+    depth kept and the hole continued from the background surfaces; meta: what was done
+    (fractions of the frame, timings, and a ``note`` when it fell back to a smooth fill)."""
 
     rgb: np.ndarray
     depth: np.ndarray
@@ -61,46 +65,27 @@ def _kernels(name: str) -> ModuleType:
     return patchmatch
 
 
-def _border_energy(rgb: np.ndarray, known: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """(H, W) local gradient energy of the seen image, carried into the hole from its
-    background border (push-pull), at a quarter size: how textured the hole's surround is."""
-    H, W = known.shape
-    size = (max(4, W // 4), max(4, H // 4))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    ks = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
-    gx = np.zeros_like(small)
-    gy = np.zeros_like(small)
-    gx[:, 1:] = small[:, 1:] - small[:, :-1]
-    gy[1:] = small[1:] - small[:-1]
-    g = (gx**2 + gy**2).mean(-1) / 16.0  # per full-size pixel step
-    g = np.where(ks, g, 0.0).astype(np.float32)
-    w = (cv2.resize(bg.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5) & ks
-    local = cv2.blur(g, (3, 3)) / np.maximum(cv2.blur(ks.astype(np.float32), (3, 3)), 1e-6)
-    e = guide.push_pull_np(local[..., None], w.astype(np.float32))[..., 0]
-    return cv2.resize(e, (W, H), interpolation=cv2.INTER_LINEAR)
+def _half_size(shape: tuple[int, int]) -> tuple[int, int]:
+    return (shape[1] + 1) // 2, (shape[0] + 1) // 2  # cv2's (width, height)
 
 
-def _half(rgb: np.ndarray, seen: np.ndarray, ok: np.ndarray, depth: np.ndarray):
-    """Half-size colour, seen/ok masks (fully seen 2x2 blocks) and depth (seen pixels only)."""
-    h, w = seen.shape
-    size = ((w + 1) // 2, (h + 1) // 2)
-    sf = seen.astype(np.float32)
-    cov = cv2.resize(sf, size, interpolation=cv2.INTER_AREA)
-    img = cv2.resize(rgb * sf[..., None], size, interpolation=cv2.INTER_AREA)
-    img = (img / np.maximum(cov, 1e-6)[..., None]).astype(np.float32)
-    okh = cv2.resize(ok.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
-    dk = (depth > 0).astype(np.float32)
-    dcov = cv2.resize(dk, size, interpolation=cv2.INTER_AREA)
-    logd = np.log(np.maximum(depth, 1e-6)) * dk
-    logd = cv2.resize(logd, size, interpolation=cv2.INTER_AREA) / np.maximum(dcov, 1e-6)
-    dh = np.where(dcov > 0.999, np.exp(logd), 0.0).astype(np.float32)
-    return img, cov > 0.999, okh, dh
+def _full(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Half-size bool: every full-size pixel below is in ``mask``."""
+    return cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.999
+
+
+def _half_depth(depth: np.ndarray) -> np.ndarray:
+    """Half-size depth (geometric mean of each 2x2 block), 0 unless all four are known."""
+    size = _half_size(depth.shape)
+    has = depth > 0
+    logd = np.where(has, np.log(np.maximum(depth, 1e-6)), 0.0).astype(np.float32)
+    mean = cv2.resize(logd, size, interpolation=cv2.INTER_AREA)
+    return np.where(_full(has, size), np.exp(mean), 0.0).astype(np.float32)
 
 
 def _up(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a half-size map to full ``shape`` (H, W)."""
-    H, W = shape
-    return cv2.resize(values, (W, H), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(values, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def paint_exemplar(
@@ -124,11 +109,11 @@ def paint_exemplar(
         known: (H, W) bool. depth: (H, W) float32 metres, > 0 where known (0 = unknown depth;
             such pixels are still colour sources).
         K: (3, 3) intrinsics. seed: makes the result deterministic.
-        stretch: (H, W) float32 magnification of routed pixels (None: unknown).
+        stretch: (H, W) float32 magnification of routed pixels (None: unknown); pixels
+            magnified more than ``config.max_stretch`` are not texture sources.
         c2w, views: the target's pose and memory frames to look real pixels up in (optional).
         observed: (H, W) bool, known pixels that trace back to a real observation (None: all).
-            Texture is copied from those; earlier paint is context, never a source, so a smear
-            painted once cannot propagate.
+            Texture is copied from those; earlier paint is context, never a source.
         up_cam: (3,) the world's up in camera coordinates (None: unknown). Where the seen
             floor's plane passes in front of the continued surfaces, the hole is floor.
     """
@@ -146,27 +131,32 @@ def paint_exemplar(
         meta["note"] = "nothing of this view was seen before: flat grey"
         return PaintResult(np.full_like(rgb, 0.5), np.ones_like(depth), meta)
     real = known.copy() if observed is None else known & observed
-    # Geometry at half size: what is background, the hole's planar depth, normals.
-    _, seen_h, _, d_h = _half(rgb, known, known, depth)
+
+    # Geometry at half size.
+    d_h = _half_depth(depth)
     has_h = d_h > 0
     band_h = max(2, cfg.band // 2)
+    K_h = K.astype(np.float64).copy()
+    K_h[:2] /= 2.0
     if has_h.any():
         bg_h = guide.background_sources(d_h, has_h, band=band_h)
         dfill_h = guide.fill_depth_planar(d_h, has_h, bg_h & guide.near_hole(has_h, band_h))
     else:
-        bg_h, dfill_h = seen_h, np.ones(seen_h.shape, np.float32)
-    K_h = K.copy()
-    K_h[:2] /= 2.0
-    nrm_h = normals_from_depth(dfill_h, K_h)
+        bg_h, dfill_h = np.ones(d_h.shape, bool), np.ones(d_h.shape, np.float32)
+    nrm_h = guide.normals_from_depth(dfill_h, K_h)
     if up_cam is not None and has_h.any():
         z_floor = guide.floor_depth(d_h, has_h, K_h, up_cam, nrm_h)
         if z_floor is not None:
             floor = ~has_h & (z_floor < dfill_h)
             dfill_h = np.where(floor, z_floor, dfill_h).astype(np.float32)
-            nrm_h = normals_from_depth(dfill_h, K_h)
+            nrm_h = guide.normals_from_depth(dfill_h, K_h)
             meta["floor"] = float(floor.mean())
+    # Bilinear inside surfaces, nearest across depth steps (never a depth between two layers).
     inv = _up(1.0 / dfill_h, (H, W))
+    inv_n = cv2.resize(1.0 / dfill_h, (W, H), interpolation=cv2.INTER_NEAREST)
+    inv = np.where(np.abs(inv - inv_n) > 0.1 * inv_n, inv_n, inv)
     depth_f = np.where(depth > 0, depth, 1.0 / np.maximum(inv, 1e-6)).astype(np.float32)
+
     # Real pixels first: memory frames that saw the hole in colour but not in depth.
     seen = known.copy()
     if views and c2w is not None:
@@ -176,72 +166,87 @@ def paint_exemplar(
         real |= found
         meta["looked_up"] = float(found.mean())
     bg = ((_up(bg_h.astype(np.float32), (H, W)) > 0.5) | ~known) & seen
-    ring = bg & guide.near_hole(seen, cfg.band)
-    wring = (ring if ring.any() else seen).astype(np.float32)
     cracks, regions = guide.split_holes(~seen, cfg.crack_radius)
-    out = guide.fill_cracks(rgb, wring, ~seen)  # smooth everywhere first; regions repainted
+    out = rgb.copy()
+    _fill_cracks(out, bg, seen, cracks, cfg, kern)
     meta.update(cracks=float(cracks.mean()), regions=float(regions.mean()))
-    if regions.any() and seen.mean() < cfg.min_known:
-        out[regions] = guide.push_pull_np(rgb, wring)[regions]
-        meta["note"] = (
-            f"almost nothing of this view was seen before ({seen.mean():.1%}): smooth fill"
-        )
-    elif regions.any():
-        src = real if real.mean() >= cfg.min_known else seen
-        if stretch is not None:
-            src = src & ~(stretch > cfg.max_stretch)
-        note = _paint_regions(
-            out, seen, src, regions, dfill_h, nrm_h, wring, bg & real, seed, cfg, kern, meta
-        )
+    if regions.any():
+        ring = bg & guide.near_hole(seen, cfg.band)
+        wring = (ring if ring.any() else seen).astype(np.float32)
+        if seen.mean() < cfg.min_known:
+            note = f"almost nothing of this view was seen before ({seen.mean():.1%}): smooth fill"
+        else:
+            src = seen if stretch is None else seen & ~(stretch > cfg.max_stretch)
+            note = _paint_regions(
+                out, regions, src, real, bg & real, dfill_h, nrm_h, wring, seed, cfg, kern, meta
+            )
         if note:
+            out[regions] = guide.push_pull_np(out, wring)[regions]
             meta["note"] = note
     meta["ms"] = (time.perf_counter() - t0) * 1e3
-    return PaintResult(out, depth_f, meta)
+    return PaintResult(np.clip(out, 0.0, 1.0), depth_f, meta)
+
+
+def _fill_cracks(
+    out: np.ndarray, bg: np.ndarray, seen: np.ndarray, cracks: np.ndarray, cfg: PainterConfig,
+    kern: ModuleType,
+) -> None:  # fmt: skip
+    """The cheap path, in place: each crack pixel from its background neighbours (any seen
+    neighbour when none is background; push-pull for the rare pixel no window reaches)."""
+    if not cracks.any():
+        return
+    yx = np.ascontiguousarray(np.argwhere(cracks).astype(np.int32))
+    weight = np.where(bg, 1.0, np.where(seen, 1e-3, 0.0)).astype(np.float32)
+    done = kern.fill_cracks(out, weight, yx, cfg.crack_radius + 2, out) > 0
+    if not done.all():
+        rest = yx[~done]
+        out[rest[:, 0], rest[:, 1]] = guide.push_pull_np(out, weight)[rest[:, 0], rest[:, 1]]
 
 
 def _paint_regions(
-    out: np.ndarray, seen: np.ndarray, ok: np.ndarray, regions: np.ndarray, dfill_h: np.ndarray,
-    nrm_h: np.ndarray, wbg: np.ndarray, texture_ref: np.ndarray, seed: int, cfg: PainterConfig,
-    kern: ModuleType, meta: dict[str, Any],
+    out: np.ndarray, regions: np.ndarray, sources: np.ndarray, real: np.ndarray,
+    texture_ref: np.ndarray, dfill_h: np.ndarray, nrm_h: np.ndarray, wring: np.ndarray,
+    seed: int, cfg: PainterConfig, kern: ModuleType, meta: dict[str, Any],
 ) -> str | None:  # fmt: skip
     """Exemplar completion of ``regions`` into ``out`` (H, W, 3), in place: matched at half
-    size, copied at full size from the ``ok`` pixels. ``wbg`` weighs the smooth fill's pixels,
-    ``texture_ref`` the real background pixels whose texture decides where the smooth fill
-    stays. Returns a note when it fell back to the smooth fill."""
-    H, W = seen.shape
+    size, copied at full size from the ``sources`` pixels (``real`` ones preferred).
+    ``texture_ref`` marks the real background pixels whose texture strength the hole should
+    have. Returns a note when no source exists (the caller then keeps the smooth fill)."""
+    H, W = regions.shape
     r = cfg.patch // 2
-    fill = ~regions  # cracks are filled: they count as seen context (never as sources)
-    img_h, fill_h, ok_h, _ = _half(out, fill, ok & fill, np.zeros((H, W), np.float32))
-    ref_h = _half(out, texture_ref, texture_ref, np.zeros((H, W), np.float32))[2]
+    size = _half_size((H, W))
+    context = ~regions  # cracks are filled: seen context at every level, never sources
+    cov = cv2.resize(context.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    img_h = cv2.resize(out * context[..., None], size, interpolation=cv2.INTER_AREA)
+    img_h = (img_h / np.maximum(cov, 1e-6)[..., None]).astype(np.float32)
+    known_h = cov > 0.999
+    ok_h = _full(sources, size) & known_h
     logd = np.log(np.maximum(dfill_h, 1e-6)).astype(np.float32)
-    lv0 = Level(img_h, fill_h, ok_h & fill_h, ref_h, logd, nrm_h)
+    lv0 = Level(img_h, known_h, ok_h, _full(real, size), _full(texture_ref, size), logd, nrm_h)
     depth_px = float(cv2.distanceTransform(regions.astype(np.uint8), cv2.DIST_L2, 3).max()) / 2
     levels = build_levels(lv0, depth_px, r, cfg.min_level_size)
     if not has_sources(levels[-1], r):
-        out[regions] = guide.push_pull_np(out, wbg)[regions]
         return "no seen patch to copy from: smooth fill"
     lo, hi = cfg.scale_range
     prm = np.array([cfg.fg_tol, lo, hi], np.float64)
-    targets, nnf, cost, img = complete(
-        levels, cv2.resize(wbg, img_h.shape[1::-1]), cfg, seed, kern, prm
-    )
-    # Full size: copy from the full-size seen pixels through the half-size field.
-    hole_h = ~fill_h
+    targets, nnf, cost, img = complete(levels, cv2.resize(wring, size), cfg, seed, kern, prm)
+    # Full size: each region pixel copied from the full-size sources through the field.
+    hole_h = ~known_h
     _, tid = targets_of(hole_h)
-    full = _up(img, (H, W))
+    full = _up(img, (H, W))  # where no match reads a source: the half-size result
     cn = cost / float((2 * r + 1) ** 2 * 3)
     finite = cn[np.isfinite(cn)]
     sig2 = max(float(np.percentile(finite, 75)), 1e-5) if finite.size else 1.0
     tw = target_weights(hole_h, targets)
-    src_f = (ok & fill & seen).astype(np.uint8)
+    src_f = (sources & context).astype(np.uint8)
     reg8 = regions.astype(np.uint8)
-    kern.copy_up(out, src_f, logd, targets, tid, nnf, cn, tw, prm, sig2, reg8, full)
-    # Smooth surround (sky, a blank wall): keep the smooth fill there, blend towards texture.
-    energy = _border_energy(out, texture_ref, texture_ref)
-    a = np.clip(energy / cfg.smooth_energy - 1.0, 0.0, 1.0)[..., None]
-    if (a[..., 0][regions] < 1).any():
-        smooth = guide.push_pull_np(out, wbg * fill)
-        full = a * full + (1 - a) * smooth
-    out[regions] = np.clip(full[regions], 0.0, 1.0)
-    meta.update(levels=len(levels) + 1, textured=float(a[..., 0][regions].mean()))
+    kern.copy_up(out, src_f, logd, targets, tid, nnf, cn, tw, prm, sig2, cfg.vote_tau, reg8, full)
+    out[regions] = full[regions]
+    # No colour step at the border (the previous frame's paint, the seen surround): the
+    # low frequencies bend to meet it, computed at half size (they are smooth).
+    half = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+    bg_h = cv2.resize(wring, size, interpolation=cv2.INTER_AREA) > 0.5
+    corr = guide.seam_correction(half, ~known_h, bg_h)
+    out[regions] += _up(corr, (H, W))[regions]
+    meta["levels"] = len(levels) + 1
     return None

@@ -122,7 +122,22 @@ def _try(img, known, src_ok, logd, feat, py, px, cy, cx, by, bx, best, r, prm):
 
 @njit(cache=True)
 def patchmatch(
-    img, known, src_ok, logd, feat, targets, tid, nnf, cost, src_list, r, prm, seed, it0, iters, rad0
+    img,
+    known,
+    src_ok,
+    logd,
+    feat,
+    targets,
+    tid,
+    nnf,
+    cost,
+    src_list,
+    r,
+    prm,
+    seed,
+    it0,
+    iters,
+    rad0,
 ):
     """``iters`` PatchMatch sweeps (raster order, reversed on odd iteration numbers): for each
     target, propagation from the two neighbours visited before it, a random search around the
@@ -207,22 +222,25 @@ def vote(img, hole, logd, targets, nnf, cost, tw, r, prm, sig2, out):
 
 
 @njit(cache=True)
-def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, region, out):
-    """Full-size pixels from a half-size field: each ``region`` pixel x (full size) takes the
-    weighted mean of what the matches of the 3x3 half-size targets around its parent x // 2
-    put at x (source ``2 q + m (x - 2 p)``, read in the full-size image ``img_f``), skipping
-    unknown reads. Pixels with no usable match keep ``out``."""
+def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, tau, region, out):
+    """Full-size pixels from a half-size field. Each ``region`` pixel x (full size) gathers
+    what the matches of the 3x3 half-size targets around its parent x // 2 put at x (source
+    ``2 q + m (x - 2 p)`` in the full-size image ``img_f``; unknown reads are skipped), each
+    weighing ``tw * exp(-cost / sig2)``. The heaviest candidate anchors the pixel and only the
+    candidates within colour distance ``tau`` of it are averaged: a robust vote, so texture
+    copied by disagreeing neighbours is not averaged into a blur. Pixels with no usable match
+    keep ``out``."""
     H, W = known_f.shape
     h, w = tid.shape
+    cand = np.empty((9, 4))
+    tau2 = tau * tau
     for y in range(H):
         for x in range(W):
             if region[y, x] == 0:
                 continue
             py0, px0 = y // 2, x // 2
-            a0 = 0.0
-            a1 = 0.0
-            a2 = 0.0
-            ws = 0.0
+            n = 0
+            best = -1
             for dy in range(-1, 2):
                 py = py0 + dy
                 if py < 0 or py >= h:
@@ -240,12 +258,61 @@ def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, region
                     sx = 2 * qx + int(math.floor(m * (x - 2 * px) + 0.5))
                     if sy < 0 or sy >= H or sx < 0 or sx >= W or known_f[sy, sx] == 0:
                         continue
-                    wt = tw[t] * math.exp(-cost[t] / sig2)
-                    a0 += wt * np.float64(img_f[sy, sx, 0])
-                    a1 += wt * np.float64(img_f[sy, sx, 1])
-                    a2 += wt * np.float64(img_f[sy, sx, 2])
+                    cand[n, 0] = tw[t] * math.exp(-cost[t] / sig2)
+                    for c in range(3):
+                        cand[n, 1 + c] = np.float64(img_f[sy, sx, c])
+                    if best < 0 or cand[n, 0] > cand[best, 0]:
+                        best = n
+                    n += 1
+            if n == 0:
+                continue
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            ws = 0.0
+            for k in range(n):
+                d2 = 0.0
+                for c in range(3):
+                    e = cand[k, 1 + c] - cand[best, 1 + c]
+                    d2 += e * e
+                if d2 <= tau2:
+                    a0 += cand[k, 0] * cand[k, 1]
+                    a1 += cand[k, 0] * cand[k, 2]
+                    a2 += cand[k, 0] * cand[k, 3]
+                    ws += cand[k, 0]
+            out[y, x, 0] = a0 / ws
+            out[y, x, 1] = a1 / ws
+            out[y, x, 2] = a2 / ws
+
+
+@njit(cache=True)
+def fill_cracks(img, weight, cracks, max_r, out):
+    """Each crack pixel (``cracks`` (N, 2) int32 y, x) becomes the mean of the weighted pixels
+    (``weight`` (H, W) float32 > 0) in the smallest window of radius 1..``max_r`` holding any,
+    each weighing ``weight / distance^2``. Returns a (N,) uint8 flag: 1 where filled."""
+    H, W = weight.shape
+    done = np.zeros(cracks.shape[0], np.uint8)
+    for i in range(cracks.shape[0]):
+        y, x = cracks[i, 0], cracks[i, 1]
+        for rad in range(1, max_r + 1):
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            ws = 0.0
+            for yy in range(max(0, y - rad), min(H, y + rad + 1)):
+                for xx in range(max(0, x - rad), min(W, x + rad + 1)):
+                    wt = np.float64(weight[yy, xx])
+                    if wt <= 0.0 or (yy == y and xx == x):
+                        continue
+                    wt /= (yy - y) * (yy - y) + (xx - x) * (xx - x)
+                    a0 += wt * np.float64(img[yy, xx, 0])
+                    a1 += wt * np.float64(img[yy, xx, 1])
+                    a2 += wt * np.float64(img[yy, xx, 2])
                     ws += wt
             if ws > 0.0:
                 out[y, x, 0] = a0 / ws
                 out[y, x, 1] = a1 / ws
                 out[y, x, 2] = a2 / ws
+                done[i] = 1
+                break
+    return done

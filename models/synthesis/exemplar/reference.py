@@ -77,7 +77,22 @@ def eval_costs(img, known, src_ok, logd, feat, targets, nnf, cost, r, prm) -> No
 
 
 def patchmatch(
-    img, known, src_ok, logd, feat, targets, tid, nnf, cost, src_list, r, prm, seed, it0, iters, rad0
+    img,
+    known,
+    src_ok,
+    logd,
+    feat,
+    targets,
+    tid,
+    nnf,
+    cost,
+    src_list,
+    r,
+    prm,
+    seed,
+    it0,
+    iters,
+    rad0,
 ) -> None:
     """Same sweeps as the compiled ``patchmatch``, one candidate at a time."""
     h, w = known.shape
@@ -141,12 +156,13 @@ def vote(img, hole, logd, targets, nnf, cost, tw, r, prm, sig2, out) -> None:
     out[sel] = acc[sel] / ws[sel][:, None]
 
 
-def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, region, out) -> None:
-    """Full-size region pixels from the half-size field (3x3 parents' matches, weighted)."""
+def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, tau, region, out) -> None:
+    """Full-size region pixels from the half-size field: the 3x3 parents' matches, the
+    heaviest one anchoring, those within colour distance ``tau`` of it averaged."""
     H, W = known_f.shape
     h, w = tid.shape
     for y, x in zip(*np.nonzero(region), strict=True):
-        acc, ws = np.zeros(3), 0.0
+        cands = []  # (weight, colour), in the compiled path's order
         for py in range(y // 2 - 1, y // 2 + 2):
             for px in range(x // 2 - 1, x // 2 + 2):
                 if not (0 <= py < h and 0 <= px < w):
@@ -161,7 +177,32 @@ def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, region
                 if not (0 <= sy < H and 0 <= sx < W) or not known_f[sy, sx]:
                     continue
                 wt = float(tw[t]) * math.exp(-float(cost[t]) / sig2)
-                acc += wt * img_f[sy, sx].astype(np.float64)
-                ws += wt
-        if ws > 0:
-            out[y, x] = acc / ws
+                cands.append((wt, img_f[sy, sx].astype(np.float64)))
+        if not cands:
+            continue
+        best = max(range(len(cands)), key=lambda k: (cands[k][0], -k))
+        anchor = cands[best][1]
+        near = [(wt, col) for wt, col in cands if float(((col - anchor) ** 2).sum()) <= tau * tau]
+        ws = sum(wt for wt, _ in near)
+        out[y, x] = sum(wt * col for wt, col in near) / ws
+
+
+def fill_cracks(img, weight, cracks, max_r, out) -> np.ndarray:
+    """Each crack pixel: inverse-square-distance weighted mean of the weighted pixels in the
+    smallest window (radius 1..max_r) holding any. Returns (N,) uint8, 1 where filled."""
+    H, W = weight.shape
+    done = np.zeros(len(cracks), np.uint8)
+    for i, (y, x) in enumerate(cracks.tolist()):
+        for rad in range(1, max_r + 1):
+            acc, ws = np.zeros(3), 0.0
+            for yy in range(max(0, y - rad), min(H, y + rad + 1)):
+                for xx in range(max(0, x - rad), min(W, x + rad + 1)):
+                    if weight[yy, xx] > 0 and (yy, xx) != (y, x):
+                        wt = float(weight[yy, xx]) / ((yy - y) ** 2 + (xx - x) ** 2)
+                        acc += wt * img[yy, xx].astype(np.float64)
+                        ws += wt
+            if ws > 0:
+                out[y, x] = acc / ws
+                done[i] = 1
+                break
+    return done
