@@ -36,7 +36,7 @@ def test_random_draws_match():
 
 
 def test_patch_cost_matches_and_rejects_other_layers():
-    img, known, src_ok, logd, feat, targets, *_ , prm = _case()
+    img, known, src_ok, logd, feat, targets, *_, prm = _case()
     for t in range(0, len(targets), 7):
         py, px = (int(v) for v in targets[t])
         for qy, qx in [(3, 3), (16, 20), (2, 23), (17, 4)]:
@@ -58,7 +58,9 @@ def test_patchmatch_same_field_as_reference(rad0):
         f = nnf.copy()
         c = np.empty(len(targets))
         k.eval_costs(img, known, src_ok, logd, feat, targets, f, c, R, prm)
-        k.patchmatch(img, known, src_ok, logd, feat, targets, tid, f, c, src_list, R, prm, 42, 0, 3, rad0)
+        k.patchmatch(
+            img, known, src_ok, logd, feat, targets, tid, f, c, src_list, R, prm, 42, 0, 3, rad0
+        )
         fields.append(f)
         costs.append(c)
     assert np.array_equal(fields[0], fields[1])
@@ -92,7 +94,9 @@ def test_vote_and_copy_up_match_reference():
     ups = []
     for k in (fast, ref):
         out = np.zeros_like(img_f)
-        k.copy_up(img_f, known_f, logd, targets, tid, nnf, cost / 75, tw, prm, 0.05, 0.3, region, out)
+        k.copy_up(
+            img_f, known_f, logd, targets, tid, nnf, cost / 75, tw, prm, 0.05, 0.3, region, out
+        )
         ups.append(out)
     np.testing.assert_allclose(ups[0], ups[1], rtol=1e-6, atol=1e-7)
     assert (ups[0][region > 0].sum(-1) > 0).all()
@@ -103,7 +107,10 @@ def test_painter_compiled_equals_reference_on_a_small_frame():
     rng = np.random.default_rng(4)
     H, W = 40, 56
     v, u = np.mgrid[0:H, 0:W]
-    rgb = np.stack([0.5 + 0.3 * np.sin(u / 2.0), 0.4 + 0.2 * np.cos(v / 3.0), 0.3 + 0.1 * rng.random((H, W))], -1)
+    rgb = np.stack(
+        [0.5 + 0.3 * np.sin(u / 2.0), 0.4 + 0.2 * np.cos(v / 3.0), 0.3 + 0.1 * rng.random((H, W))],
+        -1,
+    )
     depth = (2.0 + 0.01 * v).astype(np.float32)
     known = np.ones((H, W), bool)
     known[10:28, 30:48] = False
@@ -117,7 +124,9 @@ def test_painter_compiled_equals_reference_on_a_small_frame():
 def test_fill_cracks_matches_reference():
     rng = np.random.default_rng(6)
     img = rng.random((18, 22, 3)).astype(np.float32)
-    weight = (rng.random((18, 22)) > 0.4).astype(np.float32) * rng.random((18, 22)).astype(np.float32)
+    weight = (rng.random((18, 22)) > 0.4).astype(np.float32) * rng.random((18, 22)).astype(
+        np.float32
+    )
     cracks = np.argwhere(weight == 0).astype(np.int32)
     outs, dones = [], []
     for k in (fast, ref):

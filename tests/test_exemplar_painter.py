@@ -57,7 +57,9 @@ def _room(turn: bool = True):
     z_floor = np.where(y > 1e-6, 1.6 / np.maximum(y, 1e-6), np.inf)
     depth = np.minimum(z_floor, 6.0).astype(np.float32)
     floor = z_floor < 6.0
-    rgb = np.where(floor[..., None], _noise((0.55, 0.35, 0.2), 0.07, 1), _noise((0.8, 0.8, 0.78), 0.04, 2))
+    rgb = np.where(
+        floor[..., None], _noise((0.55, 0.35, 0.2), 0.07, 1), _noise((0.8, 0.8, 0.78), 0.04, 2)
+    )
     known = np.ones((H, W), bool)
     if turn:
         known[:, 80:] = False  # the camera turned right: new columns on the right
