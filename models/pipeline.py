@@ -46,6 +46,12 @@ from models.synthesis import (
 )
 
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
+# Up to this fraction of painted pixels, their depth is the painter's own when it says its hint
+# follows surfaces (meta "depth_hint": "surfaces": planes, the floor, the background beside
+# objects) rather than a fresh estimate of the whole frame: the rims a walk exposes cost nothing
+# to lift then. Other hints are used for slivers only.
+HINT_MAX_PAINTED = {"surfaces": 0.15}
+HINT_MAX_PAINTED_DEFAULT = 0.02
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
 
 
@@ -387,7 +393,12 @@ class WorldPipeline:
             for req, res, (corr, retrieved, timings) in zip(requests, results, metas, strict=True):
                 t4 = time.perf_counter()
                 rgb = torch.where(res.source_mask[..., None], corr.rgb, res.rgb.clamp(0, 1))
-                depth = self._lift_depth(rgb, req.camera, corr, res.depth_hint, res.source_mask)
+                hint_max = HINT_MAX_PAINTED.get(
+                    str(res.meta.get("depth_hint")), HINT_MAX_PAINTED_DEFAULT
+                )
+                depth = self._lift_depth(
+                    rgb, req.camera, corr, res.depth_hint, res.source_mask, hint_max
+                )
                 rgb8 = (rgb * 255).round().to(torch.uint8)
                 t5 = time.perf_counter()
                 index = req.index
@@ -443,6 +454,7 @@ class WorldPipeline:
         corr: Correspondence,
         hint: torch.Tensor | None,
         routed: torch.Tensor,
+        hint_max: float = HINT_MAX_PAINTED_DEFAULT,
     ) -> torch.Tensor:
         """Depth (H, W) of a new frame: memory depth where routed; elsewhere the lift backend's
         estimate, aligned to memory (robust scale/shift) and bent to meet it at hole borders."""
@@ -451,9 +463,9 @@ class WorldPipeline:
             return corr.depth.clone()
         H, W = known.shape
         painted_frac = 1.0 - float(known.float().mean())
-        # Slivers (cracks, thin disocclusions) are continued from their borders; running the
+        # Rims and slivers (cracks, thin disocclusions) are continued from their borders; running the
         # depth estimator for them would cost more than the whole rest of the frame.
-        if painted_frac < 0.02 and hint is not None:
+        if painted_frac < hint_max and hint is not None:
             return torch.where(known, corr.depth, hint)
         est = self._estimate_small(rgb, camera)
         if self.config.align_depth and bool(known.any()):

@@ -18,7 +18,8 @@ class PainterConfig:
         added before the log: below it, texture is invisible); lam_paint: the price of a source
         that is earlier paint rather than a real observation.
     fg_tol: a source nearer than the target by more than this (log depth) is another depth
-        layer and never copied (a hole behind an object is filled from behind it).
+        layer (a hole behind an object is filled from behind it): it costs ``fg_penalty``, so
+        it is copied only where no source of the right layer exists.
     scale_range: clamp of the perspective scale (target depth / source depth).
     em_coarse / em_half: EM iterations on the coarse levels / on the half-size level;
     pm_iters: PatchMatch sweeps per EM iteration; search_radius: random-search window (px)
@@ -28,6 +29,8 @@ class PainterConfig:
         0..1) of the best-matching one (a robust vote: disagreeing copies do not blur).
     max_stretch: routed pixels magnified more than this are not sources (seen, low detail).
     band: width (px) of the seen ring around a hole that smooth fills read.
+    far_radius: the hole's depth is at least the farthest seen border depth within this many
+        half-size px (0: off): beside a near object the background continues, not the object.
     """
 
     patch: int = 7
@@ -39,6 +42,7 @@ class PainterConfig:
     lam_paint: float = 0.5
     energy_floor: float = 1e-5
     fg_tol: float = 0.15
+    fg_penalty: float = 100.0
     scale_range: tuple[float, float] = (0.5, 2.0)
     em_coarse: int = 3
     em_half: int = 2
@@ -48,3 +52,4 @@ class PainterConfig:
     vote_tau: float = 0.1
     max_stretch: float = 2.5
     band: int = 8
+    far_radius: int = 24

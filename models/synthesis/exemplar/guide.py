@@ -11,7 +11,8 @@ All numpy/OpenCV (no torch), on full-size (H, W) maps:
   floor continues as a floor and a wall as a wall (a membrane fill would bend both towards a
   constant depth, i.e. a wall facing the camera).
 * :func:`normals_from_depth`: camera-frame unit normals (floor from floor, wall from wall);
-  :func:`floor_depth`: where the seen floor's plane continues into the hole.
+  :func:`plane_depth`: where the seen floor's (or ceiling's) plane continues into the hole;
+  :func:`far_layer`: the background around a near object, which a hole beside it continues.
 * :func:`near_hole`: the ring of known pixels around the holes (what a smooth fill reads).
 * :func:`split_holes`: thin cracks (cheap smooth path) against regions (exemplar path).
 * :func:`seam_correction`: the low-frequency bend that makes a painted region meet its border.
@@ -261,34 +262,52 @@ def normals_from_depth(depth: np.ndarray, K: np.ndarray, smooth: int = 5) -> np.
     return n.astype(np.float32)
 
 
-def floor_depth(
+def plane_depth(
     depth: np.ndarray,
     known: np.ndarray,
     K: np.ndarray,
-    up_cam: np.ndarray,
+    n_cam: np.ndarray,
     normals: np.ndarray,
     min_frac: float = 0.01,
     cos_tol: float = 0.9,
 ) -> np.ndarray | None:
-    """(H, W) float32 z-depth at which each pixel's ray meets the seen floor (inf where the ray
-    does not go down), or None when too little floor is seen.
+    """(H, W) float32 z-depth at which each pixel's ray meets the seen horizontal plane whose
+    normal (facing the camera) is ``n_cam`` (the world's up for the floor, down for a
+    ceiling); inf where the ray does not reach it; None when too little of it is seen.
 
-    Floor pixels are seen pixels whose normal is within ``acos(cos_tol)`` of ``up_cam`` (the
-    world's up in camera coordinates); the camera's height above them is their median.
+    Its pixels are seen pixels whose normal is within ``acos(cos_tol)`` of ``n_cam``; the
+    camera's distance to the plane is their median (robust to the odd table top).
     """
     H, W = depth.shape
-    up = np.asarray(up_cam, np.float64)
-    up = up / max(np.linalg.norm(up), EPS)
+    n = np.asarray(n_cam, np.float64)
+    n = n / max(np.linalg.norm(n), EPS)
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
     rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-    floor = known & (depth > 0) & (normals @ up > cos_tol)
-    if floor.sum() < max(8, min_frac * H * W):
+    on = known & (depth > 0) & (normals @ n > cos_tol)
+    if on.sum() < max(8, min_frac * H * W):
         return None
-    height = float(np.median(-(rays[floor] @ up) * depth[floor]))
-    if height <= 0:
+    dist = float(np.median(-(rays[on] @ n) * depth[on]))
+    if dist <= 0:
         return None
-    down = -(rays @ up)
-    return np.where(down > 1e-3, height / np.maximum(down, 1e-3), np.inf).astype(np.float32)
+    towards = -(rays @ n)
+    return np.where(towards > 1e-3, dist / np.maximum(towards, 1e-3), np.inf).astype(np.float32)
+
+
+def far_layer(depth: np.ndarray, ring: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) float32: the farthest ``ring`` depth within ``radius`` px of each ring pixel,
+    carried into the hole by push-pull (in log depth); 0 when the ring is empty.
+
+    A hole opened beside a near object (a turn past a sofa, a globe at the frame's edge) more
+    likely shows the background around it than more of the object: objects end, rooms and
+    streets go on. The floor and ceiling are not background in this sense; the caller lets
+    their planes override.
+    """
+    if not ring.any():
+        return np.zeros(depth.shape, np.float32)
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    far = cv2.dilate(np.where(ring, depth, 0.0).astype(np.float32), k)
+    logf = np.where(ring, np.log(np.maximum(far, 1e-6)), 0.0).astype(np.float32)
+    return np.exp(push_pull_np(logf[..., None], ring.astype(np.float32))[..., 0])
 
 
 def split_holes(hole: np.ndarray, crack_radius: int) -> tuple[np.ndarray, np.ndarray]:

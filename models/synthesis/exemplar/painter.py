@@ -124,7 +124,11 @@ def paint_exemplar(
     H, W = known.shape
     hole = ~known
     depth = np.where(known, depth, 0.0).astype(np.float32)
-    meta: dict[str, Any] = {"painted": float(hole.mean()), "painter": "exemplar"}
+    meta: dict[str, Any] = {
+        "painted": float(hole.mean()),
+        "painter": "exemplar",
+        "depth_hint": "surfaces",  # the depth continues surfaces (see models.pipeline)
+    }
     if not hole.any():
         return PaintResult(rgb.copy(), depth, meta)
     if not known.any():
@@ -140,17 +144,23 @@ def paint_exemplar(
     K_h[:2] /= 2.0
     if has_h.any():
         bg_h = guide.background_sources(d_h, has_h, band=band_h)
-        dfill_h = guide.fill_depth_planar(d_h, has_h, bg_h & guide.near_hole(has_h, band_h))
+        ring_h = bg_h & guide.near_hole(has_h, band_h)
+        dfill_h = guide.fill_depth_planar(d_h, has_h, ring_h)
+        if cfg.far_radius > 0:  # beside a near object the hole continues what is behind it
+            far_h = guide.far_layer(d_h, ring_h, cfg.far_radius)
+            dfill_h = np.where(has_h, dfill_h, np.maximum(dfill_h, far_h)).astype(np.float32)
     else:
         bg_h, dfill_h = np.ones(d_h.shape, bool), np.ones(d_h.shape, np.float32)
     nrm_h = guide.normals_from_depth(dfill_h, K_h)
     if up_cam is not None and has_h.any():
-        z_floor = guide.floor_depth(d_h, has_h, K_h, up_cam, nrm_h)
-        if z_floor is not None:
-            floor = ~has_h & (z_floor < dfill_h)
-            dfill_h = np.where(floor, z_floor, dfill_h).astype(np.float32)
-            nrm_h = guide.normals_from_depth(dfill_h, K_h)
-            meta["floor"] = float(floor.mean())
+        up = np.asarray(up_cam, np.float64)
+        for name, n_cam in (("floor", up), ("ceiling", -up)):
+            z_plane = guide.plane_depth(d_h, has_h, K_h, n_cam, nrm_h)
+            if z_plane is not None:
+                on = ~has_h & (z_plane < dfill_h)
+                dfill_h = np.where(on, z_plane, dfill_h).astype(np.float32)
+                meta[name] = float(on.mean())
+        nrm_h = guide.normals_from_depth(dfill_h, K_h)
     # Bilinear inside surfaces, nearest across depth steps (never a depth between two layers).
     inv = _up(1.0 / dfill_h, (H, W))
     inv_n = cv2.resize(1.0 / dfill_h, (W, H), interpolation=cv2.INTER_NEAREST)
@@ -228,7 +238,7 @@ def _paint_regions(
     if not has_sources(levels[-1], r):
         return "no seen patch to copy from: smooth fill"
     lo, hi = cfg.scale_range
-    prm = np.array([cfg.fg_tol, lo, hi], np.float64)
+    prm = np.array([cfg.fg_tol, lo, hi, cfg.fg_penalty], np.float64)
     targets, nnf, cost, img = complete(levels, cv2.resize(wring, size), cfg, seed, kern, prm)
     # Full size: each region pixel copied from the full-size sources through the field.
     hole_h = ~known_h

@@ -6,14 +6,15 @@ Arrays of one pyramid level (all C-contiguous):
 * ``known`` (h, w) uint8, pixels a source patch may read; ``src_ok`` (h, w) uint8, allowed
   source centres; ``hole`` (h, w) uint8, the pixels the vote writes;
 * ``logd`` (h, w) float32 log z-depth: a source nearer than the target by more than ``fg_tol``
-  in log depth is another layer (never used), and it sets the perspective scale below;
+  in log depth is another layer (it costs ``fg_penalty``: the last resort), and it sets the
+  perspective scale below;
 * ``feat`` (h, w, F) float32 guide features of each patch centre, pre-scaled by the square
   roots of their weights (log depth, normal, log texture energy): their squared distance is
   added to the colour distance, so depth, orientation and texture strength are matched too;
 * ``targets`` (T, 2) int32 patch centres (y, x) in raster order, ``tid`` (h, w) int32 their index
   (-1 elsewhere), ``nnf`` (T, 2) int32 source centres, ``cost`` (T,) float64 patch distances.
 
-``prm`` = (fg_tol, m_lo, m_hi) as float64. A source patch is read with
+``prm`` = (fg_tol, m_lo, m_hi, fg_penalty) as float64. A source patch is read with
 step ``m = d_target / d_source`` (clamped to [m_lo, m_hi]): a surface seen nearer than its source
 is magnified as perspective demands, so floor tiles keep their size along the floor.
 
@@ -61,12 +62,11 @@ def _scale(logd, py, px, qy, qx, prm):
 @njit(cache=True)
 def patch_cost(img, known, logd, feat, py, px, qy, qx, r, prm, best):
     """Distance of target patch p to source patch q; any value >= ``best`` means "worse"
-    (the sum stops early), INF when q is another depth layer or reads an unknown pixel."""
+    (the sum stops early), INF when q reads an unknown pixel. A source in another, nearer
+    depth layer costs ``prm[3]`` extra: taken only where nothing else can be copied."""
     h, w = known.shape
     dl = np.float64(logd[py, px]) - np.float64(logd[qy, qx])
-    if dl > prm[0]:
-        return INF
-    d = 0.0
+    d = prm[3] if dl > prm[0] else 0.0
     for c in range(feat.shape[2]):
         e = np.float64(feat[py, px, c]) - np.float64(feat[qy, qx, c])
         d += e * e
@@ -199,7 +199,7 @@ def vote(img, hole, logd, targets, nnf, cost, tw, r, prm, sig2, out):
             continue
         py, px, qy, qx = targets[t, 0], targets[t, 1], nnf[t, 0], nnf[t, 1]
         n = (min(py + r, h - 1) - max(py - r, 0) + 1) * (min(px + r, w - 1) - max(px - r, 0) + 1)
-        wt = tw[t] * math.exp(-cost[t] / (3.0 * n) / sig2)
+        wt = tw[t] * math.exp(-min(cost[t] / (3.0 * n) / sig2, 50.0))
         m = _scale(logd, py, px, qy, qx, prm)
         for dy in range(-r, r + 1):
             ty = py + dy
@@ -258,7 +258,7 @@ def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, tau, r
                     sx = 2 * qx + int(math.floor(m * (x - 2 * px) + 0.5))
                     if sy < 0 or sy >= H or sx < 0 or sx >= W or known_f[sy, sx] == 0:
                         continue
-                    cand[n, 0] = tw[t] * math.exp(-cost[t] / sig2)
+                    cand[n, 0] = tw[t] * math.exp(-min(cost[t] / sig2, 50.0))
                     for c in range(3):
                         cand[n, 1 + c] = np.float64(img_f[sy, sx, c])
                     if best < 0 or cand[n, 0] > cand[best, 0]:

@@ -37,12 +37,11 @@ def scale(logd, py, px, qy, qx, prm) -> float:
 
 
 def patch_cost(img, known, logd, feat, py, px, qy, qx, r, prm) -> float:
-    """Full distance of target patch p to source patch q (INF: other layer or unknown read)."""
+    """Full distance of target patch p to source patch q (INF: an unknown read; a nearer
+    depth layer costs ``prm[3]`` extra)."""
     h, w = known.shape
     dl = float(logd[py, px]) - float(logd[qy, qx])
-    if dl > float(prm[0]):
-        return INF
-    d = 0.0
+    d = float(prm[3]) if dl > float(prm[0]) else 0.0
     for c in range(feat.shape[2]):
         e = float(feat[py, px, c]) - float(feat[qy, qx, c])
         d += e * e
@@ -143,7 +142,7 @@ def vote(img, hole, logd, targets, nnf, cost, tw, r, prm, sig2, out) -> None:
         py, px, qy, qx = (int(v) for v in (targets[t, 0], targets[t, 1], nnf[t, 0], nnf[t, 1]))
         ys = range(max(py - r, 0), min(py + r, h - 1) + 1)
         xs = range(max(px - r, 0), min(px + r, w - 1) + 1)
-        wt = float(tw[t]) * math.exp(-float(cost[t]) / (3.0 * len(ys) * len(xs)) / sig2)
+        wt = float(tw[t]) * math.exp(-min(float(cost[t]) / (3.0 * len(ys) * len(xs)) / sig2, 50.0))
         m = scale(logd, py, px, qy, qx, prm)
         for ty in ys:
             for tx in xs:
@@ -176,7 +175,7 @@ def copy_up(img_f, known_f, logd, targets, tid, nnf, cost, tw, prm, sig2, tau, r
                 sx = 2 * qx + math.floor(m * (x - 2 * px) + 0.5)
                 if not (0 <= sy < H and 0 <= sx < W) or not known_f[sy, sx]:
                     continue
-                wt = float(tw[t]) * math.exp(-float(cost[t]) / sig2)
+                wt = float(tw[t]) * math.exp(-min(float(cost[t]) / sig2, 50.0))
                 cands.append((wt, img_f[sy, sx].astype(np.float64)))
         if not cands:
             continue
