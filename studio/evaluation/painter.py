@@ -45,10 +45,11 @@ from storage.formats.rgbd import load_posed_sequence, read_depth_png
 from studio.evaluation.bench import naive_splat
 
 PAINTERS = ("exemplar", "smooth")
+# Photos whose licences allow showing derived frames (Unsplash License; CC BY 4.0 stated).
 SHEET_PHOTOS = (
     "interior_living_room_geowizard.jpg",
-    "street_london_dav2_demo01.jpg",
-    "landscape_sunflower_field_dav2_demo02.jpg",
+    "interior_library_living_room_unsplash_jonathan-borba.jpg",
+    "building_colosseum_unsplash_david-kohler.jpg",
 )
 
 
@@ -130,9 +131,10 @@ def tum_painters(seq_dir: Path, width: int = 512, frames: int | None = None) -> 
             row[f"psnr_full_{name}"] = _r(psnr(img, real))
             row[f"swd_{name}"] = _r(masked_swd(img, real, common)["swd"])
         for name, ev in (("exemplar", new), ("smooth", old)):
-            row[f"grad_ratio_{name}"] = _r(
-                gradient_energy_ratio(ev.rgb, ~ev.source_mask, ev.source_mask)
-            )
+            seen = ev.source_mask
+            row[f"grad_ratio_{name}"] = _r(gradient_energy_ratio(ev.rgb, ~seen, seen))
+            fresh = _fresh(pipes[name], ev)
+            row[f"grad_ratio_fresh_{name}"] = _r(gradient_energy_ratio(ev.rgb, fresh, seen))
             row[f"painted_{name}"] = _r(1 - ev.memory_coverage)
             row[f"synth_ms_{name}"] = _r(ev.timings["synthesize"] * 1e3, 1)
         row["grad_ratio_real"] = _r(gradient_energy_ratio(real, common, new.source_mask))

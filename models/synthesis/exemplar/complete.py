@@ -77,7 +77,7 @@ def features(lv: Level, cfg: PainterConfig) -> np.ndarray:
     around it: a textured surround asks for textured sources, a clear sky for smooth ones),
     and "is earlier paint" (holes are 0: real sources are preferred, paint is taken where it
     continues much better, e.g. across the seam with the previous frame's paint)."""
-    le = np.log(local_energy(lv.img, lv.known) + cfg.energy_floor)
+    le = np.log(local_energy(lv.img, lv.known & lv.ok) + cfg.energy_floor)
     w = (lv.ref & lv.known).astype(np.float32)
     if not w.any():
         w = lv.known.astype(np.float32)
@@ -98,7 +98,9 @@ def features(lv: Level, cfg: PainterConfig) -> np.ndarray:
 
 
 def sources_of(known: np.ndarray, ok: np.ndarray, r: int) -> np.ndarray:
-    """Source centres: allowed pixels whose whole (unscaled) patch is seen."""
+    """Source centres: ``ok`` pixels whose whole (unscaled) patch is ``known``. Callers pass
+    the allowed pixels as ``known`` too, so a source patch never reads a crack's smooth fill
+    (sparse, dotted routing is not texture to copy)."""
     k = 2 * r + 1
     inner = cv2.erode(known.astype(np.uint8), np.ones((k, k), np.uint8), borderValue=0)
     return ((inner > 0) & ok).astype(np.uint8)
@@ -129,7 +131,7 @@ def _em(
     r = cfg.patch // 2
     hole = ~lv.known
     targets, tid = targets_of(hole)
-    src_ok = sources_of(lv.known, lv.ok, r)
+    src_ok = sources_of(lv.known & lv.ok, lv.ok, r)
     src_list = np.ascontiguousarray(np.argwhere(src_ok > 0).astype(np.int32))
     feat = features(lv, cfg)
     T = len(targets)
@@ -177,7 +179,7 @@ def _upsample_field(
     nnf = np.empty_like(targets)
     has = parent >= 0
     nnf[has] = nnf_c[parent[has]] * 2 + (targets[has] - 2 * np.stack([py, px], -1)[has])
-    src_list = np.argwhere(sources_of(fine.known, fine.ok, r) > 0).astype(np.int32)
+    src_list = np.argwhere(sources_of(fine.known & fine.ok, fine.ok, r) > 0).astype(np.int32)
     if len(src_list):
         rng = np.random.default_rng(seed + 1)
         nnf[~has] = src_list[rng.integers(0, len(src_list), int((~has).sum()))]
@@ -204,7 +206,7 @@ def build_levels(lv0: Level, depth_px: float, r: int, min_size: int) -> list[Lev
 
 def has_sources(lv: Level, r: int) -> bool:
     """Whether any allowed source patch exists at this level."""
-    return bool(sources_of(lv.known, lv.ok, r).any())
+    return bool(sources_of(lv.known & lv.ok, lv.ok, r).any())
 
 
 def complete(

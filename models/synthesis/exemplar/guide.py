@@ -38,24 +38,22 @@ def push_pull_np(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
         their weight (weight 1 keeps the value), unknown ones interpolated. With no weight at
         all the result is 0.
     """
-    x = values.astype(np.float32) * weight[..., None]
-    w = weight.astype(np.float32)
+    C = values.shape[2]
+    x = np.ascontiguousarray(values * weight[..., None], np.float32)
+    w = np.ascontiguousarray(weight, np.float32)
     levels = []
     while max(x.shape[:2]) > 1:
         levels.append((x, w))
         h, wd = x.shape[:2]
-        ph, pw = h % 2, wd % 2
-        if ph or pw:  # zero padding carries no weight
-            x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
-            w = np.pad(w, ((0, ph), (0, pw)))
-        x = 0.25 * (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2])
-        w = 0.25 * (w[0::2, 0::2] + w[1::2, 0::2] + w[0::2, 1::2] + w[1::2, 1::2])
+        size = ((wd + 1) // 2, (h + 1) // 2)
+        # Area averaging of the weighted values and of the weights alike: odd borders carry
+        # proportionally less weight, so the ratio stays an average of known pixels only.
+        x = cv2.resize(x, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], C)
+        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
     filled = x / np.maximum(w, EPS)[..., None]
     for x, w in reversed(levels):
         h, wd = x.shape[:2]
-        hp, wp = h + h % 2, wd + wd % 2
-        up = cv2.resize(filled, (wp, hp), interpolation=cv2.INTER_LINEAR)
-        up = up.reshape(hp, wp, -1)[:h, :wd]
+        up = cv2.resize(filled, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, C)
         a = np.minimum(w, 1.0)[..., None]
         filled = x / np.maximum(w, EPS)[..., None] * a + up * (1 - a)
     return filled.astype(np.float32)

@@ -52,6 +52,8 @@ def lookup_views(
     for v in views:
         if not todo.any():
             break
+        if (v.depth > 0).all():  # a frame with depth everywhere: the warp decided already
+            continue
         hs, ws = v.depth.shape
         w2c = np.linalg.inv(v.c2w)
         p = world @ w2c[:3, :3].T + w2c[:3, 3]
