@@ -11,10 +11,14 @@ import os
 # is why the CLI keeps the default). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from socket import gethostname  # noqa: E402
+
 from studio.app import StudioContext, build_app, launch_kwargs  # noqa: E402
+from studio.context import EXECUTORS  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The studio's flags (``deploy/`` files are checked against this parser by the tests)."""
     env = os.environ
     p = argparse.ArgumentParser(description="Loci studio")
     p.add_argument(
@@ -43,19 +47,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--root-path", default=env.get("LOCI_ROOT_PATH"), help="public sub-path behind a proxy"
     )
-    p.add_argument("--concurrent-jobs", type=int, default=1, help="generations running at once")
-    args = p.parse_args(argv)
+    p.add_argument("--concurrent-jobs", type=int, default=None,
+                   help="generations running at once in this process (local executor, 1)")  # fmt: skip
+    # Scaling out (README, "Scaling out"): where jobs run and where files live.
+    p.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="local: threads of this process (default); ray: Ray actors")  # fmt: skip
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster: auto, ray://host:10001 (default: start Ray here)")  # fmt: skip
+    p.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray actors generating (1; a GPU each when the cluster has GPUs)")  # fmt: skip
+    p.add_argument("--ray-lift-workers", type=int, default=None,
+                   help="Ray CPU actors for lift and export (0: the generating actors do it)")  # fmt: skip
+    p.add_argument("--artifacts", default=None,
+                   help="file store: a folder or s3://bucket/prefix (default DATA_DIR/artifacts)")  # fmt: skip
+    p.add_argument("--instance", default=None,
+                   help="this process's stable name (default studio@HOST:PORT)")  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = os.environ
+    args = build_parser().parse_args(argv)
     ctx = StudioContext.from_env(
         data_dir=args.data_dir, database_url=args.database_url, width=args.width,
-        depth=args.depth, synthesis=args.synthesis,
+        depth=args.depth, synthesis=args.synthesis, artifacts=args.artifacts,
+        executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
+        ray_lift_workers=args.ray_lift_workers,
+        concurrent_jobs=args.concurrent_jobs,
+        instance=args.instance or env.get("LOCI_INSTANCE") or f"studio@{gethostname()}:{args.port}",
     )  # fmt: skip
     app = build_app(ctx)
-    # Generations share one named slot (see studio/tabs/generate.py); everything else (polls,
-    # cancels, previews) runs beside them.
+    # Jobs run on the executor's workers (ctx.concurrent_jobs threads, or Ray actors); Gradio
+    # handlers only start them and stream their rows, so they never hold a work slot.
     app.queue(default_concurrency_limit=4)
-    for dep in app.fns.values():
-        if dep.concurrency_id == "generation":
-            dep.concurrency_limit = args.concurrent_jobs
     app.launch(server_name=args.host, server_port=args.port, root_path=args.root_path,
                **launch_kwargs(ctx))  # fmt: skip
 

@@ -155,13 +155,36 @@ class ModelManager:
 MANAGER = ModelManager()
 
 
-def gpu(fn: F) -> F:
-    """``spaces.GPU`` on Hugging Face ZeroGPU Spaces; the function itself elsewhere."""
+def gpu(fn: F | None = None, *, duration: float | Callable[..., float] | None = None) -> Any:
+    """``spaces.GPU`` on Hugging Face ZeroGPU Spaces; the function itself elsewhere.
+
+    ``duration`` (seconds, or a callable taking the function's arguments) sizes the GPU lease,
+    e.g. per chunk from the VRAM plan's estimate. Use as ``@gpu`` or ``@gpu(duration=...)``.
+    """
+    if fn is None:
+        return lambda f: gpu(f, duration=duration)
     try:
         import spaces  # type: ignore[import-not-found]
     except ImportError:
         return fn
-    return spaces.GPU(fn)
+    return spaces.GPU(fn) if duration is None else spaces.GPU(fn, duration=duration)
+
+
+def resolve_pipeline_dir(backend: str, model_id: str, offline_alternative: str) -> Path:
+    """The local folder of a diffusers pipeline: a directory, a cached hub snapshot, or (online
+    only) a fresh download. Raises ModelError naming the offline backend otherwise, at once."""
+    path = local_path(model_id)
+    if path is not None:
+        return path
+    p = Path(model_id).expanduser()
+    if is_offline() or p.is_absolute() or model_id.startswith((".", "~")) or not hub_reachable():
+        raise load_error(backend, model_id, offline_alternative, FileNotFoundError(f"no model {p}"))
+    try:
+        from diffusers import DiffusionPipeline
+
+        return Path(DiffusionPipeline.download(model_id))
+    except Exception as exc:  # unknown repo, gated repo, network error
+        raise load_error(backend, model_id, offline_alternative, exc) from exc
 
 
 def free_vram_gb(device: str) -> float | None:
@@ -169,3 +192,14 @@ def free_vram_gb(device: str) -> float | None:
         return None
     free, _ = torch.cuda.mem_get_info()
     return free / 2**30
+
+
+def host_ram_gb() -> float | None:
+    """Available host RAM (GiB) from /proc/meminfo, None where that cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / 2**30
+    except OSError:
+        pass
+    return None

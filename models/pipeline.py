@@ -45,6 +45,7 @@ from models.synthesis import (
     create_synthesis_backend,
 )
 
+RECENT_FRAMES = 8  # finished frames a world keeps at hand for video backends' context
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
 # Up to this fraction of painted pixels, their depth is the painter's own when it says its hint
 # follows surfaces (meta "depth_hint": "surfaces": planes, the floor, the background beside
@@ -148,6 +149,8 @@ class World:
     """A world being explored: its spatial memory and what is known about it.
 
     up: (3,) unit world up vector. cameras: every frame's camera so far, in order.
+    recent: the last few finished frames, (H, W, 3) uint8, oldest first (video backends
+    continue from them; see ``SynthesisRequest.history``).
     """
 
     width: int
@@ -161,6 +164,7 @@ class World:
     scale_policy: str
     depth_meta: dict[str, Any] = field(default_factory=dict)
     last: FrameEvent | None = None
+    recent: list[np.ndarray] = field(default_factory=list)
 
     @property
     def scene_depth(self) -> float:
@@ -298,6 +302,7 @@ class WorldPipeline:
             result.scale_policy,
             dict(result.meta),
             last=event,
+            recent=[rgb],
         )
 
     def restore(self, meta: dict[str, Any], frames: Sequence[FrameRecord]) -> World:
@@ -345,6 +350,7 @@ class WorldPipeline:
             str(meta.get("scale_policy", "")),
             dict(meta.get("depth_meta", {})),
             last=seed_event if len(frames) == 1 else None,
+            recent=[np.asarray(f.rgb) for f in frames[-RECENT_FRAMES:]],
         )
 
     def _new_memory(self) -> SpatialMemory:
@@ -360,9 +366,14 @@ class WorldPipeline:
         cams = [self._fit(c, world) for c in cameras]
         total = world.n_frames + len(cams)
         step = self.synthesis.chunk_size
+        context = int(getattr(self.synthesis, "context_frames", 0))
+        reference = torch.from_numpy(world.seed_event.rgb).float() / 255.0
         for start in range(0, len(cams), step):
             chunk = cams[start : start + step]
             requests, metas = [], []
+            history = None
+            if context > 0 and world.recent:
+                history = torch.from_numpy(np.stack(world.recent[-context:])).float() / 255.0
             for cam in chunk:
                 index = world.n_frames + len(requests)
                 t0 = time.perf_counter()
@@ -381,6 +392,8 @@ class WorldPipeline:
                         corr.valid,
                         seed,
                         stretch=corr.stretch,
+                        reference=reference,
+                        history=history,
                         sources=_source_views(memory, retrieved),
                         observed=corr.observed,
                         up=world.up,
@@ -433,6 +446,7 @@ class WorldPipeline:
                 )
                 world.cameras.append(req.camera)
                 world.last = event
+                world.recent = [*world.recent[1 - RECENT_FRAMES :], event.rgb]
                 yield event
 
     @staticmethod

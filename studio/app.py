@@ -7,10 +7,17 @@ Each tab module has ``render()`` (components) and ``listen()`` (events); handler
 an ``api_name``, so ``gradio_client`` can drive the studio (README, "API").
 
 ``mount(fastapi_app, ctx, path)`` serves the studio under a sub-path of another FastAPI app.
+
+Files: nothing under the data directory is served directly. The app is a :class:`StudioBlocks`,
+whose ``launch`` (and :func:`mount`) add the signed-URL file route of :mod:`studio.files`, a
+``nosniff`` header on every response, the data directory as a ``blocked_path``, and Gradio's
+``delete_cache`` so copies handed to the browser (and uploads never attached to a project) leave
+Gradio's temp dir after ``ctx.temp_ttl_s``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -19,7 +26,7 @@ from studio.context import StudioContext
 from studio.service import Studio
 from studio.tabs import export, generate, inspect_tab, photo, project, trajectory
 
-__all__ = ["StudioContext", "build_app", "launch_kwargs", "mount"]
+__all__ = ["StudioBlocks", "StudioContext", "build_app", "launch_kwargs", "mount"]
 
 CSS = """
 #loci-notebook-cells .loci-err { color: #c62828; font-size: .85em; }
@@ -27,10 +34,57 @@ CSS = """
 """
 
 
-def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) -> gr.Blocks:
+class StudioBlocks(gr.Blocks):
+    """``gr.Blocks`` whose web app carries the studio's file route and security headers."""
+
+    studio: Studio
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("root_path"):
+            self.studio.files.base = str(kwargs["root_path"]).rstrip("/")
+        kwargs["app_kwargs"] = app_kwargs(self.studio, kwargs.get("app_kwargs"))
+        kwargs["blocked_paths"] = _blocked(self.studio.ctx, kwargs.get("blocked_paths"))
+        if kwargs.get("allowed_paths"):
+            _check_not_served(self.studio.ctx, kwargs["allowed_paths"])
+        return super().launch(*args, **kwargs)
+
+
+def app_kwargs(studio: Studio, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """FastAPI arguments for the studio's web app: the file route first, the headers middleware."""
+    from starlette.middleware import Middleware
+
+    from studio.files import SecurityHeaders
+
+    kw = dict(extra or {})
+    kw["routes"] = [*studio.files.routes(), *kw.get("routes", [])]
+    kw["middleware"] = [Middleware(SecurityHeaders), *kw.get("middleware", [])]
+    return kw
+
+
+def _blocked(ctx: StudioContext, extra: list[str] | None) -> list[str]:
+    return [*(extra or []), str(ctx.data_dir)]
+
+
+def _check_not_served(ctx: StudioContext, allowed: list[str]) -> None:
+    """Refuse settings under which Gradio would serve the data directory by path."""
+    data = ctx.data_dir.resolve()
+    from gradio.utils import get_cache_folder
+
+    for p in [*allowed, ctx.gradio_temp_dir, get_cache_folder()]:
+        q = Path(p).absolute().resolve()
+        if q == data or data in q.parents or q in data.parents:
+            raise ValueError(
+                f"The data directory {data} must not be inside, contain or equal {q}: Gradio "
+                "serves files from there without a key. Move the data directory (--data-dir)."
+            )
+
+
+def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) -> StudioBlocks:
     """The studio's Blocks (not launched). Pass ``studio`` to share one service between apps."""
     studio = studio or Studio(ctx or StudioContext())
-    with gr.Blocks(title="Loci studio") as app:
+    _check_not_served(studio.ctx, [])
+    ttl = max(60, int(studio.ctx.temp_ttl_s))
+    with StudioBlocks(title="Loci studio", delete_cache=(max(30, ttl // 4), ttl)) as app:
         gr.Markdown(
             "# Loci\nOne photo and a camera path become a persistent, explorable 3D world. "
             "Start a project, add a photo, sketch a path on the map, generate, then inspect "
@@ -66,14 +120,18 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
 
 
 def launch_kwargs(ctx: StudioContext) -> dict[str, Any]:
-    """Arguments for ``Blocks.launch`` (files are served only from the data directory)."""
-    return {"allowed_paths": [str(ctx.data_dir)], "max_file_size": "60mb", "css": CSS}
+    """Arguments for ``Blocks.launch``: upload limit, CSS, and the data directory blocked (the
+    file route and the security headers come with :class:`StudioBlocks` itself)."""
+    return {"blocked_paths": [str(ctx.data_dir)], "max_file_size": "60mb", "css": CSS}
 
 
 def mount(fastapi_app: Any, ctx: StudioContext, path: str = "/loci") -> Any:
     """Serve the studio at ``path`` inside ``fastapi_app`` (e.g. next to another site)."""
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)
+    app.studio.files.base = (ctx.root_path.rstrip("/") + "/" + path.strip("/")).rstrip("/")
     kw = launch_kwargs(ctx)
-    return gr.mount_gradio_app(fastapi_app, app, path=path, allowed_paths=kw["allowed_paths"],
+    fastapi_app.state.loci_studio = app.studio  # for the site's own code (and tests)
+    return gr.mount_gradio_app(fastapi_app, app, path=path, app_kwargs=app_kwargs(app.studio),
+                               blocked_paths=kw["blocked_paths"],
                                max_file_size=kw["max_file_size"], css=kw["css"])  # fmt: skip

@@ -8,9 +8,10 @@ from models.manager import ModelError
 from models.paths.trajectory import TrajectoryError
 from models.pipeline import PipelineError
 from models.synthesis import SynthesisError
+from storage.db.errors import Conflict, Forbidden, NotFound
 from storage.errors import StorageError
 
-__all__ = ["USER_ERRORS", "StudioError", "clean_id", "error_message"]
+__all__ = ["USER_ERRORS", "StudioError", "clean_id", "error_message", "user_facing"]
 
 # Errors that mean "the input is bad": the CLI reports them as one line (exit status 2), the
 # studio shows their message as is.
@@ -42,3 +43,8 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, GeneratorExit | KeyboardInterrupt):
         return "stopped"
     return str(exc) or type(exc).__name__
+
+
+def user_facing() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the person using the studio (shown as is)."""
+    return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

@@ -14,9 +14,9 @@ and a cancel, a crash or a closed browser loses nothing that was finished.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +28,22 @@ from models.paths.waypoints import GroundFrame, from_waypoints
 from models.pipeline import PipelineConfig, World, WorldPipeline
 from storage.blobs import ArtifactStore
 from storage.db import (
-    Conflict,
     Forbidden,
     HistoryCell,
-    NotFound,
+    Owner,
     Repository,
     open_database,
 )
 from storage.formats.images import load_photo
 from studio.context import StudioContext
-from studio.errors import USER_ERRORS, StudioError, clean_id, error_message
+from studio.errors import StudioError, clean_id, error_message, user_facing
 from studio.exports.lift import FORMATS, export_bundle, lift_bundle
+from studio.files import FileLinks, Throttle, handoff, load_secret, prune_folder
 from studio.jobs import GenerationJobs, GenerationUpdate
 from studio.state import PathPlan, WorldState
 from studio.world_store import bundle_for, load_records, save_frame
 
-__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState"]
+__all__ = ["GenerationUpdate", "PathPlan", "Studio", "StudioError", "WorldState", "user_facing"]
 
 FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 
@@ -51,34 +51,77 @@ FOLDER_FORMATS = ("mjcf", "nerfstudio", "colmap")
 class Studio(GenerationJobs):
     """Projects, history, jobs and results of one studio process (see the module docstring)."""
 
-    def __init__(self, ctx: StudioContext) -> None:
+    def __init__(self, ctx: StudioContext, executor: str | None = None) -> None:
+        from studio.executors import build_executor
+
         self.ctx = ctx
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(ctx.db_url, migrate=True)
         self.repo = Repository(self.db)
-        self.store = ArtifactStore(ctx.artifacts_dir, self.db)
-        # Jobs whose process died (no heartbeat for a while) are resumable, not "running" forever.
-        self.interrupted_at_start = self.repo.mark_interrupted_stale(ctx.stale_after_s)
-        self._backends: dict[str, Any] = {}
+        self.store = ArtifactStore(ctx.artifacts_url, self.db)
+        self.secret = load_secret(ctx.data_dir, ctx.file_secret)
+        self.throttle = Throttle()  # wrong keys and forged links, per client
+        self.files = FileLinks(self.repo, self.store, self.secret, base=ctx.root_path,
+                               ttl_s=ctx.file_url_ttl_s, throttle=self.throttle)  # fmt: skip
+        prune_folder(ctx.handoff_dir, ctx.temp_ttl_s)
+        self._pruned = time.monotonic()
+        # Who runs this process's jobs. Whatever an earlier instance under the same name left
+        # running is dead now: interrupted (resumable) at once, not after a heartbeat timeout;
+        # other owners count as dead when their pid is gone here or their heartbeat is stale.
+        self.owner = Owner.this_process(ctx.instance)
+        self.interrupted_at_start = self.repo.interrupt_owned(self.owner) + self.reap()
+        self._backends: dict[tuple[str, str], Any] = {}  # (kind, choice) -> backend
         self._map_points: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # world digest -> points
         self._lock = threading.Lock()
         self.notes: list[str] = []
+        self.executor = build_executor(executor or ctx.executor, self)
+
+    def close(self) -> None:
+        """Stop this process's workers (running jobs end "interrupted") and close the database."""
+        self.executor.close()
+        self.db.dispose()
 
     # ---- components ---------------------------------------------------------------------------
-    def pipeline(self, use_memory: bool = True, hfov_deg: float = 60.0) -> WorldPipeline:
-        """A pipeline on the configured backends (built once, shared by every job)."""
-        from studio.backends import build_depth, build_synthesis
+    def pipeline(
+        self, use_memory: bool = True, hfov_deg: float = 60.0, backends: dict | None = None
+    ) -> WorldPipeline:
+        """A pipeline on the configured backends, or on ``backends`` (a generation's own choice:
+        ``{"depth": name, "synthesis": name, "prompt": text, "model": id or folder, "steps": n,
+        ...}``, any painter option of ``studio.backends.PAINTER_OPTIONS``). Each backend is
+        built once per choice and shared; painters' weights are shared through the model
+        manager. A bad choice raises ModelError before any work.
+        """
+        from studio.backends import build_depth, build_painter
 
+        choice = dict(backends or {})
+        depth = choice.pop("depth", None) or self.ctx.depth
+        painter = ("synthesis", json.dumps(choice, sort_keys=True))
         with self._lock:
-            if not self._backends:
-                notes: list[str] = []
-                self._backends["depth"] = build_depth(self.ctx.depth, None, notes)
-                self._backends["synthesis"] = build_synthesis(self.ctx.synthesis, None, notes)
-                self.notes.extend(notes)
+            notes: list[str] = []
+            if ("depth", depth) not in self._backends:
+                self._backends["depth", depth] = build_depth(depth, None, notes)
+            if painter not in self._backends:
+                if len(self._backends) > 8:  # a few recent choices; the weights stay cached
+                    self._backends.pop(next(k for k in self._backends if k[0] == "synthesis"))
+                self._backends[painter] = build_painter(choice, self.ctx.synthesis, notes)
+            self.notes.extend(notes)
         config = PipelineConfig(width=self.ctx.width, hfov_deg=hfov_deg, use_memory=use_memory)
         return WorldPipeline(
-            depth=self._backends["depth"], synthesis=self._backends["synthesis"], config=config
+            depth=self._backends["depth", depth], synthesis=self._backends[painter], config=config
         )
+
+    def check_backends_here(self, use_memory: bool, backends: dict | None) -> None:
+        """Build (or find) the pipeline of a generation's ``backends`` in this process, so a bad
+        choice is refused before its step exists (ModelError with a plain message)."""
+        self.pipeline(use_memory, backends=backends)
+
+    def painters(self) -> list[dict[str, Any]]:
+        """The painters this studio offers, for the Generate tab: each with ``backend``,
+        ``default_model``, ``prompt`` (takes one), ``ready`` (can run here now) and ``why``
+        not; the configured default is marked ``default``."""
+        from studio.backends import painter_choices
+
+        return [{**p, "default": p["backend"] == self.ctx.synthesis} for p in painter_choices()]
 
     # ---- projects -----------------------------------------------------------------------------
     def create_project(self, name: str) -> tuple[str, str, str]:
@@ -99,22 +142,12 @@ class Studio(GenerationJobs):
     # ---- world --------------------------------------------------------------------------------
     def world(self, project_id: str, key: str) -> WorldState:
         """The project's current world (either key). StudioError when there is no photo yet."""
-        cells = self.repo.list_cells(clean_id(project_id), key)
-        photos = [c for c in cells if c.kind == "photo" and c.status == "done"]
-        if not photos:
-            raise StudioError("This project has no photo yet: add one in the Photo tab.")
-        photo = photos[-1]
-        frames = list(self.repo.list_frames(photo.id))
-        for c in cells:
-            if c.kind == "generation" and c.position > photo.position:
-                frames.extend(self.repo.list_frames(c.id))
-        frames.sort(key=lambda f: f.frame_index)
-        # Frames are contiguous by construction; stop at a gap rather than build a broken world.
-        n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
-        return WorldState(cells, photo, dict(photo.params["world"]), frames[:n])
+        return WorldState.from_cells(self.repo, self.repo.list_cells(clean_id(project_id), key))
 
-    def restore(self, ws: WorldState, use_memory: bool = True) -> tuple[WorldPipeline, World]:
-        pipe = self.pipeline(use_memory)
+    def restore(
+        self, ws: WorldState, use_memory: bool = True, backends: dict | None = None
+    ) -> tuple[WorldPipeline, World]:
+        pipe = self.pipeline(use_memory, backends=backends)
         records = load_records(self.store, ws.frames, ws.width, ws.height)
         return pipe, pipe.restore(ws.meta, records)
 
@@ -137,7 +170,7 @@ class Studio(GenerationJobs):
             "size": [photo.width, photo.height],
         }
         cell = self.repo.add_cell(clean_id(project_id), key, "photo", params, author=author)
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             mime = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
             art = self.store.put_bytes(data, mime)
@@ -334,17 +367,22 @@ class Studio(GenerationJobs):
         return bundle_for(self.store, ws.frames, ws.meta, self.ctx.cache_dir)
 
     def lift(self, project_id: str, key: str, force: bool = False, author: str = "") -> HistoryCell:
-        """Splats and mesh of the current world (a lift cell), reused while the world is the same."""
+        """Splats and mesh of the current world (a lift cell), reused while the world is the same.
+        Runs on a worker of the executor (in this thread for the local one)."""
+        return self.repo.get_cell(self.executor.call("lift", project_id, key, force, author))
+
+    def lift_here(self, project_id: str, key: str, force: bool = False, author: str = "") -> str:
+        """:meth:`lift` in this process; returns the lift cell's id."""
         pid = clean_id(project_id)
         ws = self.world(pid, key)
         if not force:
             cached = self.cached_cell(ws, "lift")
             if cached is not None:
-                return cached
+                return cached.id
         self.require_edit(pid, key)
         cell = self.repo.add_cell(pid, key, "lift", {"world": ws.digest, "frames": len(ws.frames)},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=2)
+        job = self.repo.create_job(cell.id, total=2, owner=self.owner)
         try:
             root = self.bundle(ws)
             info = lift_bundle(root)
@@ -358,7 +396,7 @@ class Studio(GenerationJobs):
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.repo.get_cell(cell.id)
+        return cell.id
 
     def cached_cell(self, ws: WorldState, kind: str, **match: Any) -> HistoryCell | None:
         for c in reversed(ws.cells):
@@ -374,7 +412,12 @@ class Studio(GenerationJobs):
 
     def export(self, project_id: str, key: str, fmt: str, author: str = "") -> Path:
         """The world in ``fmt`` as a downloadable file (folders come zipped); made once per world
-        and format, then served from the artifact store."""
+        and format (on a worker of the executor), then served from the artifact store."""
+        sha256, name = self.executor.call("export", project_id, key, fmt, author)
+        return self.named_file(sha256, name)
+
+    def export_here(self, project_id: str, key: str, fmt: str, author: str = "") -> tuple[str, str]:
+        """:meth:`export` in this process; returns the stored file's ``(sha256, download name)``."""
         if fmt not in FORMATS:
             raise StudioError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
         pid = clean_id(project_id)
@@ -384,13 +427,13 @@ class Studio(GenerationJobs):
         if cached is not None:
             links = self.repo.cell_artifacts(cached.id, "export")
             if links:
-                return self.named_file(links[-1].sha256, name)
+                return links[-1].sha256, name
         self.require_edit(pid, key)
         if fmt in ("ply", "splat", "spz", "glb", "obj", "usd", "usdz", "mjcf"):
-            self.lift(pid, key, author=author)  # exports of splats/meshes reuse the lift
+            self.lift_here(pid, key, author=author)  # exports of splats/meshes reuse the lift
         cell = self.repo.add_cell(pid, key, "export", {"world": ws.digest, "format": fmt},
                                   author=author)  # fmt: skip
-        job = self.repo.create_job(cell.id, total=1)
+        job = self.repo.create_job(cell.id, total=1, owner=self.owner)
         try:
             root = self.bundle(ws)
             out_dir = self.ctx.cache_dir / "exports" / f"{ws.digest}-{fmt}"
@@ -406,22 +449,36 @@ class Studio(GenerationJobs):
         except BaseException as exc:
             self.repo.finish_job(job.id, "failed", error_message(exc))
             raise
-        return self.named_file(art.sha256, name)
+        return art.sha256, name
 
     def named_file(self, sha256: str, filename: str) -> Path:
-        """A stored file under a readable name (a hard link when possible), for downloads and
-        viewers that go by the file extension."""
-        target = self.ctx.cache_dir / "files" / sha256[:24] / filename
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = self.store.path_of(sha256)
-            tmp = target.with_name(f".{filename}.{os.getpid()}.tmp")
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
+        """A stored file under a readable name, handed over for a Gradio component (downloads
+        and viewers go by the file extension); see :func:`studio.files.handoff`."""
+        return self.handoff(self.local_path(sha256), filename)
+
+    def local_path(self, sha256: str) -> Path:
+        """A stored file on this machine's disk: in the store itself when it is a folder, else a
+        copy streamed from the bucket into the cache (kept, keyed by the content hash)."""
+        if self.store.is_local:
+            return self.store.path_of(sha256)
+        target = self.ctx.cache_dir / "objects" / sha256[:2] / sha256[2:]
+        if not (target.is_file() and target.stat().st_size == self.store.get(sha256).size):
+            self.store.copy_to(sha256, target)
         return target
+
+    def handoff(self, path: Path, filename: str) -> Path:
+        """Any file of the studio (e.g. a cached bundle's video) as :meth:`named_file` does."""
+        if time.monotonic() - self._pruned > 60:  # a folder listing at most once a minute
+            self._pruned = time.monotonic()
+            prune_folder(self.ctx.handoff_dir, self.ctx.temp_ttl_s)
+        return handoff(path, filename, self.ctx.handoff_dir, self.secret)
+
+    def file_url(
+        self, project_id: str, key: str, sha256: str, filename: str, download: bool = False
+    ) -> str:
+        """A short-lived signed URL for one stored file of a project (view or edit key), for
+        viewers and links in the page: see :mod:`studio.files`."""
+        return self.files.url(clean_id(project_id), key, sha256, filename, download=download)
 
     def artifact(self, cell: HistoryCell, role: str, filename: str) -> Path | None:
         links = self.repo.cell_artifacts(cell.id, role)
@@ -436,8 +493,3 @@ def _mime(fmt: str) -> str:
     return {"ply": "application/x-ply", "glb": "model/gltf-binary", "mp4": "video/mp4",
             "obj": "model/obj", "usdz": "model/vnd.usdz+zip"}.get(
         fmt, "application/zip" if fmt in FOLDER_FORMATS else "application/octet-stream")  # fmt: skip
-
-
-def user_facing() -> tuple[type[BaseException], ...]:
-    """Errors whose message is meant for the person using the studio (shown as is)."""
-    return (StudioError, NotFound, Forbidden, Conflict, *USER_ERRORS)

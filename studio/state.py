@@ -15,7 +15,8 @@ import numpy as np
 from models.geometry.cameras import Camera
 from models.paths.trajectory import Trajectory
 from models.paths.waypoints import GroundFrame
-from storage.db import HistoryCell, WorldFrame
+from storage.db import HistoryCell, Repository, WorldFrame
+from studio.errors import StudioError
 from studio.world_store import world_digest
 
 __all__ = ["PathPlan", "WorldState"]
@@ -29,6 +30,29 @@ class WorldState:
     photo: HistoryCell
     meta: dict[str, Any]
     frames: list[WorldFrame]
+
+    @classmethod
+    def from_cells(
+        cls, repo: Repository, cells: list[HistoryCell], upto: HistoryCell | None = None
+    ) -> WorldState:
+        """The world of a project's ``cells`` (in order): the newest finished photo and the
+        frames of every generation after it, or only of those up to and including ``upto`` (a
+        worker rebuilding the world its job continues). StudioError when there is no photo."""
+        limit = upto.position if upto is not None else None
+        photos = [c for c in cells if c.kind == "photo" and c.status == "done"
+                  and (limit is None or c.position < limit)]  # fmt: skip
+        if not photos:
+            raise StudioError("This project has no photo yet: add one in the Photo tab.")
+        photo = photos[-1]
+        frames = list(repo.list_frames(photo.id))
+        for c in cells:
+            if (c.kind == "generation" and c.position > photo.position
+                    and (limit is None or c.position <= limit)):  # fmt: skip
+                frames.extend(repo.list_frames(c.id))
+        frames.sort(key=lambda f: f.frame_index)
+        # Frames are contiguous by construction; stop at a gap rather than build a broken world.
+        n = next((i for i, f in enumerate(frames) if f.frame_index != i), len(frames))
+        return cls(cells, photo, dict(photo.params["world"]), frames[:n])
 
     @property
     def width(self) -> int:

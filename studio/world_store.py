@@ -75,9 +75,14 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 
 def save_frame(
-    store: ArtifactStore, repo: Repository, cell_id: str, event: FrameEvent, world: World
-) -> WorldFrame:
-    """Persist one finished frame of ``world`` (its memory state included) under ``cell_id``."""
+    store: ArtifactStore, repo: Repository, cell_id: str, event: FrameEvent, world: World,
+    **job: Any,
+) -> WorldFrame:  # fmt: skip
+    """Persist one finished frame of ``world`` (its memory state included) under ``cell_id``.
+
+    ``job``: ``job_id``, ``nonce``, ``total`` of the worker's job: the row is then written only
+    while that worker still owns the job, with the job's progress, in one transaction
+    (:meth:`storage.db.Repository.add_frame`)."""
     arrays: dict[str, np.ndarray] = {"depth": np.asarray(event.depth, np.float32)}
     mem = world.memory.frames.get(event.index) if event.in_memory else None
     if mem is not None:
@@ -105,6 +110,7 @@ def save_frame(
         mask_sha256=mask.sha256,
         memory_coverage=event.memory_coverage,
         meta=meta,
+        **job,
     )
 
 
@@ -114,6 +120,11 @@ def frame_camera(frame: WorldFrame, width: int, height: int) -> Camera:
 
 def load_rgb(store: ArtifactStore, frame: WorldFrame) -> np.ndarray:
     return decode_png(store.read_bytes(frame.rgb_sha256))
+
+
+def read_mask(store: ArtifactStore, frame: WorldFrame) -> np.ndarray | None:
+    """The frame's source mask (H, W) uint8 (255 = routed from memory), None when not stored."""
+    return decode_png(store.read_bytes(frame.mask_sha256)) if frame.mask_sha256 else None
 
 
 def load_state(store: ArtifactStore, frame: WorldFrame) -> dict[str, np.ndarray]:
@@ -184,7 +195,7 @@ def bundle_for(
         for f in frames:
             rgb = load_rgb(store, f)
             state = load_state(store, f)
-            mask = decode_png(store.read_bytes(f.mask_sha256)) if f.mask_sha256 else None
+            mask = read_mask(store, f)
             extra = dict(f.meta or {})
             extra.pop("timings", None)
             bundle.write_frame(

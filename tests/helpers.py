@@ -98,3 +98,89 @@ def tiny_dav2(folder: Path, kind: str = "relative") -> Path:
         size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
     ).save_pretrained(folder)
     return folder
+
+
+def tiny_t5_tokenizer():
+    """A T5 tokenizer built with no download (STACK_NOTES): a ``tokenizers`` Unigram model
+    trained on a few sentences, with T5's special tokens and no extra ids."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import T5TokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=64, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    sentences = ["a photo of a room", "a street in the rain", "the same scene, continuing"]
+    tok.train_from_iterator(sentences, trainer)
+    return T5TokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        extra_ids=0, model_max_length=512,
+    )  # fmt: skip
+
+
+def tiny_wan(folder: Path, kind: str = "vace") -> Path:
+    """A tiny random Wan pipeline with the real class layout, saved to ``folder``.
+
+    kind: "vace" (WanVACEPipeline), "i2v" (Wan 2.1 WanImageToVideoPipeline with a CLIP image
+    encoder) or "ti2v" (Wan 2.2 TI2V layout: WanPipeline with expand_timesteps and a 48-channel,
+    16x VAE). A few hundred kB; loads with ``from_pretrained(folder)`` offline.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanImageToVideoPipeline,
+        WanPipeline,
+        WanTransformer3DModel,
+        WanVACEPipeline,
+        WanVACETransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    tokenizer = tiny_t5_tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                   num_heads=4, relative_attention_num_buckets=8)
+    )  # fmt: skip
+    dit = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, text_dim=32,
+               freq_dim=32, ffn_dim=64, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+               rope_max_seq_len=32)  # fmt: skip
+    vae = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+               temperal_downsample=[False, True, True])  # fmt: skip
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+        flow_shift=3.0,
+    )  # fmt: skip
+    common = dict(tokenizer=tokenizer, text_encoder=text_encoder, scheduler=scheduler)
+    if kind == "vace":
+        transformer = WanVACETransformer3DModel(**dit, in_channels=16, out_channels=16,
+                                                num_layers=3, vace_layers=[0, 2],
+                                                vace_in_channels=96)  # fmt: skip
+        pipe = WanVACEPipeline(transformer=transformer, vae=AutoencoderKLWan(**vae), **common)
+    elif kind == "i2v":
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+        transformer = WanTransformer3DModel(**dit, in_channels=36, out_channels=16, num_layers=2,
+                                            image_dim=32, added_kv_proj_dim=32)  # fmt: skip
+        encoder = CLIPVisionModel(
+            CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                             num_attention_heads=4, image_size=32, patch_size=8)
+        )  # fmt: skip
+        pipe = WanImageToVideoPipeline(
+            transformer=transformer, vae=AutoencoderKLWan(**vae), image_encoder=encoder,
+            image_processor=CLIPImageProcessor(crop_size=32, size=32), **common,
+        )  # fmt: skip
+    elif kind == "ti2v":
+        transformer = WanTransformer3DModel(**dit, in_channels=48, out_channels=48, num_layers=2)
+        vae22 = dict(vae, base_dim=8, decoder_base_dim=8, z_dim=48, is_residual=True,
+                     in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                     scale_factor_temporal=4, latents_mean=[0.0] * 48, latents_std=[1.0] * 48)  # fmt: skip
+        pipe = WanPipeline(transformer=transformer, vae=AutoencoderKLWan(**vae22),
+                           expand_timesteps=True, **common)  # fmt: skip
+    else:
+        raise ValueError(f"unknown tiny Wan kind {kind!r}")
+    pipe.save_pretrained(folder)
+    return folder

@@ -106,6 +106,48 @@ def test_studio_works_mounted_under_a_sub_path(tmp_path):
         info = client.predict(pid, key, gradio_client.handle_file(str(PHOTO)), 0,
                               api_name="/set_photo")[2]  # fmt: skip
         assert "World seeded" in info
+        # Signed file URLs carry the sub-path, and the route answers there.
+        studio = site.state.loci_studio
+        sha = studio.world(pid, key).frames[0].rgb_sha256
+        url = studio.file_url(pid, key, sha, "photo.png")
+        assert url.startswith("/studio/loci/files/")
+        import httpx
+
+        r = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=30)
+        assert r.status_code == 200 and r.content == studio.store.read_bytes(sha)
+        assert r.headers["x-content-type-options"] == "nosniff"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_second_generate_in_a_busy_project_is_refused_at_once_over_http(server, tmp_path):
+    """Two API clients press Generate in one project at the same moment: one generates, the
+    other gets the readable refusal at once (not a place in Gradio's queue)."""
+    a = gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
+    b = gradio_client.Client(server.local_url, download_files=str(tmp_path), verbose=False)
+    pid, key, *_ = a.predict("Busy", api_name="/create_project")
+    a.predict(pid, key, gradio_client.handle_file(str(PHOTO)), 0, api_name="/set_photo")
+    a.predict(pid, key, "orbit", "", 16, 0, 0, "path", "end", api_name="/plan_path")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def press(client) -> None:
+        barrier.wait()
+        try:
+            job = client.submit(pid, key, True, api_name="/generate")
+            last = list(job)[-1][2]
+            job.result()  # raises the handler's error (AppError), if any
+            outcomes.append(last)
+        except Exception as exc:  # noqa: BLE001 - the refusal arrives as an AppError
+            outcomes.append(f"refused: {exc}")
+
+    threads = [threading.Thread(target=press, args=(c,)) for c in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert sorted(o.split(":")[0] for o in outcomes) == ["done", "refused"], outcomes
+    assert any("already running in this project" in o for o in outcomes), outcomes
+    ws = server.studio.world(pid, key)
+    assert [f.frame_index for f in ws.frames] == list(range(16))

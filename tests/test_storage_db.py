@@ -1,8 +1,9 @@
 """Database layer: schema and migrations, share keys, history, forks, jobs, frames, artifact store.
 
-Every test runs on a fresh SQLite file, and again on ``LOCI_TEST_DATABASE_URL`` when that is set
-(e.g. ``postgresql+psycopg://user:pw@localhost/loci_test``; its tables are dropped and recreated,
-so point it at a throwaway database). Without the variable the "env" runs are skipped.
+Every test runs on a fresh SQLite file, and again on a real PostgreSQL server that the tests
+start (``tests/services.py``: Debian's postgresql 15 in a temp dir on a free port; a fresh
+database per test). ``LOCI_TEST_DATABASE_URL`` points the PostgreSQL runs at an existing
+throwaway database instead (its tables are dropped and recreated).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,9 +30,11 @@ from storage.db import (
     Conflict,
     Database,
     Forbidden,
+    GenerationBusy,
     HistoryCell,
     Job,
     NotFound,
+    Owner,
     Project,
     Repository,
     WorldFrame,
@@ -36,6 +42,7 @@ from storage.db import (
 )
 from storage.db.models import Base, utcnow
 from storage.errors import StorageError
+from tests.services import new_pg_database
 
 TABLES = {"projects", "history_cells", "artifacts", "cell_artifacts", "world_frames", "jobs"}
 ENV_URL = os.environ.get("LOCI_TEST_DATABASE_URL")
@@ -50,14 +57,14 @@ def _wipe(url: str) -> None:
     db.dispose()
 
 
-@pytest.fixture(params=["sqlite", "env"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'data' / 'loci.db'}"
-    if not ENV_URL:
-        pytest.skip("LOCI_TEST_DATABASE_URL is not set")
-    _wipe(ENV_URL)
-    return ENV_URL
+    if ENV_URL:
+        _wipe(ENV_URL)
+        return ENV_URL
+    return new_pg_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture
@@ -81,26 +88,10 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-# ---- engine and migrations ------------------------------------------------------------------
-def test_migrations_create_schema_from_empty_and_are_idempotent(db_url: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-
-    db = open_database(db_url)
-    assert TABLES.isdisjoint(inspect(db.engine).get_table_names())
-    assert db.current_revision() is None
-    assert db.migrate() == "0002"
-    assert TABLES <= set(inspect(db.engine).get_table_names())
-    assert db.migrate() == "0002"  # second run: nothing to do, no error
-    assert db.current_revision() == "0002"
-    with db.engine.connect() as conn:  # the migrations build exactly the models' schema
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    assert diff == []
-    db.dispose()
-
-
-def test_upgrade_from_0001_keeps_saved_rows(tmp_path: Path) -> None:
-    """A database made by the first release upgrades in place: projects and frames survive."""
+@contextmanager
+def _old_schema(tmp_path: Path, revision: str) -> Iterator[tuple[Database, Any]]:
+    """A SQLite database migrated only to ``revision``; yields it and a connection (inside one
+    write transaction) for inserting rows the way that release stored them."""
     from alembic import command
     from alembic.config import Config
 
@@ -113,13 +104,38 @@ def test_upgrade_from_0001_keeps_saved_rows(tmp_path: Path) -> None:
     config.set_main_option("sqlalchemy.url", url)
     with db.write_engine.connect() as conn, conn.begin():
         config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
+        command.upgrade(config, revision)
         conn.exec_driver_sql(
             "INSERT INTO projects (id, name, view_key_hash, edit_key_hash, created_at, updated_at)"
             " VALUES ('p1', 'Old', 'v', 'e', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
         )
+        yield db, conn
+
+
+# ---- engine and migrations ------------------------------------------------------------------
+def test_migrations_create_schema_from_empty_and_are_idempotent(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    db = open_database(db_url)
+    assert TABLES.isdisjoint(inspect(db.engine).get_table_names())
+    assert db.current_revision() is None
+    assert db.migrate() == "0003"
+    assert TABLES <= set(inspect(db.engine).get_table_names())
+    assert db.migrate() == "0003"  # second run: nothing to do, no error
+    assert db.current_revision() == "0003"
+    with db.engine.connect() as conn:  # the migrations build exactly the models' schema
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    db.dispose()
+
+
+def test_upgrade_from_0001_keeps_saved_rows(tmp_path: Path) -> None:
+    """A database made by the first release upgrades in place: projects and frames survive."""
+    with _old_schema(tmp_path, "0001") as (db, _conn):
+        pass
     assert db.current_revision() == "0001"
-    assert db.migrate() == "0002"
+    assert db.migrate() == "0003"
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT name FROM projects").scalar() == "Old"
         columns = {c["name"] for c in inspect(conn).get_columns("world_frames")}
@@ -379,8 +395,13 @@ def test_jobs_progress_stale_interrupted_and_resume(repo: Repository, db: Databa
     with pytest.raises(Conflict):
         repo.update_progress(job.id, 5)  # the worker learns it should stop
 
-    job = repo.resume_job(job.id)
-    assert job.status == "running" and job.frames_done == 4
+    job = repo.resume_job(job.id)  # back in the queue for a worker
+    assert job.status == "pending" and job.frames_done == 4 and job.owner is None
+    assert repo.get_cell(cell.id).status == "pending"
+    worker = Owner.this_process("worker-a")
+    job = repo.start_job(job.id, worker)
+    assert job.status == "running" and job.owner == "worker-a" and job.frames_done == 4
+    assert repo.start_job(job.id, Owner.this_process("worker-b")) is None  # taken already
     repo.update_progress(job.id, 10)
     done = repo.finish_job(job.id)
     assert done.status == "done" and done.progress == 1.0 and done.finished_at is not None
@@ -393,6 +414,8 @@ def test_jobs_progress_stale_interrupted_and_resume(repo: Repository, db: Databa
     with pytest.raises(Conflict):
         repo.heartbeat(again.id)
     assert [j.status for j in repo.jobs_for_cell(cell.id)] == ["done", "cancelled"]
+    assert repo.resume_job(again.id).status == "pending"  # a cancelled step can go on
+    repo.finish_job(again.id, "cancelled")
     with pytest.raises(StorageError):
         repo.finish_job(again.id, "running")
     with pytest.raises(NotFound):
@@ -431,3 +454,152 @@ def test_sqlite_file_is_a_real_wal_database(tmp_path: Path) -> None:
     db.dispose()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# ---- one generation per project, owners (issue 11, items 2 and 3) ---------------------------
+def test_one_active_generation_per_project_is_enforced_by_the_database(
+    repo: Repository, db: Database
+) -> None:
+    """The partial unique index refuses a second active generation even when the friendly
+    pre-check is bypassed (as a racing client effectively does)."""
+    project, _, key = repo.create_project("Slot")
+    other, _, other_key = repo.create_project("Other")
+    cell, job = repo.add_job_cell(project.id, key, "generation", {}, total=5)
+    assert job.status == "pending" and job.project_id == project.id and job.kind == "generation"
+    with pytest.raises(GenerationBusy, match="already running"):
+        repo.add_job_cell(project.id, key, "generation", {}, total=5)
+    assert len(repo.list_cells(project.id, key)) == 1  # the refused claim left no cell behind
+    repo.add_job_cell(other.id, other_key, "generation", {}, total=5)  # other projects are free
+    lift_cell, lift = repo.add_job_cell(project.id, key, "lift", {}, total=1)  # not a generation
+    with pytest.raises(IntegrityError):  # straight to the table, no pre-check: the index says no
+        with db.write_session() as session:
+            session.add(Job(id="j2", cell_id=lift_cell.id, project_id=project.id,
+                            kind="generation", status="running"))  # fmt: skip
+    repo.finish_job(job.id, "done")
+    repo.add_job_cell(project.id, key, "generation", {}, total=5)  # free again
+
+
+@pytest.mark.parametrize("n", [8])
+def test_claim_race_exactly_one_wins(repo: Repository, n: int) -> None:
+    """N threads released by a barrier each try to start a generation in one project."""
+    project, _, key = repo.create_project("Race")
+    barrier = threading.Barrier(n)
+    results: list[object] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            results.append(repo.add_job_cell(project.id, key, "generation", {}, total=3)[1])
+        except Exception as exc:  # noqa: BLE001 - collected and checked below
+            results.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wins = [r for r in results if isinstance(r, Job)]
+    errors = [r for r in results if not isinstance(r, Job)]
+    assert len(wins) == 1, results
+    assert all(isinstance(e, GenerationBusy) for e in errors), errors
+    assert [c.kind for c in repo.list_cells(project.id, key)] == ["generation"]
+
+
+def test_workers_claim_each_pending_job_once(repo: Repository) -> None:
+    projects = [repo.create_project(f"P{i}") for i in range(6)]
+    for project, _, key in projects:
+        repo.add_job_cell(project.id, key, "generation", {}, total=1)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        me = Owner.this_process(f"w{i}")
+        while (job := repo.claim_next_job(me, ["generation"])) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == len(set(claimed)) == 6
+
+
+def test_restarted_owner_interrupts_its_previous_instance_at_once(repo: Repository) -> None:
+    project, _, key = repo.create_project("Owners")
+    old = Owner.this_process("studio@host:7860")
+    cell, job = repo.add_job_cell(project.id, key, "generation", {}, total=9, owner=old)
+    assert job.status == "running" and job.owner_nonce == old.nonce
+    other_cell_project, _, k2 = repo.create_project("Someone else's")
+    _, theirs = repo.add_job_cell(other_cell_project.id, k2, "generation", {}, total=9,
+                                  owner=Owner.this_process("loci-worker-3"))  # fmt: skip
+    new = Owner.this_process("studio@host:7860")  # the same process, started again
+    assert [j.id for j in repo.interrupt_owned(new)] == [job.id]
+    assert repo.get_job(job.id).status == "interrupted"
+    assert repo.get_cell(cell.id).status == "interrupted"
+    assert repo.get_job(theirs.id).status == "running"  # another owner: judged by heartbeat
+    # The old instance's late writes are refused; it cannot clobber the job's next life.
+    repo.resume_job(job.id, owner=new)
+    with pytest.raises(Conflict, match="another worker"):
+        repo.update_progress(job.id, 3, nonce=old.nonce)
+    with pytest.raises(Conflict):
+        repo.finish_job(job.id, "failed", "late", nonce=old.nonce)
+    assert repo.update_progress(job.id, 3, nonce=new.nonce).frames_done == 3
+
+
+def test_owner_with_a_dead_pid_on_this_host_is_dead_at_once(repo: Repository) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    project, _, key = repo.create_project("Dead pid")
+    ghost = Owner("ghost", "n0", Owner.this_process("x").host, child.pid)
+    _, job = repo.add_job_cell(project.id, key, "generation", {}, total=4, owner=ghost)
+    me = Owner.this_process("me")
+    assert repo.mark_interrupted_stale(3600, host="elsewhere") == []  # fresh heartbeat
+    assert [j.id for j in repo.mark_interrupted_stale(3600, host=me.host)] == [job.id]
+
+
+def test_upgrade_from_0002_resolves_double_generations(tmp_path: Path) -> None:
+    """A database where the race already happened (two running generations in a project)
+    upgrades: the newest stays running, the other becomes interrupted, the index is built."""
+    with _old_schema(tmp_path, "0002") as (db, conn):
+        for i in (1, 2):
+            conn.exec_driver_sql(
+                "INSERT INTO history_cells (id, project_id, position, kind, params, status, "
+                f"author, created_at, updated_at) VALUES ('c{i}', 'p1', {i}, 'generation', '{{}}',"
+                " 'running', '', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO jobs (id, cell_id, status, progress, frames_done, started_at, "
+                f"updated_at, heartbeat_at) VALUES ('j{i}', 'c{i}', 'running', 0, 0, "
+                f"'2026-01-01 00:00:0{i}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+    assert db.migrate() == "0003"
+    repo = Repository(db)
+    assert [repo.get_job(j).status for j in ("j1", "j2")] == ["interrupted", "running"]
+    assert repo.get_job("j2").project_id == "p1" and repo.get_job("j2").kind == "generation"
+    db.dispose()
+
+
+def test_only_the_jobs_owner_adds_frames(repo: Repository, store: ArtifactStore) -> None:
+    """The frame row and the job's progress are one write, fenced by the owner's nonce."""
+    project, _, key = repo.create_project("Fence")
+    old, new = Owner.this_process("w"), Owner.this_process("w")
+    cell, job = repo.add_job_cell(project.id, key, "generation", {}, total=4, owner=old)
+    rgb = store.put_bytes(b"frame").sha256
+    eye = np.eye(4)
+    repo.add_frame(cell.id, 1, rgb, np.eye(3), eye, job_id=job.id, nonce=old.nonce)
+    assert repo.get_job(job.id).frames_done == 1 and repo.get_job(job.id).progress == 0.25
+    repo.interrupt_owned(new)
+    repo.resume_job(job.id, owner=new)
+    with pytest.raises(Conflict):  # the replaced worker wakes up: its frame is refused
+        repo.add_frame(cell.id, 2, rgb, np.eye(3), eye, job_id=job.id, nonce=old.nonce)
+    repo.add_frame(cell.id, 2, rgb, np.eye(3), eye, job_id=job.id, nonce=new.nonce)
+    assert [f.frame_index for f in repo.list_frames(cell.id)] == [1, 2]
+    assert repo.get_job(job.id).frames_done == 2
+    repo.finish_job(job.id, "cancelled")
+    with pytest.raises(Conflict):  # nor after a cancel
+        repo.add_frame(cell.id, 3, rgb, np.eye(3), eye, job_id=job.id, nonce=new.nonce)

@@ -6,6 +6,7 @@ the SQLite database and artifact store a fresh data directory gets.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from models.paths.trajectory import make_preset
 from models.pipeline import PipelineConfig, WorldPipeline
 from storage.db import Conflict, Forbidden, NotFound
-from storage.db.models import Job, utcnow
+from storage.db.models import HistoryCell, Job, utcnow
 from storage.errors import PhotoError
 from storage.formats.images import load_photo
 from studio.context import StudioContext
@@ -29,7 +30,7 @@ PHOTO = PHOTOS / "interior_office_03_dsine.png"
 def studio(tmp_path):
     s = Studio(StudioContext(data_dir=tmp_path / "data", width=128))
     yield s
-    s.db.dispose()
+    s.close()
 
 
 @pytest.fixture
@@ -45,8 +46,9 @@ def _frames(studio, pid, key):
 
 
 def test_stored_world_continues_exactly_like_an_uninterrupted_run(seeded):
-    """Generate a loop in two chunks through the database (the memory rebuilt from stored files
-    in between) and compare with one uninterrupted in-memory run: identical pixels."""
+    """Generate a loop in two chunks through the database (cancelled after a few frames, then
+    resumed with the memory rebuilt from stored files) and compare with one uninterrupted
+    in-memory run: identical pixels."""
     studio, pid, _, key = seeded
     ws = studio.world(pid, key)
     plan = studio.plan_path(pid, key, preset="loop", frames=12)
@@ -54,10 +56,13 @@ def test_stored_world_continues_exactly_like_an_uninterrupted_run(seeded):
     gen = studio.generate(pid, key)
     for _ in range(5):
         next(gen)
-    gen.close()  # the page went away after 5 frames
+    gen.close()  # the page went away after 5 frames: the job goes on without it...
+    studio.cancel(pid, key)  # ...until it is cancelled
     cell = studio.world(pid, key).cells[-1]
-    assert cell.status == "interrupted"
-    ups = list(studio.resume(pid, key, cell.id))
+    _wait_status(studio, cell.id, ("cancelled",))
+    done = len(studio.repo.list_frames(cell.id))
+    assert 5 <= done < 11, "cancelled with frames left"
+    ups = list(studio.resume(pid, key, cell.id))  # a cancelled step carries on
     assert ups[-1].status == "done" and ups[-1].frames_done == 11
     stored = _frames(studio, pid, key)
 
@@ -72,27 +77,47 @@ def test_stored_world_continues_exactly_like_an_uninterrupted_run(seeded):
         assert np.array_equal(a, b), f"frame {i} differs after the restart"
 
 
-def test_restart_marks_dead_jobs_interrupted_and_resume_finishes(seeded, tmp_path):
+def _wait_status(studio, cell_id, statuses, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while studio.repo.get_cell(cell_id).status not in statuses:
+        assert time.monotonic() < deadline, studio.repo.get_cell(cell_id).status
+        time.sleep(0.05)
+
+
+def test_silent_owner_is_interrupted_by_heartbeat_age_and_resume_finishes(seeded, tmp_path):
+    """A job whose owner is another, silent process (not this one restarted, pid unknown here)
+    is decided by heartbeat age; Resume then finishes it on this process's workers."""
     studio, pid, _, key = seeded
     studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=8))
     gen = studio.generate(pid, key)
     next(gen)
     next(gen)
-    # The process "dies": the generator is never closed, its heartbeat stops.
+    gen.close()
     job_id = studio.repo.active_jobs(pid)[0].id
+    studio.cancel(pid, key)
+    cell_id = studio.repo.get_job(job_id).cell_id
+    _wait_status(studio, cell_id, ("cancelled",))
+    # Pretend another machine's worker took the job and went silent (no pid we can check).
+    with studio.db.write_session() as session:
+        job = session.get(Job, job_id)
+        job.status, job.owner, job.owner_nonce = "running", "loci-worker-9", "n"
+        job.owner_host, job.owner_pid = "elsewhere", 1
+        job.heartbeat_at = utcnow() - timedelta(seconds=5)
+        session.get(HistoryCell, cell_id).status = "running"
+    with pytest.raises(Conflict, match="already running"):
+        next(studio.generate(pid, key))  # alive as far as anyone can tell
     with studio.db.write_session() as session:
         session.get(Job, job_id).heartbeat_at = utcnow() - timedelta(minutes=5)
-    studio2 = Studio(studio.ctx)  # a new process on the same data directory
+    studio2 = Studio(studio.ctx)  # another process on the same data: it reaps at start-up
     assert [j.id for j in studio2.interrupted_at_start] == [job_id]
     ws = studio2.world(pid, key)
     assert ws.cells[-1].status == "interrupted"
-    assert len(ws.frames) == 3  # the seed and the two finished frames survived
     ups = list(studio2.resume(pid, key, ws.cells[-1].id))
     assert ups[-1].status == "done"
     ws = studio2.world(pid, key)
     assert len(ws.frames) == 8 and ws.cells[-1].status == "done"
-    assert studio2.repo.cell_artifacts(ws.cells[-1].id, "video")  # the chunk's walkthrough
-    studio2.db.dispose()
+    assert studio2.repo.cell_artifacts(ws.cells[-1].id, "video")  # the step's walkthrough
+    studio2.close()
 
 
 def test_cancel_keeps_finished_frames(seeded):
@@ -105,12 +130,14 @@ def test_cancel_keeps_finished_frames(seeded):
     ups = list(gen)
     assert ups[-1].status == "cancelled"
     ws = studio.world(pid, key)
-    assert len(ws.frames) == 4  # seed + 2 before the cancel + the one in flight
+    n = len(ws.frames)
+    assert 3 <= n < 10  # the seed, what was finished before the cancel and the one in flight
+    assert ups[-1].frames_done == n - 1  # the stream showed every stored frame
     assert ws.cells[-1].status == "cancelled"
     # The world goes on from where it stopped.
     studio.save_path(pid, key, studio.plan_path(pid, key, preset="forward", frames=3))
     assert list(studio.generate(pid, key))[-1].status == "done"
-    assert len(studio.world(pid, key).frames) == 6
+    assert len(studio.world(pid, key).frames) == n + 2
 
 
 def test_view_key_cannot_change_anything(seeded):
@@ -189,3 +216,35 @@ def test_waypoint_path_preview_fork_and_exports_are_cached(seeded):
     fork_id, fork_view, fork_edit = studio.fork(pid, key)
     assert len(studio.world(fork_id, fork_edit).frames) == 6
     assert studio.export(fork_id, fork_edit, "ply").read_bytes() == first.read_bytes()
+
+
+def test_a_second_front_end_watches_and_a_closed_page_does_not_stop_the_job(seeded):
+    studio, pid, view_key, key = seeded
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=12))
+    gen = studio.generate(pid, key)
+    next(gen)
+    gen.close()  # the page closes: the worker goes on
+    other = Studio(StudioContext(**{**studio.ctx.to_dict(), "instance": "second-front-end"}))
+    try:
+        watched = list(other.watch(pid, view_key))  # a view link may watch
+        assert watched[-1].status == "done" and watched[-1].frames_done == 11
+        assert len(studio.world(pid, key).frames) == 12
+        with pytest.raises(StudioError, match="No generation is running"):
+            next(other.watch(pid, view_key))
+    finally:
+        other.close()
+
+
+def test_with_one_slot_another_project_waits_and_says_so(seeded):
+    """One worker thread: a second project's generation queues (pending, with a message) and
+    runs when the slot frees; nothing is refused, nothing is lost."""
+    studio, pid, _, key = seeded
+    other, _, other_key = studio.fork(pid, key)  # a second project with the same photo
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=60))
+    studio.save_path(other, other_key, studio.plan_path(other, other_key, preset="orbit", frames=4))
+    first = studio.generate(pid, key)
+    next(first)  # the only worker is busy with this one
+    second = list(studio.generate(other, other_key))
+    assert second[0].status == "pending" and "free worker" in second[0].message
+    assert second[-1].status == "done" and second[-1].frames_done == 3
+    assert list(first)[-1].status == "done"

@@ -14,7 +14,9 @@ from models.synthesis.base import (
 
 from . import reproject as _reproject  # noqa: F401  (registers "reproject")
 from . import sd_inpaint as _sd_inpaint  # noqa: F401  (registers "sd-inpaint")
+from . import vace as _vace  # noqa: F401  (registers "vace")
 from . import video as _video  # noqa: F401  (registers "video")
+from . import wan_i2v as _wan_i2v  # noqa: F401  (registers "wan-i2v")
 
 __all__ = [
     "SourceView",

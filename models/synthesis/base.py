@@ -38,7 +38,11 @@ class SynthesisRequest:
     warped_rgb: (H, W, 3) float32 [0, 1] memory routed into the target (0 where unseen);
     warped_depth: (H, W) float32 metres (0 where unseen); valid: (H, W) bool memory coverage;
     stretch: (H, W) float32 or None, linear magnification of each routed pixel's source footprint
-    (1 = native resolution; see :class:`models.memory.Correspondence`);
+    (1 = native resolution; see :class:`models.memory.Correspondence`).
+    reference: (H, W, 3) float32 [0, 1] or None, the world's seed photo (frame 0), for backends
+    that condition on a reference image. history: (K, H, W, 3) float32 [0, 1] or None, the
+    world's last K finished frames before this request's chunk, oldest first (K is at most the
+    backend's ``context_frames``), so a video backend can continue from them.
     sources: the retrieved memory frames (and the photo), for painters that copy from them
     (None: only the routed pixels are known); observed: (H, W) bool or None, True where the
     routed pixel traces back to a real observation (False: earlier paint, routed since);
@@ -54,6 +58,8 @@ class SynthesisRequest:
     seed: int = 0
     prompt: str | None = None
     stretch: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
+    history: torch.Tensor | None = None
     sources: list[SourceView] | None = None
     observed: torch.Tensor | None = None
     up: np.ndarray | None = None
@@ -76,7 +82,9 @@ class SynthesisBackend(Protocol):
     """Paints the never-seen pixels of target frames; routes the seen ones unchanged.
 
     ``chunk_size`` frames are synthesised together (1 for per-frame backends; video models
-    take a chunk so they can keep it temporally coherent).
+    take a chunk so they can keep it temporally coherent). A backend may also set
+    ``context_frames`` (default 0): how many of the world's last finished frames it wants in
+    ``SynthesisRequest.history``.
     """
 
     name: str

@@ -22,9 +22,9 @@ camera) would pull frame 0 back to the previous view, against the guidance. The 
 the memory's content into the right pose, and the backend only ever sees the requests.
 
 Families are picked from ``model_index.json``'s ``_class_name``. Stable Video Diffusion is
-implemented; CogVideoX-I2V and Wan-I2V folders are recognised and validated, then refused with
-a clear message (their latents are temporally compressed 4x, which the per-frame cover above
-does not model yet). diffusers is imported only when the backend is built.
+implemented; a Wan-I2V folder is pointed to the ``wan-i2v`` backend (which models Wan's 4x
+temporal compression); CogVideoX-I2V folders are recognised and validated, then refused with a
+clear message (their latents are temporally compressed 4x too). diffusers is imported only when the backend is built.
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ def inspect_model(path: Path, model: str) -> Family:
                 f"{model!r}: the image encoder takes {size} px, but Stable Video Diffusion "
                 "always feeds it 224 px images; the folder does not hold a working SVD model"
             )
+    if family.name == "wan":
+        raise ModelError(
+            f"{model!r} is a {cls}: Wan image-to-video models run through their own backend "
+            f"(Wan's latents pack 4 frames each): use --synthesis wan-i2v --model {model}"
+        )
     if not family.supported:
         raise ModelError(
             f"{model!r} is a {cls}: recognised, but the video backend implements warped-latent "

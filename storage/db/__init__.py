@@ -12,6 +12,7 @@ Typical use::
 from __future__ import annotations
 
 from storage.db.engine import Database, open_database
+from storage.db.jobs import GenerationBusy, Owner, pid_alive
 from storage.db.models import (
     CELL_KINDS,
     STATUSES,
@@ -32,11 +33,14 @@ __all__ = [
     "Conflict",
     "Database",
     "Forbidden",
+    "GenerationBusy",
     "HistoryCell",
     "Job",
     "NotFound",
+    "Owner",
     "Project",
     "Repository",
     "WorldFrame",
     "open_database",
+    "pid_alive",
 ]

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Database", "open_database"]
 
 _WRITE_OPTION = "loci_write"
+_MIGRATION_LOCK = 0x10C1  # PostgreSQL advisory lock id held while migrating
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -98,6 +99,9 @@ class Database:
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.write_engine.connect() as conn:
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Two processes starting at once take turns (SQLite: BEGIN IMMEDIATE does it).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
             return MigrationContext.configure(conn).get_current_revision()

@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -44,6 +45,7 @@ __all__ = [
     "Job",
     "Project",
     "UTCDateTime",
+    "WORLD_WRITING_KINDS",
     "WorldFrame",
     "new_id",
     "utcnow",
@@ -53,6 +55,10 @@ __all__ = [
 CELL_KINDS: tuple[str, ...] = ("photo", "trajectory", "generation", "lift", "export")
 #: Lifecycle of cells and jobs. "interrupted" means the process died; the work is resumable.
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed", "interrupted", "cancelled")
+#: Job kinds that change a project's world: at most one of them is active per project.
+WORLD_WRITING_KINDS: tuple[str, ...] = ("generation",)
+#: The partial index's condition: "this job holds its project's one generation slot".
+ACTIVE_GENERATION_WHERE = "status IN ('pending', 'running') AND kind = 'generation'"
 
 # Deterministic constraint names: Alembic batch migrations on SQLite need them to alter tables.
 NAMING_CONVENTION = {
@@ -212,11 +218,30 @@ class WorldFrame(Base):
 
 
 class Job(Base):
-    """Long-running work for a cell: progress is persisted as frames finish; heartbeats show life."""
+    """Long-running work for a cell: progress is persisted as frames finish; heartbeats show life.
+
+    ``project_id`` and ``kind`` copy the cell's so that the database itself can refuse a second
+    active generation in a project: a unique *partial* index on ``project_id`` over the jobs
+    that are pending or running generations (SQLite and PostgreSQL both have partial indexes).
+    Two clients inserting at the same moment cannot both succeed, whatever the isolation level.
+
+    The owner columns say which process runs the job: ``owner`` is a stable instance name (e.g.
+    ``studio@host:7860`` or ``loci-worker-0``), ``owner_nonce`` is random per start of that
+    process, ``owner_host`` / ``owner_pid`` locate it. A process that starts again under the same
+    name interrupts every job its previous instance (another nonce) left active; a process on the
+    same host whose pid is gone is dead at once; any other silent owner is judged by heartbeat age.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        Index(
+            "uq_jobs_active_generation",
+            "project_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_GENERATION_WHERE),
+            postgresql_where=text(ACTIVE_GENERATION_WHERE),
+        ),
         CheckConstraint(_in_list("status", STATUSES), name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress_range"),
     )
@@ -225,11 +250,19 @@ class Job(Base):
     cell_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("history_cells.id", ondelete="CASCADE"), index=True
     )
+    project_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(20), default="running")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     frames_done: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    owner_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    owner_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -110,3 +110,14 @@ class RepositoryBase:
         if job is None:
             raise NotFound("That job does not exist.")
         return job
+
+    @staticmethod
+    def _running(session: Session, job_id: str, nonce: str | None) -> Job:
+        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+        if job is None:
+            raise NotFound("That job does not exist.")
+        if job.status != "running":
+            raise Conflict(f"This job is {job.status}, not running; stop working on it.")
+        if nonce is not None and job.owner_nonce != nonce:
+            raise Conflict("This job was taken over by another worker; stop working on it.")
+        return job

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from storage.db.errors import Conflict, Forbidden, NotFound, StorageError
-from storage.db.jobs import JobsAndFrames
+from storage.db.jobs import GenerationBusy, Jobs, Owner
 from storage.db.models import (
     CELL_KINDS,
     STATUSES,
@@ -35,7 +35,16 @@ from storage.db.models import (
 )
 from storage.db.repo_base import ACTIVE, hash_key, new_key, view_key_for
 
-__all__ = ["Conflict", "Forbidden", "NotFound", "Repository", "hash_key", "new_key"]
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "GenerationBusy",
+    "NotFound",
+    "Owner",
+    "Repository",
+    "hash_key",
+    "new_key",
+]
 
 
 def _clean_name(name: str) -> str:
@@ -47,7 +56,7 @@ def _clean_name(name: str) -> str:
     return name
 
 
-class Repository(JobsAndFrames):
+class Repository(Jobs):
     """Projects and their history (key-checked), plus the job/frame methods of the base class.
 
     Every public method is one transaction. See the module docstring for the key rules.
@@ -150,7 +159,7 @@ class Repository(JobsAndFrames):
                         position=cell.position,
                         kind=cell.kind,
                         params=dict(cell.params or {}),
-                        status="interrupted" if cell.status == "running" else cell.status,
+                        status="interrupted" if cell.status in ACTIVE else cell.status,
                         parent_cell_id=id_map.get(cell.parent_cell_id or ""),
                         author=cell.author,
                         error=cell.error,
@@ -195,36 +204,64 @@ class Repository(JobsAndFrames):
         author: str = "",
     ) -> HistoryCell:
         """Append a cell to the history (edit key). Its position is one past the last cell's."""
+        return self._write(
+            lambda s: self._append_cell(s, project_id, key, kind, params, parent, author)
+        )
+
+    def add_job_cell(
+        self,
+        project_id: str,
+        key: str,
+        kind: str,
+        params: dict[str, Any] | None = None,
+        parent: str | None = None,
+        author: str = "",
+        *,
+        total: int | None = None,
+        owner: Owner | None = None,
+    ) -> tuple[HistoryCell, Job]:
+        """Append a cell and its job in one transaction (edit key): ``pending`` for a worker to
+        claim, or ``running`` under ``owner``. A refused claim (:class:`GenerationBusy`: the
+        project already runs a generation) leaves no cell behind."""
+
+        def run(session: Session) -> tuple[HistoryCell, Job]:
+            cell = self._append_cell(session, project_id, key, kind, params, parent, author)
+            status = "pending" if owner is None else "running"
+            return cell, self._new_job(session, cell, total, status, owner)
+
+        return self._claiming(run)
+
+    def _append_cell(
+        self, session: Session, project_id: str, key: str, kind: str,
+        params: dict[str, Any] | None, parent: str | None, author: str,
+    ) -> HistoryCell:  # fmt: skip
         if kind not in CELL_KINDS:
             raise StorageError(f"Unknown step kind {kind!r}; use one of {', '.join(CELL_KINDS)}.")
-
-        def run(session: Session) -> HistoryCell:
-            project = self._editable(session, project_id, key, lock=True)
-            if parent is not None:
-                parent_cell = session.get(HistoryCell, parent)
-                if parent_cell is None or parent_cell.project_id != project.id:
-                    raise NotFound("The step this one builds on is not part of this project.")
-            last = session.scalar(
-                select(func.max(HistoryCell.position)).where(HistoryCell.project_id == project.id)
-            )
-            now = utcnow()
-            cell = HistoryCell(
-                id=new_id(),
-                project_id=project.id,
-                position=0 if last is None else last + 1,
-                kind=kind,
-                params=dict(params or {}),
-                status="pending",
-                parent_cell_id=parent,
-                author=author[:200],
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(cell)
-            project.updated_at = now
-            return cell
-
-        return self._write(run)
+        project = self._editable(session, project_id, key, lock=True)
+        if parent is not None:
+            parent_cell = session.get(HistoryCell, parent)
+            if parent_cell is None or parent_cell.project_id != project.id:
+                raise NotFound("The step this one builds on is not part of this project.")
+        last = session.scalar(
+            select(func.max(HistoryCell.position)).where(HistoryCell.project_id == project.id)
+        )
+        now = utcnow()
+        cell = HistoryCell(
+            id=new_id(),
+            project_id=project.id,
+            position=0 if last is None else last + 1,
+            kind=kind,
+            params=dict(params or {}),
+            status="pending",
+            parent_cell_id=parent,
+            author=author[:200],
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(cell)
+        project.updated_at = now
+        session.flush()
+        return cell
 
     def get_cell(self, cell_id: str) -> HistoryCell:
         """One cell by id (server-internal: no key)."""

@@ -44,9 +44,7 @@ def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline
         depth_model = args.depth_model or (args.model if args.synthesis == "reproject" else None)
         depth = build_depth(depth_name, depth_model, notes)
     synth_model = args.model if args.synthesis != "reproject" else None
-    synthesis = build_synthesis(
-        args.synthesis, synth_model, notes, steps=args.steps, prompt=args.prompt
-    )
+    synthesis = build_synthesis(args.synthesis, synth_model, notes, **painter_options(args))
     config = PipelineConfig(
         width=args.width,
         hfov_deg=args.fov,
@@ -56,6 +54,28 @@ def _build_pipeline(args: argparse.Namespace, notes: list[str]) -> WorldPipeline
         seed=args.seed,
     )
     return WorldPipeline(depth=depth, synthesis=synthesis, config=config)
+
+
+def painter_options(args: argparse.Namespace) -> dict[str, object]:
+    """The painter options given on the command line (None: not given)."""
+    area = args.run_area
+    if area not in (None, "native", "trained"):
+        if not str(area).isdigit() or int(area) < 16 * 16:
+            raise UsageError("--run-area must be trained, native, or a number of pixels")
+        area = int(area)
+    return {
+        "steps": args.steps,
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "preset": args.preset,
+        "guidance_scale": args.guidance,
+        "flow_shift": args.flow_shift,
+        "chunk_size": args.chunk,
+        "area": area,
+        "offload": args.offload,
+        "vram_gb": args.vram_gb,
+        "force_cpu": args.force_cpu or None,
+    }
 
 
 def _load_path_file(path: str, photo_w: int, photo_h: int) -> Trajectory:
@@ -131,6 +151,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
             memory=not args.no_memory,
             depth_meta=world.depth_meta,
         )
+        painter = getattr(pipe.synthesis, "info", None)
+        if painter:  # which painter ran, with its settings and VRAM plan
+            meta["painter"] = painter
+            for note in painter.get("notes", [])[1:]:
+                print(f"note: {note}", file=sys.stderr)
         bundle.finish(meta)
     elapsed = time.perf_counter() - t_start
     fps = len(timings) / max(1e-9, sum(t["total"] for t in timings)) if timings else 0.0
@@ -202,10 +227,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--synthesis",
         choices=[*synthesis_backend_names(), "auto"],
         default="reproject",
-        help="synthesis backend (auto = sd-inpaint if its weights are present)",
+        help="synthesis backend (auto = vace with local weights and CUDA, else sd-inpaint with "
+        "local weights, else reproject)",
     )
     g.add_argument("--steps", type=int, default=None, help="denoising steps (model backends)")
     g.add_argument("--prompt", default=None, help="text prompt (model backends that take one)")
+    p = g.add_argument_group("video painters (vace, wan-i2v)")
+    p.add_argument("--negative-prompt", default=None, help="what to avoid (a default is set)")
+    p.add_argument("--preset", choices=["fast", "default", "quality"], default=None,
+                   help="12 / 30 / 50 steps (fast: previews); --steps wins")  # fmt: skip
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (5)")
+    p.add_argument("--flow-shift", type=float, default=None, help="schedule shift (3; 5 at 720p)")
+    p.add_argument("--chunk", type=int, default=None, help="frames per chunk (16)")
+    p.add_argument("--run-area", default=None,
+                   help="pixels the model runs at: trained (default), native, or a number")  # fmt: skip
+    p.add_argument("--offload", default=None,
+                   choices=["auto", "gpu", "text-offload", "model-offload", "group-offload"],
+                   help="where the weights live on a GPU (auto: the VRAM planner decides)")  # fmt: skip
+    p.add_argument("--vram-gb", type=float, default=None, help="VRAM budget for the planner")
+    p.add_argument("--force-cpu", action="store_true",
+                   help="run a video painter on a CPU even when it would take hours")  # fmt: skip
     g.add_argument("--model", default=None, help="hub id or local dir for a model backend")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-memory", action="store_true", help="ablation: previous frame only")

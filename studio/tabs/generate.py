@@ -15,8 +15,11 @@ from studio.service import GenerationUpdate, Studio
 from studio.tabs.common import Shared, friendly
 from studio.tabs.trajectory import draw
 
-#: All generation-like events share one slot per process (Gradio's queue bounds them).
+#: Generation-like events share one group. They only create the job and stream its rows (the
+#: executor's workers do the work and bound it), so many can follow at once; a second Generate
+#: in a busy project is refused at once by the database instead of waiting in Gradio's queue.
 CONCURRENCY_ID = "generation"
+FOLLOWERS = 16
 
 
 def progress_html(u: GenerationUpdate | None, note: str = "") -> str:
@@ -49,6 +52,7 @@ def render(shared: Shared) -> dict:
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                watch = gr.Button("Watch", elem_id="watch")
             progress = gr.HTML(progress_html(None), elem_id="progress")
             status = gr.Textbox(label="Status", interactive=False, elem_id="status")
             live_map = gr.Image(label="Map so far", interactive=False, elem_id="live-map",
@@ -58,7 +62,7 @@ def render(shared: Shared) -> dict:
                              elem_id="latest-frame")  # fmt: skip
             video = gr.Video(label="Walkthrough (streams as it is made)", streaming=True,
                              autoplay=True, elem_id="walkthrough")  # fmt: skip
-    return {"memory": memory, "go": go, "cancel": cancel, "progress": progress,
+    return {"memory": memory, "go": go, "cancel": cancel, "watch": watch, "progress": progress,
             "status": status, "map": live_map, "frame": frame, "video": video}  # fmt: skip
 
 
@@ -88,7 +92,15 @@ def listen(shared: Shared, c: dict) -> None:
         yield from stream(s, pid, key, s.generate(pid, key, None, bool(use_memory)))
 
     c["go"].click(generate, [*ids, c["memory"]], outs, api_name="generate",
-                  concurrency_id=CONCURRENCY_ID, concurrency_limit=1, trigger_mode="once")  # fmt: skip
+                  concurrency_id=CONCURRENCY_ID, concurrency_limit=FOLLOWERS, trigger_mode="once")  # fmt: skip
+
+    @friendly
+    def watch(pid: str, key: str):
+        """Stream the generation already running in this project (started elsewhere)."""
+        yield from stream(s, pid, key, s.watch(pid, key))
+
+    c["watch"].click(watch, ids, outs, api_name="watch", concurrency_id=CONCURRENCY_ID,
+                     concurrency_limit=FOLLOWERS)  # fmt: skip
 
     @friendly
     def cancel(pid: str, key: str):

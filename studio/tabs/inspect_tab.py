@@ -78,7 +78,7 @@ def listen(shared: Shared, c: dict) -> None:
         cell = s.lift(pid, key)
         splat_path = s.artifact(cell, "splats", f"splats-{ws.digest[:8]}.ply")
         mesh_path = s.export(pid, key, "glb")
-        video = s.bundle(ws) / "video.mp4"
+        video = s.handoff(s.bundle(ws) / "video.mp4", f"walkthrough-{ws.digest[:8]}.mp4")
         p = cell.params
         text = (
             f"{len(ws.frames)} frames · {p.get('splats')} splats · {p.get('faces')} mesh faces "

@@ -169,7 +169,7 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         [*outs, x["status"]],
         api_name="rerun",
         concurrency_id="generation",
-        concurrency_limit=1,
+        concurrency_limit=16,  # followers of jobs that workers run (studio.executors)
     )
 
     @friendly
@@ -184,7 +184,7 @@ def listen(shared: Shared, app: gr.Blocks) -> None:
         [*outs, x["status"]],
         api_name="resume",
         concurrency_id="generation",
-        concurrency_limit=1,
+        concurrency_limit=16,  # followers of jobs that workers run (studio.executors)
     )
 
     def poll(project_id: str, k: str, seen: str):
