@@ -39,18 +39,16 @@ from models.geometry.cameras import (
 from models.geometry.fill import push_pull
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import (
-    SourceView,
     SynthesisBackend,
     SynthesisRequest,
+    SynthesisResult,
     create_synthesis_backend,
+    source_views,
 )
 
 RECENT_FRAMES = 8  # finished frames a world keeps at hand for video backends' context
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
-# Up to this fraction of painted pixels, their depth is the painter's own when it says its hint
-# follows surfaces (meta "depth_hint": "surfaces": planes, the floor, the background beside
-# objects) rather than a fresh estimate of the whole frame: the rims a walk exposes cost nothing
-# to lift then. Other hints are used for slivers only.
+# Painted fraction up to which the painter's depth is kept (its meta "depth_hint" says which kind)
 HINT_MAX_PAINTED = {"surfaces": 0.15}
 HINT_MAX_PAINTED_DEFAULT = 0.02
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
@@ -109,19 +107,16 @@ class FrameEvent:
 
     def record(self) -> dict[str, Any]:
         """JSON-ready metadata: the world bundle's frame entry without index and file names
-        (the bundle writer adds those). ``notes`` only when there are any (e.g. the painter
-        fell back to a smooth fill on an almost unseen view)."""
-        rec = {
+        (the bundle writer adds those); ``notes`` (e.g. a painter's fallback) when there are any."""
+        return {
             "K": self.camera.K.tolist(),
             "c2w": self.camera.c2w.tolist(),
             "memory_coverage": round(self.memory_coverage, 6),
             "routed_coverage": round(self.routed_coverage, 6),
             "retrieved": list(self.retrieved),
             "in_memory": self.in_memory,
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
-        if self.notes:
-            rec["notes"] = list(self.notes)
-        return rec
 
 
 @dataclass
@@ -394,7 +389,7 @@ class WorldPipeline:
                         stretch=corr.stretch,
                         reference=reference,
                         history=history,
-                        sources=_source_views(memory, retrieved),
+                        sources=source_views(memory.frames, retrieved),
                         observed=corr.observed,
                         up=world.up,
                     )
@@ -407,11 +402,9 @@ class WorldPipeline:
                 t4 = time.perf_counter()
                 rgb = torch.where(res.source_mask[..., None], corr.rgb, res.rgb.clamp(0, 1))
                 hint_max = HINT_MAX_PAINTED.get(
-                    str(res.meta.get("depth_hint")), HINT_MAX_PAINTED_DEFAULT
+                    res.meta.get("depth_hint"), HINT_MAX_PAINTED_DEFAULT
                 )
-                depth = self._lift_depth(
-                    rgb, req.camera, corr, res.depth_hint, res.source_mask, hint_max
-                )
+                depth = self._lift_depth(rgb, req.camera, corr, res, hint_max)
                 rgb8 = (rgb * 255).round().to(torch.uint8)
                 t5 = time.perf_counter()
                 index = req.index
@@ -466,19 +459,19 @@ class WorldPipeline:
         rgb: torch.Tensor,
         camera: Camera,
         corr: Correspondence,
-        hint: torch.Tensor | None,
-        routed: torch.Tensor,
+        res: SynthesisResult,
         hint_max: float = HINT_MAX_PAINTED_DEFAULT,
     ) -> torch.Tensor:
         """Depth (H, W) of a new frame: memory depth where routed; elsewhere the lift backend's
         estimate, aligned to memory (robust scale/shift) and bent to meet it at hole borders."""
+        hint, routed = res.depth_hint, res.source_mask
         known = routed & (corr.depth > 0)
         if bool(known.all()):
             return corr.depth.clone()
         H, W = known.shape
         painted_frac = 1.0 - float(known.float().mean())
-        # Rims and slivers (cracks, thin disocclusions) are continued from their borders; running the
-        # depth estimator for them would cost more than the whole rest of the frame.
+        # Rims and slivers (cracks, thin disocclusions) continue their borders; running the depth
+        # estimator for them would cost more than the whole rest of the frame.
         if painted_frac < hint_max and hint is not None:
             return torch.where(known, corr.depth, hint)
         est = self._estimate_small(rgb, camera)
@@ -504,13 +497,3 @@ class WorldPipeline:
         if math.isclose(lw, W) and lh == H:
             return d
         return F.interpolate(d[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
-
-
-def _source_views(memory: SpatialMemory, retrieved: list[int]) -> list[SourceView]:
-    """The retrieved memory frames, and the photo (frame 0) whenever memory still holds it:
-    the painter's real pixels to copy from (references, no copies)."""
-    ids = list(retrieved) + ([0] if 0 in memory.frames and 0 not in retrieved else [])
-    return [
-        SourceView(i, memory.frames[i].rgb, memory.frames[i].depth, memory.frames[i].camera)
-        for i in ids
-    ]

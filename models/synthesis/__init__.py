@@ -9,6 +9,7 @@ from models.synthesis.base import (
     SynthesisResult,
     create_synthesis_backend,
     register_synthesis_backend,
+    source_views,
     synthesis_backend_names,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "SynthesisResult",
     "create_synthesis_backend",
     "register_synthesis_backend",
+    "source_views",
     "synthesis_backend_names",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +29,14 @@ class SourceView:
     rgb: torch.Tensor
     depth: torch.Tensor
     camera: Camera
+
+
+def source_views(frames: Mapping[int, Any], retrieved: list[int]) -> list[SourceView]:
+    """The retrieved memory frames, and the photo (frame 0) whenever ``frames`` (memory's, by
+    id: objects with ``rgb``, ``depth``, ``camera``) still holds it: a painter's real pixels to
+    copy from (references, no copies)."""
+    ids = list(retrieved) + ([0] if 0 in frames and 0 not in retrieved else [])
+    return [SourceView(i, frames[i].rgb, frames[i].depth, frames[i].camera) for i in ids]
 
 
 @dataclass

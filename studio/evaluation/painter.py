@@ -44,6 +44,9 @@ from storage.formats.images import load_photo
 from storage.formats.rgbd import load_posed_sequence, read_depth_png
 from studio.evaluation.bench import naive_splat
 
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+DEFAULT_SEQUENCE = DATA / "posed" / "tum_fr3_long_office_household"
 PAINTERS = ("exemplar", "smooth")
 # Photos whose licences allow showing derived frames (Unsplash License; CC BY 4.0 stated).
 SHEET_PHOTOS = (
@@ -316,8 +319,6 @@ def protocol_painter(
     photos: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """TUM, walks on every photo, held-out turns, and the contact sheet (see module doc)."""
-    from studio.evaluation.protocols import DATA, DEFAULT_SEQUENCE
-
     seq_dir = seq_dir or DEFAULT_SEQUENCE
     photo_dir = DATA / "photos"
     names = (
