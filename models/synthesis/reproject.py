@@ -42,9 +42,10 @@ class ReprojectSynthesis:
         self.work_width = work_width
         self.config = None
         if painter == "exemplar":
-            from models.synthesis.exemplar import PainterConfig
+            from models.synthesis.exemplar import PainterConfig, warm_up
 
             self.config = PainterConfig(**painter_options)
+            warm_up(background=True)  # compile while the caller seeds the world
         elif painter_options:
             raise SynthesisError(f"options {sorted(painter_options)} need painter='exemplar'")
 
