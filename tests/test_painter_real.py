@@ -83,7 +83,8 @@ def test_painter_protocol_tiny(tmp_path, monkeypatch):
     sheet = tmp_path / "painter_contact_sheet.png"
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "report_painter.json").read_text())
-    assert saved["summary"]["walks_swd_better"].endswith("/2")
+    wins, scored = map(int, saved["summary"]["walks_swd_better"].split("/"))
+    assert 0 <= wins <= scored <= 2
 
 
 @pytest.mark.slow

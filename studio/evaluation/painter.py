@@ -366,14 +366,12 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     walks = report["walks"]
 
     def better(key: str, lower: bool = True) -> str:
-        wins = sum(
-            1
-            for w in walks
-            if w["exemplar"][key] is not None
-            and w["smooth"][key] is not None
-            and (w["exemplar"][key] < w["smooth"][key]) == lower
-        )
-        return f"{wins}/{len(walks)}"
+        """Walks where the exemplar painter did better, of those with something painted."""
+        scored = [
+            w for w in walks if w["exemplar"][key] is not None and w["smooth"][key] is not None
+        ]
+        wins = sum((w["exemplar"][key] < w["smooth"][key]) == lower for w in scored)
+        return f"{wins}/{len(scored)}"
 
     return {
         "tum": report["tum"]["median"],

@@ -49,7 +49,7 @@ class PainterConfig:
     pm_iters: int = 1
     search_radius: int = 8
     min_level_size: int = 16
-    vote_tau: float = 0.1
+    vote_tau: float = 0.02
     max_stretch: float = 2.5
     band: int = 8
     far_radius: int = 24
