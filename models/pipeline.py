@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -39,10 +39,19 @@ from models.geometry.cameras import (
 )
 from models.geometry.fill import push_pull
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
-from models.synthesis import SynthesisBackend, SynthesisRequest, create_synthesis_backend
+from models.synthesis import (
+    SynthesisBackend,
+    SynthesisRequest,
+    SynthesisResult,
+    create_synthesis_backend,
+    source_views,
+)
+from models.world import FrameEvent, FrameRecord, World
 
 RECENT_FRAMES = 8  # finished frames a world keeps at hand for video backends' context
 PAINTED_CONFIDENCE = 0.3  # memory confidence of painted pixels: any real observation wins
+# Painted share up to which a painter's depth of this kind (its meta "depth_hint") is kept
+HINT_MAX_PAINTED = {"surfaces": 0.15}
 MIN_DEPTH_CONFIDENCE = 1e-6  # a seed pixel with zero confidence has unknown depth: not in memory
 MAX_WIDTH = 4096  # working width limit: checked before any frame is allocated
 
@@ -72,107 +81,6 @@ class PipelineConfig:
     align_depth: bool = True
     lift_width: int = 256
     seed: int = 0
-
-
-@dataclass
-class FrameEvent:
-    """One finished frame.
-
-    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; source_mask: (H, W) bool, True where the
-    pixel was routed from memory and traces back to a real observation, False where it was
-    painted (now, or by an earlier frame and routed since); memory_coverage: its mean;
-    routed_coverage: fraction routed from memory whatever its origin (earlier paint included:
-    what keeps revisits identical); retrieved: memory frame ids used; timings: seconds per step.
-    """
-
-    index: int
-    camera: Camera
-    rgb: np.ndarray
-    depth: np.ndarray
-    source_mask: np.ndarray
-    retrieved: list[int]
-    memory_coverage: float
-    timings: dict[str, float]
-    in_memory: bool
-    total: int = 0
-    routed_coverage: float = 1.0
-
-    def record(self) -> dict[str, Any]:
-        """JSON-ready metadata: the world bundle's frame entry without index and file names
-        (the bundle writer adds those)."""
-        return {
-            "K": self.camera.K.tolist(),
-            "c2w": self.camera.c2w.tolist(),
-            "memory_coverage": round(self.memory_coverage, 6),
-            "routed_coverage": round(self.routed_coverage, 6),
-            "retrieved": list(self.retrieved),
-            "in_memory": self.in_memory,
-        }
-
-
-@dataclass
-class FrameRecord:
-    """What a persisted frame brings back to :meth:`WorldPipeline.restore`.
-
-    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres; confidence: (H, W) float memory weight
-    (None when the frame never joined memory); observed: (H, W) bool, traced to the photo;
-    memory_depth: (H, W) the depth memory holds, when it differs from ``depth`` (the seed keeps
-    0 where its estimate has no confidence).
-    """
-
-    index: int
-    camera: Camera
-    rgb: np.ndarray
-    depth: np.ndarray
-    confidence: np.ndarray | None = None
-    observed: np.ndarray | None = None
-    in_memory: bool = True
-    memory_depth: np.ndarray | None = None  # when memory holds a different depth (the seed's)
-
-
-@dataclass
-class World:
-    """A world being explored: its spatial memory and what is known about it.
-
-    up: (3,) unit world up vector. cameras: every frame's camera so far, in order.
-    recent: the last few finished frames, (H, W, 3) uint8, oldest first (video backends
-    continue from them; see ``SynthesisRequest.history``).
-    """
-
-    width: int
-    height: int
-    up: np.ndarray
-    memory: SpatialMemory
-    cameras: list[Camera]
-    seed_event: FrameEvent
-    backends: dict[str, str]
-    seed: int
-    scale_policy: str
-    depth_meta: dict[str, Any] = field(default_factory=dict)
-    last: FrameEvent | None = None
-    recent: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def scene_depth(self) -> float:
-        """Median depth of the seed frame (metres): the scale presets move at."""
-        d = self.seed_event.depth
-        return float(np.median(d[d > 0])) if (d > 0).any() else 3.0
-
-    @property
-    def n_frames(self) -> int:
-        return len(self.cameras)
-
-    def meta(self) -> dict[str, Any]:
-        """world.json fields other than frames."""
-        return {
-            "up": [float(x) for x in self.up],
-            "width": self.width,
-            "height": self.height,
-            "backends": dict(self.backends),
-            "seed": self.seed,
-            "scale_policy": self.scale_policy,
-            "depth_meta": dict(self.depth_meta),  # new frames are lifted with it (restores)
-        }
 
 
 def working_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -387,6 +295,9 @@ class WorldPipeline:
                         stretch=corr.stretch,
                         reference=reference,
                         history=history,
+                        sources=source_views(memory.frames, retrieved),
+                        observed=corr.observed,
+                        up=world.up,
                     )
                 )
                 metas.append((corr, retrieved, {"retrieve": t1 - t0, "correspond": t2 - t1}))
@@ -396,9 +307,9 @@ class WorldPipeline:
             for req, res, (corr, retrieved, timings) in zip(requests, results, metas, strict=True):
                 t4 = time.perf_counter()
                 rgb = torch.where(res.source_mask[..., None], corr.rgb, res.rgb.clamp(0, 1))
-                depth = self._lift_depth(
-                    rgb, req.camera, corr, res.depth_hint, res.source_mask, world
-                )
+                kind = res.meta.get("depth_hint")
+                hint_max = max(self._min_painted, HINT_MAX_PAINTED.get(kind, 0.0))
+                depth = self._lift_depth(rgb, req.camera, corr, res, hint_max, world)
                 rgb8 = (rgb * 255).round().to(torch.uint8)
                 t5 = time.perf_counter()
                 index = req.index
@@ -429,6 +340,7 @@ class WorldPipeline:
                     in_memory=in_memory,
                     total=total,
                     routed_coverage=float(res.source_mask.float().mean()),
+                    notes=[str(res.meta["note"])] if res.meta.get("note") else [],
                 )
                 world.cameras.append(req.camera)
                 world.last = event
@@ -452,20 +364,21 @@ class WorldPipeline:
         rgb: torch.Tensor,
         camera: Camera,
         corr: Correspondence,
-        hint: torch.Tensor | None,
-        routed: torch.Tensor,
+        res: SynthesisResult,
+        hint_max: float,
         world: World | None = None,
     ) -> torch.Tensor:
         """Depth (H, W) of a new frame: memory depth where routed; elsewhere the lift backend's
         estimate, aligned to memory (robust scale/shift) and bent to meet it at hole borders."""
+        hint, routed = res.depth_hint, res.source_mask
         known = routed & (corr.depth > 0)
         if bool(known.all()):
             return corr.depth.clone()
         H, W = known.shape
         painted_frac = 1.0 - float(known.float().mean())
-        # Slivers (cracks, thin disocclusions) are continued from their borders; running the
-        # depth estimator for them would cost more than the whole rest of the frame.
-        if painted_frac < self._min_painted and hint is not None:
+        # Rims and slivers (cracks, thin disocclusions) continue their borders; running the depth
+        # estimator for them would cost more than the whole rest of the frame.
+        if painted_frac < hint_max and hint is not None:
             return torch.where(known, corr.depth, hint)
         est = self._estimate_small(rgb, camera, world)
         if self.config.align_depth and bool(known.any()):

@@ -2,12 +2,14 @@
 
 # Importing registers the backends; their heavy imports (diffusers) happen in their factories.
 from models.synthesis.base import (
+    SourceView,
     SynthesisBackend,
     SynthesisError,
     SynthesisRequest,
     SynthesisResult,
     create_synthesis_backend,
     register_synthesis_backend,
+    source_views,
     synthesis_backend_names,
 )
 
@@ -18,11 +20,13 @@ from . import video as _video  # noqa: F401  (registers "video")
 from . import wan_i2v as _wan_i2v  # noqa: F401  (registers "wan-i2v")
 
 __all__ = [
+    "SourceView",
     "SynthesisBackend",
     "SynthesisError",
     "SynthesisRequest",
     "SynthesisResult",
     "create_synthesis_backend",
     "register_synthesis_backend",
+    "source_views",
     "synthesis_backend_names",
 ]

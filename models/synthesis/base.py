@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from models.geometry.cameras import Camera
@@ -13,6 +14,29 @@ from models.geometry.cameras import Camera
 
 class SynthesisError(ValueError):
     """A synthesis backend that cannot be created or run (message names the fix)."""
+
+
+@dataclass
+class SourceView:
+    """A memory frame a painter may copy real pixels from.
+
+    rgb: (H, W, 3) uint8; depth: (H, W) float32 metres (0 where the frame has no geometry,
+    e.g. a sensor's invalid pixels: seen in colour, never routed by the warp); camera: its
+    intrinsics and pose.
+    """
+
+    frame_id: int
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    camera: Camera
+
+
+def source_views(frames: Mapping[int, Any], retrieved: list[int]) -> list[SourceView]:
+    """The retrieved memory frames, and the photo (frame 0) whenever ``frames`` (memory's, by
+    id: objects with ``rgb``, ``depth``, ``camera``) still holds it: a painter's real pixels to
+    copy from (references, no copies)."""
+    ids = list(retrieved) + ([0] if 0 in frames and 0 not in retrieved else [])
+    return [SourceView(i, frames[i].rgb, frames[i].depth, frames[i].camera) for i in ids]
 
 
 @dataclass
@@ -27,6 +51,11 @@ class SynthesisRequest:
     that condition on a reference image. history: (K, H, W, 3) float32 [0, 1] or None, the
     world's last K finished frames before this request's chunk, oldest first (K is at most the
     backend's ``context_frames``), so a video backend can continue from them.
+    sources: the retrieved memory frames (and the photo), for painters that copy from them
+    (None: only the routed pixels are known); observed: (H, W) bool or None, True where the
+    routed pixel traces back to a real observation (False: earlier paint, routed since);
+    up: (3,) the world's up vector in world coordinates, when known (a floor continues as a
+    floor).
     """
 
     index: int
@@ -39,6 +68,9 @@ class SynthesisRequest:
     stretch: torch.Tensor | None = None
     reference: torch.Tensor | None = None
     history: torch.Tensor | None = None
+    sources: list[SourceView] | None = None
+    observed: torch.Tensor | None = None
+    up: np.ndarray | None = None
 
 
 @dataclass

@@ -9,7 +9,10 @@ run and reported as a ratio (machine noise cancels out of ratios, not out of wal
 * warp: our forward-backward warp against the naive 1-pixel splat, on TUM frame 0 -> 2;
 * retrieval: 100 / 1k / 10k memory frames (synthetic: real retrieval cost, tiny images),
   against brute force (no frustum culling);
-* peak memory of a long walkthrough (a separate process, so the figure is its own).
+* peak memory of a long walkthrough (a separate process, so the figure is its own);
+* painter: forward walks on the shared photos with the exemplar painter and the earlier
+  smooth painter in the same run (frames/s, the painter's share of each frame), and the worst
+  frame of a 40-degree turn on an indoor and an outdoor photo.
 """
 
 from __future__ import annotations
@@ -151,6 +154,55 @@ def bench_seed_and_explore(repeats: int, frames: int) -> dict:
         "frames": frames,
         "size": [world.width, world.height],
     }
+
+
+INDOOR = DATA / "photos" / "interior_living_room_geowizard.jpg"
+OUTDOOR = DATA / "photos" / "street_london_dav2_demo01.jpg"
+
+
+def _walk(photo_path: Path, painter: str, path: str, frames: int) -> tuple[float, list[dict]]:
+    """Frames/s (wall) and per-frame step timings of one walk with one painter."""
+    from models.synthesis.reproject import ReprojectSynthesis
+
+    photo = load_photo(photo_path)
+    pipe = WorldPipeline(synthesis=ReprojectSynthesis(painter), config=PipelineConfig(width=512))
+    world = pipe.seed(photo.rgb, focal_35mm=photo.focal_35mm, focal_mm=photo.focal_mm)
+    n = frames + 1 if path == "forward" else 4 * frames  # look-around: 40 degrees at n / 4
+    cams = make_preset(path, world.cameras[0], n, up=world.up, scene_depth=world.scene_depth)
+    t = time.perf_counter()
+    events = list(pipe.explore(world, cams.cameras[1 : frames + 1]))
+    return len(events) / (time.perf_counter() - t), [e.timings for e in events]
+
+
+def bench_painter(frames: int, photos: list[Path]) -> dict:
+    """Forward walks (``frames`` frames) on ``photos`` and a 40-degree turn on an indoor and an
+    outdoor photo, each with both painters in the same run. The painter's share is the median
+    over frames of painting time / frame time."""
+    out: dict = {"forward": {}, "turn_40deg": {}}
+    for p in photos:
+        row: dict = {}
+        for painter in ("exemplar", "smooth"):
+            fps, tim = _walk(p, painter, "forward", frames)
+            row[painter] = {
+                "fps_wall": fps,
+                "fps_median_frame": 1.0 / statistics.median(t["total"] for t in tim),
+                "synthesize_ms_median": statistics.median(t["synthesize"] for t in tim) * 1e3,
+                "painter_share": statistics.median(t["synthesize"] / t["total"] for t in tim),
+            }
+        row["fps_ratio_vs_smooth"] = row["exemplar"]["fps_wall"] / row["smooth"]["fps_wall"]
+        out["forward"][p.name] = row
+    for p in (INDOOR, OUTDOOR):
+        row = {}
+        for painter in ("exemplar", "smooth"):
+            _, tim = _walk(p, painter, "look-around", 12)  # turning right, up to 40 degrees
+            worst = max(tim, key=lambda t: t["total"])
+            row[painter] = {
+                "worst_frame_ms": worst["total"] * 1e3,
+                "worst_synthesize_ms": max(t["synthesize"] for t in tim) * 1e3,
+                "painter_share_worst_frame": worst["synthesize"] / worst["total"],
+            }
+        out["turn_40deg"][p.name] = row
+    return out
 
 
 def synthetic_memory(n: int, seed: int = 0) -> tuple[SpatialMemory, list[Camera]]:
@@ -326,6 +378,13 @@ def run_bench(
         ),
         ("peak_memory", lambda: bench_peak_memory(40 if quick else 300)),
         ("lift_export", lambda: bench_lift_export(1 if quick else 3)),
+        (
+            "painter",
+            lambda: bench_painter(
+                10 if quick else 30,
+                [INDOOR, OUTDOOR] if quick else sorted(DATA.joinpath("photos").glob("*.[jp][pn]g")),
+            ),
+        ),
     ]
     if baselines:
         steps.append(("baselines", lambda: bench_baselines(repeats)))
@@ -367,6 +426,21 @@ def format_report(r: dict) -> str:
     )
     for k, v in r.get("lift_export", {}).items():
         lines.append(f"{'lift/export, 12 frames: ' + k:44s} {v:12.3f}")
+    for name, row in r.get("painter", {}).get("forward", {}).items():
+        e, s = row["exemplar"], row["smooth"]
+        lines.append(
+            f"{'forward walk (frames/s) ' + name[:20]:44s} {e['fps_wall']:12.2f} "
+            f"{s['fps_wall']:12.2f} {row['fps_ratio_vs_smooth']:8.2f}  median frame "
+            f"{e['fps_median_frame']:.1f}/s, painter share {e['painter_share']:.0%} "
+            f"(smooth {s['painter_share']:.0%})"
+        )
+    for name, row in r.get("painter", {}).get("turn_40deg", {}).items():
+        e, s = row["exemplar"], row["smooth"]
+        lines.append(
+            f"{'40-degree turn, worst frame (ms) ' + name[:12]:44s} {e['worst_frame_ms']:12.0f} "
+            f"{s['worst_frame_ms']:12.0f} {e['worst_frame_ms'] / s['worst_frame_ms']:8.2f}  "
+            f"painting {e['worst_synthesize_ms']:.0f} ms"
+        )
     b = r.get("baselines", {})
     sr = b.get("splat_render", {})
     if "speedup" in sr:

@@ -10,6 +10,7 @@
   delta<1.25 after median scaling, and without scaling since ``layout`` claims metric scale),
   and ``layout`` under leave-one-out against two weight-free baselines (``depth_protocol``).
 * ``ablations``: retrieved views 1..5, memory insertion stride, depth alignment on/off.
+* ``painter``: the exemplar painter against the smooth one (``studio.evaluation.painter``).
 
 LPIPS and FID need network weights that cannot be downloaded here: pass TorchScript models with
 ``--lpips-model`` / ``--fid-model`` and they are computed; otherwise the report says they were
@@ -356,11 +357,19 @@ def protocol_ablations(
     return {"protocol": "ablations", "rows": rows}
 
 
+def protocol_painter(out: Path, opts: EvalOptions, **kwargs: Any) -> dict:
+    """The offline painter, exemplar against smooth (:mod:`studio.evaluation.painter`)."""
+    from studio.evaluation.painter import protocol_painter as run
+
+    return run(out, opts, **kwargs)
+
+
 PROTOCOLS = {
     "posed": protocol_posed,
     "revisit": protocol_revisit,
     "depth": protocol_depth,
     "ablations": protocol_ablations,
+    "painter": protocol_painter,
 }
 
 
@@ -404,9 +413,13 @@ def summarise(reports: dict[str, dict]) -> str:
                 f"{r['median_ssim_full']} cov {r['median_coverage']}"
             )
     if "depth" in reports:
-        from studio.evaluation.depth_protocol import summary_lines
+        from studio.evaluation.depth_protocol import summary_lines as depth_lines
 
-        lines.extend(summary_lines(reports["depth"]))
+        lines.extend(depth_lines(reports["depth"]))
+    if "painter" in reports:
+        from studio.evaluation.painter import summary_lines as painter_lines
+
+        lines.extend(painter_lines(reports["painter"]))
     if "ablations" in reports:
         for r in reports["ablations"]["rows"]:
             lines.append(
