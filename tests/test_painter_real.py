@@ -101,6 +101,7 @@ def test_tum_exemplar_painter_beats_the_naive_baseline_and_the_smooth_painter():
     assert med["exemplar_beats_splat_telea_psnr"] >= 12
     assert med["swd_exemplar"] < med["swd_smooth"]
     assert med["exemplar_beats_smooth_swd"] >= 12
-    assert med["grad_ratio_fresh_exemplar"] >= 0.6
+    assert med["grad_ratio_exemplar"] >= 0.6  # texture, not a smear (the smooth painter: ~0.1)
+    assert med["grad_ratio_smooth"] < 0.3
     # frames 1..4 (small motion): the consistency results stay ahead of the baseline
     assert all(r["psnr_full_exemplar"] > r["psnr_full_splat_telea"] for r in rows[:3])

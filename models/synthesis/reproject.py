@@ -4,8 +4,9 @@ Memory-covered pixels are routed through unchanged (bit for bit); only the never
 painted. Two painters:
 
 * ``exemplar`` (default): geometry-aware exemplar completion (``models.synthesis.exemplar``):
-  texture copied from the seen pixels of the same layer and orientation, coarse to fine, with a
-  smooth fill kept for smooth surrounds (sky) and for thin cracks;
+  real pixels looked up in memory frames where they saw the spot without depth, then texture
+  copied from seen pixels of the same layer, orientation and texture strength, coarse to fine;
+  thin cracks take the cheap smooth path. Options are :class:`PainterConfig` fields;
 * ``smooth``: the earlier background-first push-pull + Telea fill (``models.geometry.fill``),
   kept as the baseline the evaluation compares against.
 """

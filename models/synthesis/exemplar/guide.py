@@ -318,7 +318,7 @@ def split_holes(hole: np.ndarray, crack_radius: int) -> tuple[np.ndarray, np.nda
     if not hole.any():
         return hole.copy(), hole.copy()
     dist = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
-    core = (dist > crack_radius).astype(np.uint8)
+    core = (dist > crack_radius + 0.5).astype(np.uint8)  # DIST_L2 3x3 is approximate
     k = 2 * crack_radius + 3
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     regions = (cv2.dilate(core, disc) > 0) & hole
