@@ -35,6 +35,7 @@ from models.geometry.warp import (
 from models.geometry.zbuffer import box_max
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
+PAINT_NEAREST_STRETCH = 1.25  # earlier paint magnified less than this is copied, not resampled
 
 
 @dataclass
@@ -384,6 +385,12 @@ class SpatialMemory:
             s_ = w.stretch.clamp(min=1e-6)
             q = c * torch.minimum(s_, 1.0 / s_).sqrt()  # = c exp(-|log stretch| / 2)
             obs = f.observed.reshape(-1)[flat]
+            # Earlier paint hops from frame to frame as a walk goes on, and a bilinear resample
+            # at every hop blurs it into a wash: where it is not magnified it is copied from the
+            # nearest source pixel instead (exact on a revisit, at most half a pixel off).
+            hop = w.valid & ~obs & (w.stretch <= PAINT_NEAREST_STRETCH)
+            if bool(hop.any()):
+                w.rgb[hop] = f.rgb.reshape(-1, 3)[flat[hop]].float() / 255.0
             if first:  # nothing held yet: the warp's own zeros and -1s are the composite's
                 first = False
                 rgb, depth, uv, stretch, rim = w.rgb, w.depth, w.src_uv, w.stretch, w.edge
