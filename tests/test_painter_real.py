@@ -46,7 +46,10 @@ def _repaint_rate(photo: str, path: str, frames: int) -> tuple[float, int]:
 
 @pytest.mark.parametrize(
     "photo,path",
-    [("street_london_dav2_demo01.jpg", "forward"), ("interior_living_room_geowizard.jpg", "look-around")],
+    [
+        ("street_london_dav2_demo01.jpg", "forward"),
+        ("interior_living_room_geowizard.jpg", "look-around"),
+    ],
 )
 def test_painted_pixels_are_routed_in_the_next_frame(photo, path):
     """No flicker: what frame t painted, frame t+1 routes; only the newly exposed rim is
