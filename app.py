@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 
-# Passive OpenMP waiting before torch loads (the ``studio`` package sets it too; see its
-# docstring for the measurement): a busy-waiting torch collapses when it shares its cores.
+# Passive OpenMP waiting before torch loads (the ``studio`` package's docstring has the
+# measurement): a long-lived server shares its cores, and a busy-waiting torch collapses then.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from socket import gethostname  # noqa: E402

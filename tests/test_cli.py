@@ -234,18 +234,42 @@ def test_failure_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_cli_waits_passively_unless_told_otherwise():
-    """Importing ``studio`` (as ``loci`` does) sets OpenMP's passive waiting before torch loads,
-    and leaves a policy the user chose alone."""
+def test_the_cli_thread_policy_follows_the_machine_load_unless_told_otherwise():
+    """Importing ``studio`` (as ``loci`` does) picks OpenMP's waiting before torch loads:
+    passive on a busy machine, OpenMP's default on an idle one; a policy the user chose is
+    left alone."""
     import os
     import subprocess
     import sys
+    import time
+
+    from studio import choose_wait_policy
+
+    assert choose_wait_policy(None) == "PASSIVE"  # load unknown: the safe side
+    assert choose_wait_policy(0.5) == "PASSIVE" and choose_wait_policy(6.0) == "PASSIVE"
+    assert choose_wait_policy(0.2) is None
 
     # ``loci`` imports studio.cli, whose package ``studio`` runs first (before torch loads).
-    code = "import studio, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    code = (
+        "import os, sys; import studio; "
+        "print(os.environ.get('OMP_WAIT_POLICY', 'unset'), 'torch' in sys.modules)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert run.stdout.split() == ["PASSIVE", "False"], run.stderr
+    policy, torch_loaded = run.stdout.split()
+    assert torch_loaded == "False" and policy in ("PASSIVE", "unset"), run.stderr
+    # A spinning process per core beside it: the machine is busy, the policy passive.
+    spin = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        time.sleep(0.3)
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.stdout.split()[0] == "PASSIVE", run.stdout + run.stderr
+    finally:
+        for p in spin:
+            p.kill()
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.stdout.split()[0] == "ACTIVE", run.stderr
