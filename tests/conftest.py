@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ from tests.services import pg_server, pg_url, s3_server, s3_url
 # Tests must not download models, whatever network the machine has: auto depth then takes the
 # offline layout prior, exactly as on an air-gapped install.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Gradio's uploads go to a folder of this run's own. The shared <tmp>/gradio keeps files from
+# earlier runs: an upload of the same photo reuses its content-addressed file with the old
+# mtime, and a studio's temp-file cleanup could delete it between upload and use.
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="loci-tests-gradio-"))
 
 __all__ = ["pg_server", "pg_url", "s3_server", "s3_url"]
 

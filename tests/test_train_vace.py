@@ -65,6 +65,8 @@ def test_vace_trains_and_its_inputs_are_the_backends(vace_trained, vace, monkeyp
         1, None, torch.from_numpy(sample["warped_rgb"]), torch.from_numpy(sample["warped_depth"]),
         torch.from_numpy(sample["valid"]),
         history=torch.from_numpy(sample["context"]).float()[None] / 255.0,
+        # The routed pixels' magnification, as explore passes it (magnified ones are repainted).
+        stretch=None if sample.get("stretch") is None else torch.from_numpy(sample["stretch"]),
     )  # fmt: skip
     backend.synthesize([req])
     batch = trainer.painter.prepare([sample])
