@@ -17,8 +17,10 @@ Earlier, on the machine shared with other sessions (load 10-13), spinning collap
 against 3.2 frames/s. So: when the machine is busy as this package loads (other work used at
 least half of its cores over the last 0.1 s), OpenMP waits passively; when it is idle, OpenMP's
 default applies. (The load average would do, but it remembers the last minute: a run started
-right after another one would count its predecessor.) A policy set in the environment is left alone. The studio server (``app.py``)
-and job workers always wait passively: they live long and share their cores by design.
+right after another one would count its predecessor.) A policy set in the environment is
+left alone. The studio server (``app.py``) and job workers always wait passively: they live
+long and share their cores by design. The check costs 0.1 s once per process, and nothing when
+the environment already names a policy.
 """
 
 import os
