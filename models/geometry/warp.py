@@ -31,9 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.geometry import warp_kernels as wk
 from models.geometry.zbuffer import (
     NEAR,
     PARALLAX_PX,
+    SAME_SURFACE,
     box_max,
     close_cracks,
     project_frame,
@@ -49,6 +51,7 @@ __all__ = [
     "flying_pixels",
     "forward_warp",
     "forward_warp_reference",
+    "forward_warp_torch",
     "relative_transform",
     "splat_depth",
     "splat_frame",
@@ -155,7 +158,7 @@ def inverse_depth_range(depth: torch.Tensor, radius: int = 2) -> torch.Tensor:
     return torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, 0.0).clamp(min=0)
 
 
-def forward_warp(
+def forward_warp_torch(
     rgb: torch.Tensor,
     depth: torch.Tensor,
     K_src: np.ndarray,
@@ -170,7 +173,7 @@ def forward_warp(
     flying: torch.Tensor | None = None,
     inv_range: torch.Tensor | None = None,
 ) -> WarpResult:
-    """Warp a source frame into a target camera.
+    """Warp a source frame into a target camera: the torch reference of :func:`forward_warp`.
 
     Args:
         rgb: (Hs, Ws, 3) float32 [0, 1], or uint8; depth: (Hs, Ws) float32 z-depth, 0 = unknown.
@@ -264,6 +267,86 @@ def forward_warp(
         src_edge & valid,
         sp.baseline,
     )
+
+
+def _ray_map(K: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (3, 3) ``T[:3, :3] K^-1`` and (3,) ``T[:3, 3]``, as :func:`project_frame` rounds
+    them, and the (4,) float32 ``fx, fy, cx, cy`` of ``K``."""
+    M = np.asarray(T, np.float64)[:3, :3] @ np.linalg.inv(np.asarray(K, np.float64))
+    return M.astype(np.float32), np.asarray(T, np.float64)[:3, 3].astype(np.float32)
+
+
+def _fxy(K: np.ndarray) -> np.ndarray:
+    return np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], np.float32)
+
+
+def forward_warp(
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    K_src: np.ndarray,
+    c2w_src: np.ndarray,
+    K_tgt: np.ndarray,
+    c2w_tgt: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    depth_tol: float = 0.03,
+    edges: torch.Tensor | None = None,
+    flying: torch.Tensor | None = None,
+    inv_range: torch.Tensor | None = None,
+) -> WarpResult:
+    """Warp a source frame into a target camera (compiled: :mod:`models.geometry.warp_kernels`).
+
+    Same arguments and result as :func:`forward_warp_torch`, its reference, which it matches
+    within float rounding (a few pixels of a frame may differ where a threshold is met exactly).
+    """
+    if edges is None:
+        edges = depth_edges(depth)
+    if flying is None:
+        flying = flying_pixels(depth, edges)
+    if inv_range is None:
+        inv_range = inverse_depth_range(depth)
+    T = _relative(c2w_src, c2w_tgt)
+    near = np.float32(NEAR)
+    k_t = _fxy(K_tgt)
+    d = np.ascontiguousarray(depth.numpy(), np.float32)
+    m, t = _ray_map(K_src, T)
+    y0, y1, x0, x1 = wk.land_box(d, m, t, k_t, width, height, near)
+    # Only the part of the source that lands in the target is warped (walking forward, the
+    # target sees the middle of the older frames): the crop rule of forward_warp_torch.
+    Hs0, Ws0 = d.shape
+    y0, y1, x0, x1 = max(y0 - 2, 0), min(y1 + 2, Hs0), max(x0 - 2, 0), min(x1 + 2, Ws0)
+    if y1 <= y0 or (y1 - y0) * (x1 - x0) >= 0.9 * d.size:
+        y0, y1, x0, x1 = 0, Hs0, 0, Ws0
+    crop = (slice(y0, y1), slice(x0, x1))
+    K_src = np.array(K_src, np.float64)
+    K_src[0, 2] -= x0
+    K_src[1, 2] -= y0
+    d = np.ascontiguousarray(d[crop])
+    Hs, Ws = d.shape
+    f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
+    f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
+    baseline = float(np.linalg.norm(T[:3, 3]))
+    moved = inv_range[crop] * (baseline * f_t) > PARALLAX_PX
+    fly = flying[crop] & moved
+    blocked = ((edges[crop] | flying[crop]) & moved).numpy()
+    m, t = _ray_map(K_src, T)
+    prm = np.array([NEAR, SAME_SURFACE, f_t / f_s, 3, 0.25], np.float32)
+    zbuf, stretch = wk.splat(d, m, t, k_t, fly.numpy(), width, height, prm)
+    zbuf = wk.close_cracks(zbuf, np.float32(1 + 0.3))
+    rgb_p = rgb[crop].float()
+    if rgb.dtype == torch.uint8:
+        rgb_p = rgb_p / 255.0
+    src = torch.cat([rgb_p, depth[crop][..., None], edges[crop][..., None].float()], -1)
+    m_b, t_b = _ray_map(K_tgt, np.linalg.inv(T))
+    g = [2.0 / max(Ws - 1, 1), 2.0 / max(Hs - 1, 1), (Ws - 1) / 2, (Hs - 1) / 2]
+    prm_b = np.array([NEAR, depth_tol, f_t, f_s, *g], np.float32)
+    e = np.ascontiguousarray(edges[crop].numpy())
+    out = wk.sample_back(
+        zbuf, src.contiguous().numpy(), blocked, e, stretch, m_b, t_b, _fxy(K_src), prm_b,
+        (x0, y0),
+    )
+    return WarpResult(*(torch.from_numpy(a) for a in out), baseline)
 
 
 def forward_warp_reference(

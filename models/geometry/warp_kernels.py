@@ -1,0 +1,302 @@
+"""The forward warp's compiled fast path (numba): project, footprints, splat, crack closing and
+backward sampling of one source frame in a few passes over the pixels.
+
+:func:`models.geometry.warp.forward_warp_torch` (torch, a few dozen whole-image operations) is
+the reference: every formula here is the same one, in float32 and in the same order, so the two
+agree bit for bit on most pixels and within float rounding on the rest (tests compare them). The
+torch version allocates a dozen full-size temporaries per step and re-reads them; here each source
+pixel is visited once for the splat and each target pixel once for the backward sample (on a
+street walk, 4.5x faster per warp).
+
+Arrays (all C-contiguous): ``depth`` (Hs, Ws) float32 source z-depth (0 = unknown); ``rgb``
+(Hs, Ws, 3) float32 [0, 1]; ``blocked`` (Hs, Ws) bool source pixels never routed (edges or flying
+pixels where parallax could have moved them); ``drop`` (Hs, Ws) bool flying pixels not splatted;
+``edges`` (Hs, Ws) bool. ``m`` (3, 3) and ``t`` (3,) float32: the ray map ``T[:3, :3] K^-1`` and
+translation of :func:`models.geometry.zbuffer.project_frame`; ``k`` (4,) float32 ``fx, fy, cx,
+cy`` of the camera projected into. Serial loops: the min-reduce of the splat is
+order-independent and every other output is per pixel, so the result is deterministic.
+
+Compiled once per machine (``cache=True``); :func:`warm_up` does it ahead of time, in a background
+thread if asked, so the first frame of a session does not wait for the compiler.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import njit
+
+_f32 = np.float32
+
+
+@njit(cache=True)
+def _project_px(d, x, y, m, t, k):
+    """Target (u, v, z) of pixel (x, y) at depth d (float32, as ``project_frame`` computes)."""
+    xf, yf = _f32(x), _f32(y)
+    X = d * ((m[0, 0] * xf + m[0, 2]) + m[0, 1] * yf) + t[0]
+    Y = d * ((m[1, 0] * xf + m[1, 2]) + m[1, 1] * yf) + t[1]
+    Z = d * ((m[2, 0] * xf + m[2, 2]) + m[2, 1] * yf) + t[2]
+    inv_z = _f32(1.0) / max(Z, _f32(1e-8))
+    return X * inv_z * k[0] + k[2], Y * inv_z * k[1] + k[3], Z
+
+
+@njit(cache=True)
+def land_box(depth, m, t, k, width, height, near):
+    """(y0, y1, x0, x1) bounding rows/columns (end exclusive) of the source pixels that land in
+    the target grown by 3-4 pixels; y1 = 0 when none does."""
+    Hs, Ws = depth.shape
+    y0, y1, x0, x1 = Hs, 0, Ws, 0
+    lo, hu, hv = _f32(-4.0), _f32(width + 3), _f32(height + 3)
+    for y in range(Hs):
+        for x in range(Ws):
+            d = depth[y, x]
+            if not d > 0:
+                continue
+            u, v, z = _project_px(d, x, y, m, t, k)
+            if z > near and u > lo and u < hu and v > lo and v < hv:
+                y0, y1 = min(y0, y), max(y1, y + 1)
+                x0, x1 = min(x0, x), max(x1, x + 1)
+    return y0, y1, x0, x1
+
+
+@njit(cache=True)
+def _derivative(u, v, z, depth, front, y, x, dy, dx, same):
+    """J's column along (dy, dx) at (y, x): (du, dv, dz, found) from the same-surface neighbour
+    with the smaller image step (forward wins a tie), as ``zbuffer._axis_derivative``."""
+    Hs, Ws = depth.shape
+    inf = np.float32(np.inf)
+    best_n, bu, bv, bz = inf, _f32(0), _f32(0), _f32(0)
+    for s in (1, -1):  # forward first
+        yy, xx = y + s * dy, x + s * dx
+        if yy < 0 or yy >= Hs or xx < 0 or xx >= Ws:
+            continue
+        ya, xa, yb, xb = (yy, xx, y, x) if s == 1 else (y, x, yy, xx)  # a = i + 1, b = i
+        du, dv, dz = u[ya, xa] - u[yb, xb], v[ya, xa] - v[yb, xb], z[ya, xa] - z[yb, xb]
+        za, zb = depth[ya, xa], depth[yb, xb]
+        if not (front[ya, xa] and front[yb, xb] and abs(za - zb) <= same * min(za, zb)):
+            continue
+        n = du * du + dv * dv
+        if n < best_n or (s == 1 and n <= best_n):
+            best_n, bu, bv, bz = n, du, dv, dz
+    return bu, bv, bz, best_n < inf
+
+
+@njit(cache=True)
+def splat(depth, m, t, k, drop, width, height, prm):
+    """Footprints and tangent-plane z-buffer splat (``zbuffer.splat_frame``).
+
+    ``prm`` float32: (near, same_surface, f_t / f_s, max_radius, margin). Returns the z-buffer
+    (height, width) float32 (inf = empty) and the stretch (Hs, Ws) float32 of every source pixel.
+    """
+    near, same, f_ratio, margin = prm[0], prm[1], prm[2], prm[4]
+    R = int(prm[3])
+    Hs, Ws = depth.shape
+    u = np.empty((Hs, Ws), np.float32)
+    v = np.empty((Hs, Ws), np.float32)
+    z = np.empty((Hs, Ws), np.float32)
+    front = np.empty((Hs, Ws), np.bool_)
+    for y in range(Hs):
+        for x in range(Ws):
+            d = depth[y, x]
+            u[y, x], v[y, x], z[y, x] = _project_px(d, x, y, m, t, k)
+            front[y, x] = d > 0 and z[y, x] > near
+    zbuf = np.full((height, width), np.inf, np.float32)
+    stretch = np.empty((Hs, Ws), np.float32)
+    one, zero, half_ = _f32(1.0), _f32(0.0), _f32(0.5)
+    two_r, reach = _f32(2 * R), _f32(R + 0.5)
+    lo_u, lo_v, hi_u, hi_v = _f32(-1.0), _f32(-1.0), _f32(width), _f32(height)
+    for y in range(Hs):
+        for x in range(Ws):
+            a, b, zx, okx = _derivative(u, v, z, depth, front, y, x, 0, 1, same)
+            c, d, zy, oky = _derivative(u, v, z, depth, front, y, x, 1, 0, same)
+            iso = f_ratio * depth[y, x] / max(z[y, x], near)
+            if not okx:
+                a, b, zx = iso, zero, zero
+            if not oky:
+                c, d, zy = zero, iso, zero
+            fro = a * a + b * b + c * c + d * d
+            det = a * d - b * c
+            disc = max(fro * fro - _f32(4.0) * det * det, zero)
+            stretch[y, x] = np.sqrt(half_ * (fro + np.sqrt(disc)))
+            pu, pv, pz = u[y, x], v[y, x], z[y, x]
+            if not (front[y, x] and pu > lo_u and pu < hi_u and pv > lo_v and pv < hi_v):
+                continue
+            if drop[y, x]:
+                continue
+            inv = one / det if abs(det) > _f32(1e-6) else zero
+            gu = (zx * d - zy * b) * inv
+            gv = (zy * a - zx * c) * inv
+            hx = min(max(abs(a) + abs(c), one), two_r) * half_ + margin
+            hy = min(max(abs(b) + abs(d), one), two_r) * half_ + margin
+            bu, bv = np.rint(pu), np.rint(pv)
+            fx, fy = bu - pu, bv - pv
+            bound = (abs(gu) + abs(gv)) * reach
+            if bound > half_ * pz:
+                shrink = half_ * pz / max(bound, _f32(1e-12))
+                gu, gv = gu * shrink, gv * shrink
+            z_lin = pz + gu * fx + gv * fy
+            zc = pz if max(abs(fx), abs(fy)) <= _f32(1e-3) else z_lin
+            ix, iy = int(bu), int(bv)
+            for oy in range(-R, R + 1):
+                yy = iy + oy
+                if yy < 0 or yy >= height:
+                    continue
+                if oy != 0 and not abs(fy + _f32(oy)) <= hy:
+                    continue
+                for ox in range(-R, R + 1):
+                    xx = ix + ox
+                    if xx < 0 or xx >= width:
+                        continue
+                    if ox == 0 and oy == 0:
+                        val = zc
+                    else:
+                        if ox != 0 and not abs(fx + _f32(ox)) <= hx:
+                            continue
+                        val = z_lin
+                        if ox != 0:
+                            val = val + gu * _f32(ox)
+                        if oy != 0:
+                            val = val + gv * _f32(oy)
+                    if val < zbuf[yy, xx]:
+                        zbuf[yy, xx] = val
+    return zbuf, stretch
+
+
+@njit(cache=True)
+def close_cracks(zbuf, tol1):
+    """``zbuffer.close_cracks``: each empty pixel between an opposite pair of neighbours on one
+    surface (max <= min * ``tol1``) gets the pair's harmonic mean (the nearest such pair)."""
+    H, W = zbuf.shape
+    out = zbuf.copy()
+    inf = np.float32(np.inf)
+    for y in range(H):
+        for x in range(W):
+            if zbuf[y, x] != inf:
+                continue
+            best = inf
+            for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+                ya, xa, yb, xb = y - dy, x - dx, y + dy, x + dx
+                if ya < 0 or ya >= H or xa < 0 or xa >= W or yb < 0 or yb >= H or xb < 0:
+                    continue
+                if xb >= W:
+                    continue
+                a, b = zbuf[ya, xa], zbuf[yb, xb]
+                if a == inf or b == inf or not max(a, b) <= min(a, b) * tol1:
+                    continue
+                fill = _f32(2.0) * a * b / max(a + b, _f32(1e-12))
+                if fill < best:
+                    best = fill
+            out[y, x] = best
+    return out
+
+
+@njit(cache=True)
+def _bilinear(img, c, x0, y0, nw, ne, sw, se):
+    """Channel ``c`` of (Hs, Ws, C) ``img`` over the corners (x0, y0)..(x0 + 1, y0 + 1) with
+    their weights, zeros outside (``grid_sample`` with zeros padding, same sum order)."""
+    Hs, Ws = img.shape[0], img.shape[1]
+    zero = _f32(0.0)
+    x_in, x1_in = 0 <= x0 < Ws, 0 <= x0 + 1 < Ws
+    y_in, y1_in = 0 <= y0 < Hs, 0 <= y0 + 1 < Hs
+    v_nw = img[y0, x0, c] if y_in and x_in else zero
+    v_ne = img[y0, x0 + 1, c] if y_in and x1_in else zero
+    v_sw = img[y0 + 1, x0, c] if y1_in and x_in else zero
+    v_se = img[y0 + 1, x0 + 1, c] if y1_in and x1_in else zero
+    return v_nw * nw + v_ne * ne + v_sw * sw + v_se * se
+
+
+@njit(cache=True)
+def sample_back(zbuf, src, blocked, edges, stretch, m, t, k, prm, offset):
+    """Backward sampling and depth check (the second half of ``warp.forward_warp_torch``).
+
+    ``src`` (Hs, Ws, 5) float32: r, g, b, depth, edge (0/1) of the source; ``zbuf`` (H, W)
+    after crack closing; ``m``, ``t``, ``k``: target -> source projection; ``prm`` float32
+    (near, depth_tol, f_t, f_s, 2 / (Ws - 1), 2 / (Hs - 1), (Ws - 1) / 2, (Hs - 1) / 2);
+    ``offset`` (x0, y0) of the source crop.
+
+    Returns rgb (H, W, 3), depth, valid, src_uv (H, W, 2), scale, stretch, edge.
+    """
+    H, W = zbuf.shape
+    Hs, Ws = blocked.shape
+    near, tol, f_t, f_s = prm[0], prm[1], prm[2], prm[3]
+    gx_s, gy_s, ux_s, uy_s = prm[4], prm[5], prm[6], prm[7]
+    one, zero = _f32(1.0), _f32(0.0)
+    rgb = np.zeros((H, W, 3), np.float32)
+    depth = np.zeros((H, W), np.float32)
+    valid = np.zeros((H, W), np.bool_)
+    uv = np.full((H, W, 2), _f32(-1.0), np.float32)
+    scale = np.zeros((H, W), np.float32)
+    st = np.zeros((H, W), np.float32)
+    edge = np.zeros((H, W), np.bool_)
+    x_off, y_off = _f32(offset[0]), _f32(offset[1])
+    for y in range(H):
+        for x in range(W):
+            zt = zbuf[y, x]
+            if zt == np.inf:
+                continue
+            us, vs, z_s = _project_px(zt, x, y, m, t, k)
+            if not (us >= _f32(-0.5) and us <= _f32(Ws - 0.5) and vs >= _f32(-0.5)):
+                continue
+            if not (vs <= _f32(Hs - 0.5) and z_s > near):
+                continue
+            us = min(max(us, zero), _f32(Ws - 1))
+            vs = min(max(vs, zero), _f32(Hs - 1))
+            ni, nj = int(np.rint(vs)), int(np.rint(us))
+            d_near = src[ni, nj, 3]
+            if not d_near > 0 or blocked[ni, nj]:
+                continue
+            # grid_sample's own arithmetic: normalise, unnormalise, bilinear weights.
+            ix = ((us * gx_s - one) + one) * ux_s
+            iy = ((vs * gy_s - one) + one) * uy_s
+            fx0, fy0 = np.floor(ix), np.floor(iy)
+            w_, n_ = ix - fx0, iy - fy0
+            e_, s_ = one - w_, one - n_
+            nw, ne, sw, se = s_ * e_, s_ * w_, n_ * e_, n_ * w_
+            x0, y0 = int(fx0), int(fy0)
+            on_edge = _bilinear(src, 4, x0, y0, nw, ne, sw, se) > zero
+            d_src = d_near if on_edge else _bilinear(src, 3, x0, y0, nw, ne, sw, se)
+            if not abs(d_src - z_s) <= tol * z_s:
+                continue
+            valid[y, x] = True
+            for c in range(3):
+                if on_edge:
+                    rgb[y, x, c] = src[ni, nj, c]
+                else:
+                    rgb[y, x, c] = _bilinear(src, c, x0, y0, nw, ne, sw, se)
+            depth[y, x] = zt
+            uv[y, x, 0], uv[y, x, 1] = us + x_off, vs + y_off
+            scale[y, x] = (f_t * z_s) / (f_s * zt)
+            st[y, x] = stretch[ni, nj]
+            edge[y, x] = edges[ni, nj]
+    return rgb, depth, valid, uv, scale, st, edge
+
+
+_warm = threading.Lock()
+_warmed = False
+
+
+def warm_up(background: bool = False) -> threading.Thread | None:
+    """Compile (or load from the disk cache) the kernels by warping a tiny frame once per
+    process. With ``background`` it runs in a daemon thread, returned."""
+    if background:
+        thread = threading.Thread(target=warm_up, name="warp-warm-up", daemon=True)
+        thread.start()
+        return thread
+    global _warmed
+    with _warm:
+        if _warmed:
+            return None
+        from models.geometry.warp import forward_warp
+
+        K = np.array([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]])
+        c2w = np.eye(4)
+        c2w[0, 3] = 0.05
+        depth = np.full((12, 16), 2.0, np.float32)
+        depth[4:8, 5:9] = 1.0
+        import torch
+
+        rgb = torch.zeros(12, 16, 3, dtype=torch.uint8)
+        forward_warp(rgb, torch.from_numpy(depth), K, np.eye(4), K, c2w, 16, 12)
+        _warmed = True
+    return None
