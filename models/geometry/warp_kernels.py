@@ -61,25 +61,18 @@ def land_box(depth, m, t, k, width, height, near):
 
 
 @njit(cache=True)
-def _derivative(u, v, z, depth, front, y, x, dy, dx, same):
-    """J's column along (dy, dx) at (y, x): (du, dv, dz, found) from the same-surface neighbour
-    with the smaller image step (forward wins a tie), as ``zbuffer._axis_derivative``."""
+def _pair_norms(u, v, depth, front, same, dy, dx):
+    """(Hs, Ws) squared image step from pixel i to its next neighbour along (dy, dx) when the
+    two are usable and on one surface (``zbuffer._axis_derivative``), else inf."""
     Hs, Ws = depth.shape
-    inf = np.float32(np.inf)
-    best_n, bu, bv, bz = inf, _f32(0), _f32(0), _f32(0)
-    for s in (1, -1):  # forward first
-        yy, xx = y + s * dy, x + s * dx
-        if yy < 0 or yy >= Hs or xx < 0 or xx >= Ws:
-            continue
-        ya, xa, yb, xb = (yy, xx, y, x) if s == 1 else (y, x, yy, xx)  # a = i + 1, b = i
-        du, dv, dz = u[ya, xa] - u[yb, xb], v[ya, xa] - v[yb, xb], z[ya, xa] - z[yb, xb]
-        za, zb = depth[ya, xa], depth[yb, xb]
-        if not (front[ya, xa] and front[yb, xb] and abs(za - zb) <= same * min(za, zb)):
-            continue
-        n = du * du + dv * dv
-        if n < best_n or (s == 1 and n <= best_n):
-            best_n, bu, bv, bz = n, du, dv, dz
-    return bu, bv, bz, best_n < inf
+    out = np.full((Hs, Ws), np.inf, np.float32)
+    for y in range(Hs - dy):
+        for x in range(Ws - dx):
+            za, zb = depth[y + dy, x + dx], depth[y, x]
+            if front[y + dy, x + dx] and front[y, x] and abs(za - zb) <= same * min(za, zb):
+                du, dv = u[y + dy, x + dx] - u[y, x], v[y + dy, x + dx] - v[y, x]
+                out[y, x] = du * du + dv * dv
+    return out
 
 
 @njit(cache=True)
@@ -101,19 +94,36 @@ def splat(depth, m, t, k, drop, width, height, prm):
             d = depth[y, x]
             u[y, x], v[y, x], z[y, x] = _project_px(d, x, y, m, t, k)
             front[y, x] = d > 0 and z[y, x] > near
+    nx = _pair_norms(u, v, depth, front, same, 0, 1)
+    ny = _pair_norms(u, v, depth, front, same, 1, 0)
     zbuf = np.full((height, width), np.inf, np.float32)
     stretch = np.empty((Hs, Ws), np.float32)
+    inf = np.float32(np.inf)
     one, zero, half_ = _f32(1.0), _f32(0.0), _f32(0.5)
     two_r, reach = _f32(2 * R), _f32(R + 0.5)
     lo_u, lo_v, hi_u, hi_v = _f32(-1.0), _f32(-1.0), _f32(width), _f32(height)
     for y in range(Hs):
         for x in range(Ws):
-            a, b, zx, okx = _derivative(u, v, z, depth, front, y, x, 0, 1, same)
-            c, d, zy, oky = _derivative(u, v, z, depth, front, y, x, 1, 0, same)
+            # J's columns from the same-surface neighbour with the smaller step (forward wins
+            # a tie); none: the isotropic magnification.
+            fwd = nx[y, x]
+            bwd = nx[y, x - 1] if x > 0 else inf
+            okx = min(fwd, bwd) < inf
+            xa, xb = (x + 1, x) if fwd <= bwd else (x, x - 1)
+            fwd = ny[y, x]
+            bwd = ny[y - 1, x] if y > 0 else inf
+            oky = min(fwd, bwd) < inf
+            ya, yb = (y + 1, y) if fwd <= bwd else (y, y - 1)
             iso = f_ratio * depth[y, x] / max(z[y, x], near)
-            if not okx:
+            if okx:
+                a, b = u[y, xa] - u[y, xb], v[y, xa] - v[y, xb]
+                zx = z[y, xa] - z[y, xb]
+            else:
                 a, b, zx = iso, zero, zero
-            if not oky:
+            if oky:
+                c, d = u[ya, x] - u[yb, x], v[ya, x] - v[yb, x]
+                zy = z[ya, x] - z[yb, x]
+            else:
                 c, d, zy = zero, iso, zero
             fro = a * a + b * b + c * c + d * d
             det = a * d - b * c
@@ -138,28 +148,31 @@ def splat(depth, m, t, k, drop, width, height, prm):
             z_lin = pz + gu * fx + gv * fy
             zc = pz if max(abs(fx), abs(fy)) <= _f32(1e-3) else z_lin
             ix, iy = int(bu), int(bv)
-            for oy in range(-R, R + 1):
-                yy = iy + oy
-                if yy < 0 or yy >= height:
-                    continue
+            if 0 <= iy < height and 0 <= ix < width and zc < zbuf[iy, ix]:
+                zbuf[iy, ix] = zc
+            # Offsets that reach along each axis: |f + o| <= h, a range around -f (one spare
+            # step each side for rounding; the exact test decides).
+            ox0, ox1 = max(-R, int(np.floor(-hx - fx)) - 1), min(R, int(np.ceil(hx - fx)) + 1)
+            oy0, oy1 = max(-R, int(np.floor(-hy - fy)) - 1), min(R, int(np.ceil(hy - fy)) + 1)
+            ox0, ox1 = max(ox0, -ix), min(ox1, width - 1 - ix)
+            oy0, oy1 = max(oy0, -iy), min(oy1, height - 1 - iy)
+            for oy in range(oy0, oy1 + 1):
                 if oy != 0 and not abs(fy + _f32(oy)) <= hy:
                     continue
-                for ox in range(-R, R + 1):
-                    xx = ix + ox
-                    if xx < 0 or xx >= width:
-                        continue
-                    if ox == 0 and oy == 0:
-                        val = zc
-                    else:
-                        if ox != 0 and not abs(fx + _f32(ox)) <= hx:
+                row = z_lin + gv * _f32(oy) if oy != 0 else z_lin
+                for ox in range(ox0, ox1 + 1):
+                    if ox == 0:
+                        if oy == 0:
                             continue
-                        val = z_lin
-                        if ox != 0:
-                            val = val + gu * _f32(ox)
-                        if oy != 0:
-                            val = val + gv * _f32(oy)
-                    if val < zbuf[yy, xx]:
-                        zbuf[yy, xx] = val
+                        val = row
+                    elif not abs(fx + _f32(ox)) <= hx:
+                        continue
+                    elif oy == 0:
+                        val = z_lin + gu * _f32(ox)
+                    else:
+                        val = z_lin + gu * _f32(ox) + gv * _f32(oy)
+                    if val < zbuf[iy + oy, ix + ox]:
+                        zbuf[iy + oy, ix + ox] = val
     return zbuf, stretch
 
 
