@@ -322,30 +322,24 @@ def forward_warp(
     K_src = np.array(K_src, np.float64)
     K_src[0, 2] -= x0
     K_src[1, 2] -= y0
-    d = np.ascontiguousarray(d[crop])
+    d = d[crop]
     Hs, Ws = d.shape
     f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     baseline = float(np.linalg.norm(T[:3, 3]))
-    moved = inv_range[crop] * (baseline * f_t) > PARALLAX_PX
-    fly = flying[crop] & moved
-    blocked = ((edges[crop] | flying[crop]) & moved).numpy()
+    fly, inv_r = flying.numpy()[crop], inv_range.float().numpy()[crop]
     m, t = _ray_map(K_src, T)
-    prm = np.array([NEAR, SAME_SURFACE, f_t / f_s, 3, 0.25], np.float32)
-    zbuf, stretch = wk.splat(d, m, t, k_t, fly.numpy(), width, height, prm)
+    par = [baseline * f_t, PARALLAX_PX]
+    prm = np.array([NEAR, SAME_SURFACE, f_t / f_s, 3, 0.25, *par], np.float32)
+    zbuf, stretch = wk.splat(d, m, t, k_t, fly, inv_r, width, height, prm)
     zbuf = wk.close_cracks(zbuf, np.float32(1 + 0.3))
-    rgb_p = rgb[crop].float()
-    if rgb.dtype == torch.uint8:
-        rgb_p = rgb_p / 255.0
-    src = torch.cat([rgb_p, depth[crop][..., None], edges[crop][..., None].float()], -1)
     m_b, t_b = _ray_map(K_tgt, np.linalg.inv(T))
     g = [2.0 / max(Ws - 1, 1), 2.0 / max(Hs - 1, 1), (Ws - 1) / 2, (Hs - 1) / 2]
-    prm_b = np.array([NEAR, depth_tol, f_t, f_s, *g], np.float32)
-    e = np.ascontiguousarray(edges[crop].numpy())
-    out = wk.sample_back(
-        zbuf, src.contiguous().numpy(), blocked, e, stretch, m_b, t_b, _fxy(K_src), prm_b,
-        (x0, y0),
-    )
+    prm_b = np.array([NEAR, depth_tol, f_t, f_s, *g, *par], np.float32)
+    u8 = rgb.dtype == torch.uint8
+    rgb_n = (rgb if u8 else rgb.float()).numpy()[crop]
+    src = (rgb_n, u8, d, edges.numpy()[crop], fly, inv_r)
+    out = wk.sample_back(zbuf, *src, stretch, m_b, t_b, _fxy(K_src), prm_b, (x0, y0))
     return WarpResult(*(torch.from_numpy(a) for a in out), baseline)
 
 

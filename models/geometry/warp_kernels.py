@@ -76,10 +76,11 @@ def _pair_norms(u, v, depth, front, same, dy, dx):
 
 
 @njit(cache=True)
-def splat(depth, m, t, k, drop, width, height, prm):
+def splat(depth, m, t, k, flying, inv_range, width, height, prm):
     """Footprints and tangent-plane z-buffer splat (``zbuffer.splat_frame``).
 
-    ``prm`` float32: (near, same_surface, f_t / f_s, max_radius, margin). Returns the z-buffer
+    ``prm`` float32: (near, same_surface, f_t / f_s, max_radius, margin, baseline * f_t,
+    parallax px): flying pixels are left out where parallax could have moved them. Returns the z-buffer
     (height, width) float32 (inf = empty) and the stretch (Hs, Ws) float32 of every source pixel.
     """
     near, same, f_ratio, margin = prm[0], prm[1], prm[2], prm[4]
@@ -132,7 +133,7 @@ def splat(depth, m, t, k, drop, width, height, prm):
             pu, pv, pz = u[y, x], v[y, x], z[y, x]
             if not (front[y, x] and pu > lo_u and pu < hi_u and pv > lo_v and pv < hi_v):
                 continue
-            if drop[y, x]:
+            if flying[y, x] and moved(inv_range, y, x, prm[5], prm[6]):
                 continue
             inv = one / det if abs(det) > _f32(1e-6) else zero
             gu = (zx * d - zy * b) * inv
@@ -205,38 +206,59 @@ def close_cracks(zbuf, tol1):
 
 
 @njit(cache=True)
-def _bilinear(img, c, x0, y0, nw, ne, sw, se):
-    """Channel ``c`` of (Hs, Ws, C) ``img`` over the corners (x0, y0)..(x0 + 1, y0 + 1) with
-    their weights, zeros outside (``grid_sample`` with zeros padding, same sum order)."""
-    Hs, Ws = img.shape[0], img.shape[1]
+def _channel(rgb, depth, edges, y, x, c, u8):
+    """Channel ``c`` of the source as ``forward_warp_torch`` stacks it: r, g, b in [0, 1]
+    (divided by 255 when ``u8``), depth, edge (0 or 1)."""
+    if c < 3:
+        val = _f32(rgb[y, x, c])
+        return val / _f32(255.0) if u8 else val
+    if c == 3:
+        return depth[y, x]
+    return _f32(1.0) if edges[y, x] else _f32(0.0)
+
+
+@njit(cache=True)
+def _bilinear(rgb, depth, edges, u8, c, x0, y0, nw, ne, sw, se):
+    """Channel ``c`` (:func:`_channel`) over the corners (x0, y0)..(x0 + 1, y0 + 1) with their
+    weights, zeros outside (``grid_sample`` with zeros padding, same sum order)."""
+    Hs, Ws = depth.shape
     zero = _f32(0.0)
     x_in, x1_in = 0 <= x0 < Ws, 0 <= x0 + 1 < Ws
     y_in, y1_in = 0 <= y0 < Hs, 0 <= y0 + 1 < Hs
-    v_nw = img[y0, x0, c] if y_in and x_in else zero
-    v_ne = img[y0, x0 + 1, c] if y_in and x1_in else zero
-    v_sw = img[y0 + 1, x0, c] if y1_in and x_in else zero
-    v_se = img[y0 + 1, x0 + 1, c] if y1_in and x1_in else zero
+    v_nw = _channel(rgb, depth, edges, y0, x0, c, u8) if y_in and x_in else zero
+    v_ne = _channel(rgb, depth, edges, y0, x0 + 1, c, u8) if y_in and x1_in else zero
+    v_sw = _channel(rgb, depth, edges, y0 + 1, x0, c, u8) if y1_in and x_in else zero
+    v_se = _channel(rgb, depth, edges, y0 + 1, x0 + 1, c, u8) if y1_in and x1_in else zero
     return v_nw * nw + v_ne * ne + v_sw * sw + v_se * se
 
 
 @njit(cache=True)
-def sample_back(zbuf, src, blocked, edges, stretch, m, t, k, prm, offset):
+def moved(inv_range, y, x, bf, parallax):
+    """Whether parallax could have moved a depth edge at (y, x): the spread of inverse depth
+    there times baseline * focal exceeds ``parallax`` pixels."""
+    return inv_range[y, x] * bf > parallax
+
+
+@njit(cache=True)
+def sample_back(zbuf, rgb, u8, depth, edges, flying, inv_range, stretch, m, t, k, prm, offset):
     """Backward sampling and depth check (the second half of ``warp.forward_warp_torch``).
 
-    ``src`` (Hs, Ws, 5) float32: r, g, b, depth, edge (0/1) of the source; ``zbuf`` (H, W)
-    after crack closing; ``m``, ``t``, ``k``: target -> source projection; ``prm`` float32
-    (near, depth_tol, f_t, f_s, 2 / (Ws - 1), 2 / (Hs - 1), (Ws - 1) / 2, (Hs - 1) / 2);
-    ``offset`` (x0, y0) of the source crop.
+    ``rgb`` (Hs, Ws, 3) uint8 or float32 [0, 1], ``depth``, ``edges``, ``flying``,
+    ``inv_range`` (Hs, Ws) of the (cropped) source; ``zbuf`` (H, W) after crack closing;
+    ``m``, ``t``, ``k``: target -> source projection; ``prm`` float32 (near, depth_tol, f_t,
+    f_s, 2 / (Ws - 1), 2 / (Hs - 1), (Ws - 1) / 2, (Hs - 1) / 2, baseline * f_t, parallax
+    px); ``u8``: whether ``rgb`` is uint8 (else float32); ``offset`` (x0, y0) of the source crop. Edge and flying pixels are not routed where
+    parallax could have moved them (:func:`moved`).
 
     Returns rgb (H, W, 3), depth, valid, src_uv (H, W, 2), scale, stretch, edge.
     """
     H, W = zbuf.shape
-    Hs, Ws = blocked.shape
+    Hs, Ws = depth.shape
     near, tol, f_t, f_s = prm[0], prm[1], prm[2], prm[3]
-    gx_s, gy_s, ux_s, uy_s = prm[4], prm[5], prm[6], prm[7]
+    gx_s, gy_s, ux_s, uy_s, bf, par = prm[4], prm[5], prm[6], prm[7], prm[8], prm[9]
     one, zero = _f32(1.0), _f32(0.0)
-    rgb = np.zeros((H, W, 3), np.float32)
-    depth = np.zeros((H, W), np.float32)
+    out_rgb = np.zeros((H, W, 3), np.float32)
+    out_depth = np.zeros((H, W), np.float32)
     valid = np.zeros((H, W), np.bool_)
     uv = np.full((H, W, 2), _f32(-1.0), np.float32)
     scale = np.zeros((H, W), np.float32)
@@ -256,8 +278,10 @@ def sample_back(zbuf, src, blocked, edges, stretch, m, t, k, prm, offset):
             us = min(max(us, zero), _f32(Ws - 1))
             vs = min(max(vs, zero), _f32(Hs - 1))
             ni, nj = int(np.rint(vs)), int(np.rint(us))
-            d_near = src[ni, nj, 3]
-            if not d_near > 0 or blocked[ni, nj]:
+            d_near = depth[ni, nj]
+            if not d_near > 0:
+                continue
+            if (edges[ni, nj] or flying[ni, nj]) and moved(inv_range, ni, nj, bf, par):
                 continue
             # grid_sample's own arithmetic: normalise, unnormalise, bilinear weights.
             ix = ((us * gx_s - one) + one) * ux_s
@@ -267,22 +291,25 @@ def sample_back(zbuf, src, blocked, edges, stretch, m, t, k, prm, offset):
             e_, s_ = one - w_, one - n_
             nw, ne, sw, se = s_ * e_, s_ * w_, n_ * e_, n_ * w_
             x0, y0 = int(fx0), int(fy0)
-            on_edge = _bilinear(src, 4, x0, y0, nw, ne, sw, se) > zero
-            d_src = d_near if on_edge else _bilinear(src, 3, x0, y0, nw, ne, sw, se)
+            on_edge = _bilinear(rgb, depth, edges, u8, 4, x0, y0, nw, ne, sw, se) > zero
+            if on_edge:
+                d_src = d_near
+            else:
+                d_src = _bilinear(rgb, depth, edges, u8, 3, x0, y0, nw, ne, sw, se)
             if not abs(d_src - z_s) <= tol * z_s:
                 continue
             valid[y, x] = True
             for c in range(3):
                 if on_edge:
-                    rgb[y, x, c] = src[ni, nj, c]
+                    out_rgb[y, x, c] = _channel(rgb, depth, edges, ni, nj, c, u8)
                 else:
-                    rgb[y, x, c] = _bilinear(src, c, x0, y0, nw, ne, sw, se)
-            depth[y, x] = zt
+                    out_rgb[y, x, c] = _bilinear(rgb, depth, edges, u8, c, x0, y0, nw, ne, sw, se)
+            out_depth[y, x] = zt
             uv[y, x, 0], uv[y, x, 1] = us + x_off, vs + y_off
             scale[y, x] = (f_t * z_s) / (f_s * zt)
             st[y, x] = stretch[ni, nj]
             edge[y, x] = edges[ni, nj]
-    return rgb, depth, valid, uv, scale, st, edge
+    return out_rgb, out_depth, valid, uv, scale, st, edge
 
 
 _warm = threading.Lock()
