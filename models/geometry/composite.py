@@ -174,4 +174,3 @@ class Composite:
         self.stretch = torch.where(take, w.stretch, self.stretch)
         self.rim = torch.where(take, w.edge, self.rim)
         self.base_px = torch.where(take, w.baseline * self.f_t, self.base_px)
-

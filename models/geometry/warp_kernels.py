@@ -23,6 +23,7 @@ thread if asked, so the first frame of a session does not wait for the compiler.
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 from numba import njit
@@ -317,26 +318,36 @@ _warmed = False
 
 
 def warm_up(background: bool = False) -> threading.Thread | None:
-    """Compile (or load from the disk cache) the kernels by warping a tiny frame once per
-    process. With ``background`` it runs in a daemon thread, returned."""
+    """Compile (or load from the disk cache) the warp and composite kernels by warping a tiny
+    frame once per process. With ``background`` it runs in a daemon thread, returned (None
+    when already done)."""
+    global _warmed
+    if _warmed:
+        return None
     if background:
         thread = threading.Thread(target=warm_up, name="warp-warm-up", daemon=True)
         thread.start()
         return thread
-    global _warmed
     with _warm:
         if _warmed:
             return None
-        from models.geometry.warp import forward_warp
-
-        K = np.array([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]])
-        c2w = np.eye(4)
-        c2w[0, 3] = 0.05
-        depth = np.full((12, 16), 2.0, np.float32)
-        depth[4:8, 5:9] = 1.0
         import torch
 
-        rgb = torch.zeros(12, 16, 3, dtype=torch.uint8)
-        forward_warp(rgb, torch.from_numpy(depth), K, np.eye(4), K, c2w, 16, 12)
+        from models.geometry.composite import Composite
+        from models.geometry.warp import forward_warp
+
+        K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
+        side, ahead = np.eye(4), np.eye(4)
+        side[0, 3], ahead[2, 3] = 0.05, 1.0  # a step aside warps it all, one ahead a crop
+        depth = torch.full((32, 48), 2.0)
+        depth[10:20, 15:30] = 1.5
+        rgb = torch.zeros(32, 48, 3, dtype=torch.uint8)
+        # Every argument type a caller passes: uint8 or float colour, whole or cropped source.
+        for img, c2w in ((rgb, ahead), (rgb.float(), side), (rgb, side)):
+            w = forward_warp(img, depth, K, np.eye(4), K, c2w, 48, 32)
+        frame = SimpleNamespace(
+            rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
+        )
+        Composite(48, 32, 40.0).add(0, w, frame)
         _warmed = True
     return None
