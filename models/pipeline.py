@@ -38,7 +38,7 @@ from models.geometry.cameras import (
     scale_intrinsics,
 )
 from models.geometry.fill import push_pull
-from models.geometry.warp_kernels import warm_up as warp_warm_up
+from models.geometry.warp import warm_up as warp_warm_up
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import (
     SynthesisBackend,

@@ -18,9 +18,10 @@ from models.geometry.warp import (
     forward_warp_reference,
     forward_warp_torch,
     inverse_depth_range,
+    warm_up,
 )
 from models.geometry.warp_kernels import close_cracks as close_cracks_kernel
-from models.geometry.warp_kernels import splat, warm_up
+from models.geometry.warp_kernels import splat
 from models.geometry.zbuffer import NEAR, SAME_SURFACE, close_cracks
 from models.memory import SpatialMemory
 from tests.helpers import TUM

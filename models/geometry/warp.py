@@ -25,7 +25,10 @@ it is: that is the correspondence the synthesis step routes pixels through.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +56,7 @@ __all__ = [
     "forward_warp_reference",
     "forward_warp_torch",
     "relative_transform",
+    "warm_up",
     "splat_depth",
     "splat_frame",
 ]
@@ -158,7 +162,7 @@ def inverse_depth_range(depth: torch.Tensor, radius: int = 2) -> torch.Tensor:
     return torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, 0.0).clamp(min=0)
 
 
-def forward_warp_torch(
+def forward_warp(
     rgb: torch.Tensor,
     depth: torch.Tensor,
     K_src: np.ndarray,
@@ -172,8 +176,13 @@ def forward_warp_torch(
     edges: torch.Tensor | None = None,
     flying: torch.Tensor | None = None,
     inv_range: torch.Tensor | None = None,
+    reference: bool = False,
 ) -> WarpResult:
-    """Warp a source frame into a target camera: the torch reference of :func:`forward_warp`.
+    """Warp a source frame into a target camera.
+
+    Compiled (:mod:`models.geometry.warp_kernels`); ``reference=True`` runs the torch twin
+    (:func:`forward_warp_torch`), which it matches within float rounding (depth, routed pixels
+    and source coordinates agree exactly on the tests' real and synthetic frames).
 
     Args:
         rgb: (Hs, Ws, 3) float32 [0, 1], or uint8; depth: (Hs, Ws) float32 z-depth, 0 = unknown.
@@ -190,6 +199,7 @@ def forward_warp_torch(
             "Could have moved" means: the parallax difference across the edge, baseline times
             focal length times this range, exceeds half a pixel. A sky whose depth varies
             from 130 to 150 m has edges, but walking 30 cm moves them less than that.
+        reference: run the torch twin instead of the kernels.
     """
     if edges is None:
         edges = depth_edges(depth)
@@ -198,6 +208,30 @@ def forward_warp_torch(
     if inv_range is None:
         inv_range = inverse_depth_range(depth)
     T = _relative(c2w_src, c2w_tgt)
+    run = _warp_torch if reference else _warp_compiled
+    return run(rgb, depth, K_src, T, K_tgt, width, height, depth_tol, edges, flying, inv_range)
+
+
+def forward_warp_torch(*args: Any, **kwargs: Any) -> WarpResult:
+    """:func:`forward_warp` with ``reference=True``: the torch twin (a few dozen whole-image
+    operations) the compiled warp is tested against."""
+    return forward_warp(*args, reference=True, **kwargs)
+
+
+def _warp_torch(
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    K_src: np.ndarray,
+    T: np.ndarray,
+    K_tgt: np.ndarray,
+    width: int,
+    height: int,
+    depth_tol: float,
+    edges: torch.Tensor,
+    flying: torch.Tensor,
+    inv_range: torch.Tensor,
+) -> WarpResult:
+    """The torch twin of :func:`_warp_compiled`; ``T`` (4, 4) float64 source -> target."""
     # Only the part of the source that lands in the target is warped (walking forward, the
     # target sees the middle of the older frames): crop it, with a 2-pixel margin for the
     # footprints' neighbours and bilinear sampling, and shift K_src to the crop.
@@ -280,33 +314,21 @@ def _fxy(K: np.ndarray) -> np.ndarray:
     return np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], np.float32)
 
 
-def forward_warp(
+def _warp_compiled(
     rgb: torch.Tensor,
     depth: torch.Tensor,
     K_src: np.ndarray,
-    c2w_src: np.ndarray,
+    T: np.ndarray,
     K_tgt: np.ndarray,
-    c2w_tgt: np.ndarray,
     width: int,
     height: int,
-    *,
-    depth_tol: float = 0.03,
-    edges: torch.Tensor | None = None,
-    flying: torch.Tensor | None = None,
-    inv_range: torch.Tensor | None = None,
+    depth_tol: float,
+    edges: torch.Tensor,
+    flying: torch.Tensor,
+    inv_range: torch.Tensor,
 ) -> WarpResult:
-    """Warp a source frame into a target camera (compiled: :mod:`models.geometry.warp_kernels`).
-
-    Same arguments and result as :func:`forward_warp_torch`, its reference, which it matches
-    within float rounding (a few pixels of a frame may differ where a threshold is met exactly).
-    """
-    if edges is None:
-        edges = depth_edges(depth)
-    if flying is None:
-        flying = flying_pixels(depth, edges)
-    if inv_range is None:
-        inv_range = inverse_depth_range(depth)
-    T = _relative(c2w_src, c2w_tgt)
+    """:func:`forward_warp` by the kernels of :mod:`models.geometry.warp_kernels`; ``T``
+    (4, 4) float64 source -> target."""
     near = np.float32(NEAR)
     k_t = _fxy(K_tgt)
     d = np.ascontiguousarray(depth.numpy(), np.float32)
@@ -358,3 +380,40 @@ def forward_warp_reference(
     float64, from the poses (see :func:`models.geometry.zbuffer.splat_reference`)."""
     T = _relative(c2w_src, c2w_tgt)
     return splat_reference(depth, K_src, T, K_tgt, width, height, max_radius, margin)
+
+
+_warm = threading.Lock()
+_warmed = False
+
+
+def warm_up(background: bool = False) -> threading.Thread | None:
+    """Compile (or load from the disk cache) the warp and composite kernels by warping a tiny
+    frame once per process. With ``background`` it runs in a daemon thread, returned (None
+    when already done)."""
+    global _warmed
+    if _warmed:
+        return None
+    if background:
+        thread = threading.Thread(target=warm_up, name="warp-warm-up", daemon=True)
+        thread.start()
+        return thread
+    with _warm:
+        if _warmed:
+            return None
+        from models.geometry.composite import Composite
+
+        K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
+        side, ahead = np.eye(4), np.eye(4)
+        side[0, 3], ahead[2, 3] = 0.05, 1.0  # a step aside warps it all, one ahead a crop
+        depth = torch.full((32, 48), 2.0)
+        depth[10:20, 15:30] = 1.5
+        rgb = torch.zeros(32, 48, 3, dtype=torch.uint8)
+        # Every argument type a caller passes: uint8 or float colour, whole or cropped source.
+        for img, c2w in ((rgb, ahead), (rgb.float(), side), (rgb, side)):
+            w = forward_warp(img, depth, K, np.eye(4), K, c2w, 48, 32)
+        frame = SimpleNamespace(
+            rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
+        )
+        Composite(48, 32, 40.0).add(0, w, frame)
+        _warmed = True
+    return None
