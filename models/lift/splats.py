@@ -304,7 +304,10 @@ def init_from_frames(
         # The mean over the frames that see each point (own weight 1; 0.3 and 3 were within
         # 0.05 dB median on the street walk, 3 kept the photo's view 0.2 dB sharper but lost
         # 0.4 dB on the worst frame).
-        sh0[idx] = rgb_to_sh0(consensus_colors(means[idx], frame[idx], None, views, far))
+        # Its own colour passed in, not looked up: an outline pixel moved to the far side
+        # (``_rims_to_back``) disagrees with its own frame's depth but is that frame's pixel.
+        own = sh0_to_rgb(sh0[idx])
+        sh0[idx] = rgb_to_sh0(consensus_colors(means[idx], frame[idx], own, views, far))
     opac = np.clip(opac[keep], 1e-4, 1 - 1e-4)
     return Gaussians(
         means=means[keep].astype(np.float32),
