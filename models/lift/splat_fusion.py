@@ -254,19 +254,26 @@ def see_through_reference(
             if i == fr:
                 confirm[n] += 1
                 continue
-            K = view.K
-            q = np.linalg.inv(view.c2w) @ np.r_[np.asarray(p, np.float64), 1.0]
-            if q[2] <= 1e-6:
+            hit = _lookup_reference(p, view)
+            if hit is None or view.depth[hit[2], hit[1]] <= 0:
                 continue
-            u = round(q[0] / q[2] * K[0, 0] + K[0, 2])
-            v = round(q[1] / q[2] * K[1, 1] + K[1, 2])
-            H, W = view.depth.shape
-            if not (0 <= u < W and 0 <= v < H) or view.depth[v, u] <= 0:
-                continue
+            z, u, v = hit
             di = view.depth[v, u]
-            confirm[n] += abs(di - q[2]) <= tol * q[2]
-            through[n] += di > q[2] * (1 + tol)
+            confirm[n] += abs(di - z) <= tol * z
+            through[n] += di > z * (1 + tol)
     return confirm, through
+
+
+def _lookup_reference(p: np.ndarray, view: View) -> tuple[float, int, int] | None:
+    """One point (3,) seen by ``view``, for the slow twins: camera z and the nearest pixel
+    (u, v), or None when it is behind the camera or off the image."""
+    q = np.linalg.inv(view.c2w) @ np.r_[np.asarray(p, np.float64), 1.0]
+    if q[2] <= 1e-6:
+        return None
+    u = round(q[0] / q[2] * view.K[0, 0] + view.K[0, 2])
+    v = round(q[1] / q[2] * view.K[1, 1] + view.K[1, 2])
+    H, W = view.depth.shape
+    return (float(q[2]), u, v) if 0 <= u < W and 0 <= v < H else None
 
 
 def _rank_tuple(painted: bool, footprint: float, frame: int) -> tuple:
@@ -289,20 +296,16 @@ def duplicates_reference(
         for i, view in enumerate(views):
             if i == fr:
                 continue
+            hit = _lookup_reference(p, view)
+            if hit is None:
+                continue
+            z, u, v = hit
             K = view.K
-            q = np.linalg.inv(view.c2w) @ np.r_[np.asarray(p, np.float64), 1.0]
-            if q[2] <= 1e-6:
-                continue
-            u = round(q[0] / q[2] * K[0, 0] + K[0, 2])
-            v = round(q[1] / q[2] * K[1, 1] + K[1, 2])
-            H, W = view.depth.shape
-            if not (0 <= u < W and 0 <= v < H):
-                continue
             di = view.depth[v, u]
             ray = math.sqrt(((u - K[0, 2]) / K[0, 0]) ** 2 + ((v - K[1, 2]) / K[1, 1]) ** 2 + 1)
             pi = False if view.painted is None else bool(view.painted[v, u])
             better = _rank_tuple(pi, di * ray / math.sqrt(K[0, 0] * K[1, 1]), i) < mine
-            if better and di > 0 and abs(di - q[2]) <= tol * q[2]:
+            if better and di > 0 and abs(di - z) <= tol * z:
                 dup[n] += 1
     return dup
 
