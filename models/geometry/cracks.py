@@ -53,7 +53,7 @@ NEIGHBOUR_PAIRS = _neighbour_pairs()
 
 EXTRAPOLATED_STRETCH = 2.0  # stretch given to a continued neighbour: seen, but low detail
 UV_GAP = 3.0  # px: two neighbours' source pixels this close are adjacent there too
-DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # row, column, the two diagonals
+DIRECTIONS = ((0, 1), (1, 0))  # a crack is measured along its row and its column
 # The 8 neighbour offsets (y, x): offsets k and 7 - k are opposite.
 OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
 
@@ -62,11 +62,11 @@ def crack_pixels(valid: torch.Tensor, max_width: int = 1) -> torch.Tensor:
     """(H, W) bool: the crack pixels of a routed mask ``valid`` (H, W) bool.
 
     A crack pixel is an unrouted (painted) pixel on a run of at most ``max_width`` unrouted
-    pixels, along a row, a column or a diagonal, with routed pixels at both ends. With
-    ``max_width`` 1: an unrouted pixel whose 8-neighbourhood holds routed pixels on opposite
-    sides (left/right, up/down, or two opposite corners). Outside the frame counts as unrouted,
-    so a hole open to the border is no crack. A painted region wider than ``max_width`` in every
-    direction has none (its rim included).
+    pixels, along its row or its column, with routed pixels at both ends. With ``max_width`` 1:
+    an unrouted pixel routed on both sides (left and right, or above and below); a one-pixel
+    line in any direction, a diagonal one included, is all cracks. Outside the frame counts as
+    unrouted. A painted region wider than ``max_width`` in both directions has none, its rim
+    and corners included (a 2x2 hole: none at 1, four at 2).
     """
     valid = valid.bool()
     H, W = valid.shape
@@ -171,15 +171,21 @@ def route_cracks(
 ) -> Any:
     """A :class:`models.memory.Correspondence` with its cracks routed (see
     :func:`route_crack_pass`), in up to ``passes`` passes: routing a crack can leave the pixel
-    next to it one pixel wide, so a hole 2-3 px wide closes from its sides pass by pass. The
-    first pass visits the :func:`crack_pixels` of the whole frame, each later one only the
+    next to it one pixel wide, so a hole 2-3 px wide closes from its sides pass by pass. Each
+    pass routes the holes with routed 8-neighbours on opposite sides (a superset of the 1-px
+    :func:`crack_pixels`): the first looks at the whole frame, each later one only at the
     unrouted pixels next to the last one's fills (a few hundred: cheap)."""
     valid = corr.valid
     if bool(valid.all()) or not bool(valid.any()):
         return corr
     H, W = valid.shape
     out = {k: v.clone() for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}
-    holes = torch.nonzero(crack_pixels(valid, 1))
+    # Pass 1 visits, densely, every hole with routed neighbours on opposite sides (diagonal
+    # pairs too); the inside of a large painted region has none and is never visited.
+    vp = torch.nn.functional.pad(valid, (1, 1, 1, 1))
+    opposite = (vp[1:-1, :-2] & vp[1:-1, 2:]) | (vp[:-2, 1:-1] & vp[2:, 1:-1])
+    opposite |= (vp[:-2, :-2] & vp[2:, 2:]) | (vp[:-2, 2:] & vp[2:, :-2])
+    holes = torch.nonzero(opposite & ~valid)
     for _ in range(passes):
         if holes.numel() == 0:
             break
