@@ -35,7 +35,7 @@ from models.geometry.warp import (
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 PAINT_NEAREST_STRETCH = 1.25  # earlier paint magnified less than this is copied, not resampled
-CRACK_PASSES = 6  # cracks close pass by pass from their sides (each pass next to the last)
+CRACK_PASSES = 8  # cracks close pass by pass from their sides (each pass next to the last)
 
 
 @dataclass
