@@ -160,7 +160,10 @@ def summary_lines(report: dict) -> list[str]:
     """One line per walk for ``loci eval`` output."""
     lines = []
     for r in report["runs"]:
-        ret = f" return {r['return_psnr'] or 'exact'} dB" if "return_psnr" in r else ""
+        ret = ""
+        if "return_psnr" in r:
+            exact = r["return_psnr"] is None
+            ret = " return to the photo: " + ("exact" if exact else f"{r['return_psnr']} dB")
         lines.append(
             f"routing {r['photo'][:28]:28s} {r['path']:12s} cracks 1px median "
             f"{r['cracks_1px_median']} max {r['cracks_1px_max']}, <=3px median "
