@@ -32,6 +32,7 @@ from models.synthesis.base import SynthesisRequest, SynthesisResult
 from storage.atomic import save_png_atomic
 from storage.formats.images import load_photo
 
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # as in ``protocols``
 ROUTING_PHOTOS = (
     "street_london_dav2_demo01.jpg",
     "building_colosseum_unsplash_david-kohler.jpg",
@@ -126,8 +127,6 @@ def run_routing(photo_path: Path, path: str, width: int, frames: int) -> dict[st
 
 def protocol_routing(out: Path, opts: Any, photos: Sequence[str] = ROUTING_PHOTOS) -> dict:
     """Every photo, forward and look-around: crack counts per frame and rotation return."""
-    from studio.evaluation.protocols import DATA
-
     runs, sheets = [], []
     n = opts.frames or 24
     for name in photos:
