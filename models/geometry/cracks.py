@@ -186,10 +186,11 @@ def route_cracks(
     opposite = (vp[1:-1, :-2] & vp[1:-1, 2:]) | (vp[:-2, 1:-1] & vp[2:, 1:-1])
     opposite |= (vp[:-2, :-2] & vp[2:, 2:]) | (vp[:-2, 2:] & vp[2:, :-2])
     holes = torch.nonzero(opposite & ~valid)
+    continued = torch.zeros(H, W, dtype=torch.bool)  # pixels continued, never continued from
     for _ in range(passes):
         if holes.numel() == 0:
             break
-        filled = route_crack_pass(out, holes, target, frames, pair_tol)
+        filled = route_crack_pass(out, holes, target, frames, pair_tol, continued)
         if filled.numel() == 0:
             break
         # Next: the unrouted 8-neighbours of this pass's fills (the pass tests for cracks).
@@ -207,6 +208,7 @@ def route_crack_pass(
     target: Camera,
     frames: Mapping[int, Any],
     pair_tol: float = 0.3,
+    continued: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Route the cracks among ``holes`` (N, 2) long (y, x) in place; returns the (M, 2) routed.
 
@@ -228,12 +230,17 @@ def route_crack_pass(
       it is sampled between those. Confidence is the pair's lower, stretch its larger.
     * **a depth edge** (no such pair): the farthest routed neighbour, the layer a disocclusion
       uncovers. The hole is sampled at its depth as above.
-    * Otherwise (that frame never saw it) the neighbour's pixel is continued: its colour,
-      depth and source pixel, half its confidence, stretch at least ``EXTRAPOLATED_STRETCH``
-      (seen, low detail), and not observed (it traces back to no real observation).
+    * Otherwise (that frame never saw it), on one surface only, the surface is continued:
+      the median colour of the routed neighbours on it that were not continued themselves
+      (``continued`` (H, W) bool, updated in place), the neighbour's depth and source pixel,
+      half its confidence, stretch at least ``EXTRAPOLATED_STRETCH`` (seen, low detail), and not
+      observed (it traces back to no real observation). A depth-edge crack no frame saw, or
+      one with no such neighbour, stays a hole for the painter.
     """
     valid, depth = corr["valid"], corr["depth"]
     H, W = valid.shape
+    if continued is None:
+        continued = torch.zeros(H, W, dtype=torch.bool)
     y, x = holes[:, 0], holes[:, 1]
     ny, nx = y[:, None] + OFFSETS[:, 0], x[:, None] + OFFSETS[:, 1]  # (N, 8)
     inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
@@ -291,22 +298,36 @@ def route_crack_pass(
         uv[m] = uva[m] + t[m, None] * (uvb[m] - uva[m])
         rgb[m] = _bilinear(frames[int(frame_id)], uv[m, 0], uv[m, 1])
     routed = sampled | between
-    # Never seen there: continue the neighbour (the far side at a depth edge).
-    cont = ~routed
-    rgb[cont], uv[cont], z[cont] = corr["rgb"][ya, xa][cont], uva[cont], depth[ya, xa][cont]
+    # Never seen there, on one surface: continue it with the median colour of its routed
+    # neighbours on that surface, none of them continued itself (a stray pixel neither spreads
+    # nor chains from pass to pass). At a depth edge only an observation is routed: continuing
+    # the far side spread dark rim pixels given the sky's depth into the sky as specks.
+    za = depth[ya, xa]
+    eligible = nv & ~continued[ny, nx]
+    eligible &= (depth[ny, nx] / za[:, None]).log().abs() <= math.log1p(pair_tol)
+    nrgb = torch.where(eligible[..., None], corr["rgb"][ny, nx], math.nan)
+    cont = ~routed & same & eligible.any(1)
+    keep = routed | cont
+    rgb[cont], uv[cont], z[cont] = nrgb[cont].nanmedian(dim=1).values, uva[cont], za[cont]
 
     stretch = corr.get("stretch")
     conf = torch.minimum(corr["confidence"][ya, xa], corr["confidence"][yb, xb])
     observed = corr["observed"][ya, xa] & corr["observed"][yb, xb] & ~cont
     if stretch is not None:
-        s = torch.maximum(stretch[ya, xa], stretch[yb, xb])
-        stretch[y, x] = torch.where(cont, s.clamp(min=EXTRAPOLATED_STRETCH), s)
+        st = torch.maximum(stretch[ya, xa], stretch[yb, xb])
+        st = torch.where(cont, st.clamp(min=EXTRAPOLATED_STRETCH), st)
+    y, x, rgb, z, fid, uv, conf, observed, cont = (
+        v[keep] for v in (y, x, rgb, z, fid, uv, conf, observed, cont)
+    )
     out = corr
+    if stretch is not None:
+        stretch[y, x] = st[keep]
     out["rgb"][y, x] = rgb
     out["depth"][y, x] = z
     out["source_frame"][y, x] = fid
     out["source_uv"][y, x] = uv
     out["confidence"][y, x] = torch.where(cont, 0.5 * conf, conf)
     out["observed"][y, x] = observed
-    out["valid"][y, x] = z > 0
-    return torch.stack([y, x], 1)[z > 0]
+    out["valid"][y, x] = True
+    continued[y, x] = cont
+    return torch.stack([y, x], 1)
