@@ -97,3 +97,57 @@ def test_routing_protocol_on_the_street(tmp_path):
     assert saved["runs"][0]["photo"] == STREET.name and "crack pixel" in saved["definition"]
     assert (tmp_path / "routing_sheet.png").stat().st_size > 1000
     assert "routing" in summarise(reps)
+
+
+def _tiny_corr(depth: torch.Tensor, rgb: torch.Tensor):
+    """A 5x5 correspondence routed everywhere but its centre, from frame 0, whose source pixels
+    are far apart (so no crack can be sampled between two of them)."""
+    from models.memory import Correspondence
+
+    H, W = depth.shape
+    valid = torch.ones(H, W, dtype=torch.bool)
+    valid[2, 2] = False
+    depth = torch.where(valid, depth, 0.0)
+    v, u = torch.meshgrid(torch.arange(H) * 10.0, torch.arange(W) * 10.0, indexing="ij")
+    return Correspondence(
+        rgb.clone(),
+        depth,
+        valid,
+        torch.where(valid, 0, -1),
+        torch.stack([u, v], -1),
+        torch.ones(H, W),
+        torch.ones(H, W, dtype=torch.bool),
+        torch.ones(H, W),
+    )
+
+
+def test_unseen_crack_continues_its_surface_but_not_a_depth_edge():
+    """A crack no frame saw (the frame's depth there is 100 m, the crack's 2 m): on one surface
+    it continues the surface (median colour of its neighbours, marked not observed, stretch 2,
+    half confidence); at a depth edge it stays a hole for the painter."""
+    from types import SimpleNamespace
+
+    from models.geometry.cracks import route_cracks
+
+    cam = Camera(intrinsics_from_fov(5, 5, 60.0), np.eye(4), 5, 5)
+    frame = SimpleNamespace(
+        rgb=torch.zeros(5, 5, 3, dtype=torch.uint8), depth=torch.full((5, 5), 100.0), camera=cam
+    )
+    rgb = torch.full((5, 5, 3), 0.5)
+    rgb[1, 1] = 0.0  # one stray neighbour: outvoted by the median
+    corr = _tiny_corr(torch.full((5, 5), 2.0), rgb)
+    out = route_cracks(corr, cam, {0: frame}, passes=2)
+    assert bool(out.valid[2, 2]) and float(out.depth[2, 2]) == pytest.approx(2.0)
+    np.testing.assert_allclose(out.rgb[2, 2].numpy(), 0.5)
+    assert not bool(out.observed[2, 2]) and float(out.stretch[2, 2]) >= 2.0
+    assert float(out.confidence[2, 2]) == pytest.approx(0.5)
+    assert bool(corr.valid[2, 2]) is False  # the input is not changed
+    # A depth edge: the crack's only routed neighbours are left (2 m) and right (20 m).
+    edge = torch.full((5, 5), 2.0)
+    edge[:, 3:] = 20.0
+    corr = _tiny_corr(edge, rgb)
+    corr.valid[1:4, 1:4] = False
+    corr.valid[2, 1] = corr.valid[2, 3] = True
+    corr.depth[~corr.valid] = 0.0
+    out = route_cracks(corr, cam, {0: frame}, passes=1)
+    assert not bool(out.valid[2, 2])
