@@ -34,10 +34,10 @@ from models.geometry.warp import (
     forward_warp_torch,
     inverse_depth_range,
 )
-from models.geometry.zbuffer import box_max
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 PAINT_NEAREST_STRETCH = 1.25  # earlier paint magnified less than this is copied, not resampled
+CRACK_PASSES = 8  # cracks close pass by pass from their sides (each pass next to the last)
 
 
 @dataclass
@@ -377,14 +377,7 @@ class SpatialMemory:
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
-        routed = route_cracks(corr, target, self.frames)
-        # A crack two pixels wide closes from both sides in two passes; the second one looks
-        # only next to what the first filled.
-        filled = routed.valid & ~corr.valid
-        if bool(filled.any()):
-            near = box_max(filled.float(), 1) > 0
-            routed = route_cracks(routed, target, self.frames, near=near)
-        return routed
+        return route_cracks(corr, target, self.frames, passes=CRACK_PASSES)
 
 
 def retrieve_reference(

@@ -96,6 +96,43 @@ def _floor_below(vz, f, xy, floor_z, band=0.3):
     return out
 
 
+def _closest_on_triangle(p, a, b, c):
+    """The point of triangle abc nearest to p (Ericson, Real-Time Collision Detection 5.1.5)."""
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = ab @ ap, ac @ ap
+    if d1 <= 0 and d2 <= 0:
+        return a
+    bp = p - b
+    d3, d4 = ab @ bp, ac @ bp
+    if d3 >= 0 and d4 <= d3:
+        return b
+    vc = d1 * d4 - d3 * d2
+    if vc <= 0 and d1 >= 0 and d3 <= 0:
+        return a + d1 / (d1 - d3) * ab
+    cp = p - c
+    d5, d6 = ab @ cp, ac @ cp
+    if d6 >= 0 and d5 <= d6:
+        return c
+    vb = d5 * d2 - d1 * d6
+    if vb <= 0 and d2 >= 0 and d6 <= 0:
+        return a + d2 / (d2 - d6) * ac
+    va = d3 * d6 - d5 * d4
+    if va <= 0 and d4 - d3 >= 0 and d5 - d6 >= 0:
+        return b + (d4 - d3) / ((d4 - d3) + (d5 - d6)) * (c - b)
+    denom = 1.0 / (va + vb + vc)
+    return a + ab * (vb * denom) + ac * (vc * denom)
+
+
+def _mesh_distance(vz, f, p, reach=0.5):
+    """Distance from p to the nearest point of the mesh (triangles with a vertex within reach)."""
+    tri = vz[f]
+    near = np.flatnonzero((np.linalg.norm(tri - p, axis=2) < reach).any(axis=1))
+    return min(
+        (float(np.linalg.norm(p - _closest_on_triangle(p, *tri[i]))) for i in near),
+        default=np.inf,
+    )
+
+
 def _drive(m: mujoco.MjModel, speed: float = 1.0) -> tuple[dict[str, int], float]:
     """Drive the walker through every path keyframe at ``speed`` m/s, settling at each;
     returns (contacts by geom name, worst miss of a waypoint in metres)."""
@@ -240,10 +277,16 @@ def test_mjcf_real_world_drop_and_drive(scene):
     start = np.column_stack([xy, surface + RADIUS + 0.02])
     rest = _drop(_with_balls(text, start), len(xy), seconds=1.0)
     # Rolling friction keeps balls in place on a gently sloped floor; judge each where it rests.
+    # A ball resting on the surface touches it: the nearest point of the floor mesh is one radius
+    # from its centre (the height straight below the centre overstates the gap where the ball
+    # touches a slope or a bump off-centre, so it is printed, not judged).
     surface = _floor_below(vz, f, rest[:, :2], floor_z)
-    err = rest[:, 2] - RADIUS - surface
+    below = rest[:, 2] - RADIUS - surface
+    gap = np.array([_mesh_distance(vz, f, p) for p in rest])
+    err = np.where(np.isfinite(surface), gap - RADIUS, np.nan)
     rolled = np.linalg.norm(rest[:, :2] - xy, axis=1)
-    print(f"\nreal world: floor z {floor_z:.3f}; rest - radius - surface (mm): {err * 1000}")
+    print(f"\nreal world: floor z {floor_z:.3f}; contact gap (mm): {err * 1000}")
+    print(f"real world: rest - radius - surface below (mm): {below * 1000}")
     print(f"real world: rolled (mm): {rolled * 1000}")
     assert np.isfinite(err).sum() >= 3
     assert np.nanmax(np.abs(err)) < 0.005

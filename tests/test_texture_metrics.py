@@ -106,3 +106,20 @@ def test_gradient_energy_ratio_smear_near_zero_texture_near_one():
     step[m] = 255
     assert gradient_energy(step, m) == 0.0
     assert math.isnan(gradient_energy_ratio(step, m, np.zeros((H, W), bool)))
+
+
+def test_energy_vs_truth_reads_texture_against_the_aligned_real_frame():
+    """TUM's texture figure against the real frame's same pixels: the truth itself is 1, a
+    blurred copy (a smear) far below, added noise above, a flat truth gives nan."""
+    from studio.evaluation.painter import energy_vs_truth
+
+    rng = np.random.default_rng(0)
+    real = cv2.GaussianBlur(rng.random((64, 80, 3)).astype(np.float32), (0, 0), 1.0)
+    mask = np.zeros((64, 80), bool)
+    mask[8:56, 10:70] = True
+    assert energy_vs_truth(real, real, mask) == pytest.approx(1.0)
+    smear = cv2.GaussianBlur(real, (0, 0), 4.0)
+    assert energy_vs_truth(smear, real, mask) < 0.1
+    noisy = np.clip(real + 0.1 * rng.standard_normal(real.shape), 0, 1).astype(np.float32)
+    assert energy_vs_truth(noisy, real, mask) > 2.0
+    assert np.isnan(energy_vs_truth(real, np.full_like(real, 0.5), mask))

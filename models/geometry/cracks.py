@@ -1,9 +1,17 @@
-"""Routing the small holes inside a routed surface (the correspondence's last step).
+"""Routing the small holes inside a routed region (the correspondence's last step), and
+counting the ones left.
 
-After the retrieved frames are warped and composited, one-pixel holes remain inside routed
-surfaces: a pixel every warp dropped (a depth edge, a failed depth check) between pixels that
-were routed. Left to the painter, such holes became the dotted contours of the street walks;
-:func:`route_cracks` routes them, with the same backward sampling as the warp.
+After the retrieved frames are warped and composited, holes one or two pixels wide remain
+inside routed regions: a pixel every warp dropped (a flying pixel at a depth edge, a depth
+outlier, a failed depth check) between pixels that were routed. Left to the painter they became
+the dotted contours of the street walks: the painter fills them from the background, the lift
+gives them the background's depth, and the next frames carry them along as far-away specks.
+:func:`route_cracks` routes them instead, with the same backward sampling as the warp, on the
+right layer: a hole between two pixels of one surface takes that surface, a hole at a depth edge
+takes the farther side (the layer a disocclusion uncovers).
+
+:func:`crack_pixels` is the measure of what is left (the evaluation reports it per frame);
+:func:`crack_pixels_reference` is its slow, obvious twin.
 """
 
 from __future__ import annotations
@@ -17,7 +25,13 @@ import torch
 
 from models.geometry.cameras import Camera, transform_points
 
-__all__ = ["NEIGHBOUR_PAIRS", "route_cracks"]
+__all__ = [
+    "NEIGHBOUR_PAIRS",
+    "crack_pixels",
+    "crack_pixels_reference",
+    "route_crack_pass",
+    "route_cracks",
+]
 
 
 def _neighbour_pairs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,86 +51,91 @@ def _neighbour_pairs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 NEIGHBOUR_PAIRS = _neighbour_pairs()
 
 
-def route_cracks(
-    corr: Any,
-    target: Camera,
-    frames: Mapping[int, Any],
-    pair_tol: float = 0.3,
-    near: torch.Tensor | None = None,
-) -> Any:
-    """A :class:`models.memory.Correspondence` with small holes inside routed surfaces routed.
+EXTRAPOLATED_STRETCH = 2.0  # stretch given to a continued neighbour: seen, but low detail
+UV_GAP = 3.0  # px: two neighbours' source pixels this close are adjacent there too
+DIRECTIONS = ((0, 1), (1, 0))  # a crack is measured along its row and its column
+# The 8 neighbour offsets (y, x): offsets k and 7 - k are opposite.
+OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
 
-    ``frames`` maps frame ids to memory frames (``rgb`` (H, W, 3) uint8, ``depth`` (H, W),
-    ``camera``); ``target`` is the correspondence's camera. ``near`` (H, W) bool, when given,
-    limits the holes visited (a second pass only looks next to what the first one filled).
 
-    A hole with at least 5 routed 8-neighbours (or two opposite ones) lies between a pair of
-    them on one surface (depths within ``pair_tol``): the most opposite pair nearest the
-    neighbourhood's median depth, i.e. the surface most of the neighbourhood shows. The
-    hole gets the depth interpolated between the pair's (harmonically, at its position on
-    the segment between them) and is sampled, like any warped pixel, in the pair's first
-    frame: unprojected, projected into that frame, accepted when that frame's depth at one of
-    the 2x2 pixels there agrees (within 10 %). Confidence is the pair's lower, stretch its
-    larger.
+def crack_pixels(valid: torch.Tensor, max_width: int = 1) -> torch.Tensor:
+    """(H, W) bool: the crack pixels of a routed mask ``valid`` (H, W) bool.
+
+    A crack pixel is an unrouted (painted) pixel on a run of at most ``max_width`` unrouted
+    pixels, along its row or its column, with routed pixels at both ends. With ``max_width`` 1:
+    an unrouted pixel routed on both sides (left and right, or above and below); a one-pixel
+    line in any direction, a diagonal one included, is all cracks. Outside the frame counts as
+    unrouted. A painted region wider than ``max_width`` in both directions has none, its rim
+    and corners included (a 2x2 hole: none at 1, four at 2).
     """
-    valid = corr.valid
-    if bool(valid.all()) or not bool(valid.any()):
-        return corr
+    valid = valid.bool()
     H, W = valid.shape
-    # Candidates first, densely: holes between two routed opposite neighbours (the inside
-    # of a large painted region has none, and is never visited).
-    vp = torch.nn.functional.pad(valid, (1, 1, 1, 1))
-    opposite = (vp[1:-1, :-2] & vp[1:-1, 2:]) | (vp[:-2, 1:-1] & vp[2:, 1:-1])
-    opposite |= (vp[:-2, :-2] & vp[2:, 2:]) | (vp[:-2, 2:] & vp[2:, :-2])
-    cand = ~valid & opposite
-    if near is not None:
-        cand &= near
-    holes = torch.nonzero(cand)  # (5 of 8 routed neighbours hold a pair)
-    if holes.numel() == 0:
-        return corr
-    y, x = holes[:, 0], holes[:, 1]
-    offs = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
-    ny, nx = y[:, None] + offs[:, 0], x[:, None] + offs[:, 1]  # (N, 8)
-    inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-    ny, nx = ny.clamp(0, H - 1), nx.clamp(0, W - 1)
-    nv = valid[ny, nx] & inside
-    count = nv.sum(1)
-    nd = torch.where(nv, corr.depth[ny, nx], math.inf)
-    med = nd.sort(dim=1).values.gather(1, ((count - 1).clamp(min=0) // 2)[:, None])
-    pa, pb, dot = NEIGHBOUR_PAIRS
-    da, db = nd[:, pa], nd[:, pb]
-    ok = nv[:, pa] & nv[:, pb]
-    ok &= torch.maximum(da, db) <= torch.minimum(da, db) * (1 + pair_tol)
-    score = dot[None] + (torch.log(da / med).abs() + torch.log(db / med).abs())
-    score = torch.where(ok, score, math.inf)
-    best = score.argmin(1)
-    rows = torch.arange(len(y))
-    good = torch.isfinite(score[rows, best]) & ((count >= 5) | (dot[best] < -0.99))
-    if not bool(good.any()):
-        return corr
-    y, x, best = y[good], x[good], best[good]
-    rows = torch.arange(len(y))
-    i, j = pa[best], pb[best]
-    on, om = offs[i].float(), offs[j].float()
-    seg = om - on
-    t = (-(on * seg).sum(1) / (seg * seg).sum(1)).clamp(0, 1)  # the hole on segment n-m
-    ya, xa = ny[good][rows, i], nx[good][rows, i]
-    yb, xb = ny[good][rows, j], nx[good][rows, j]
-    z = 1.0 / ((1 - t) / corr.depth[ya, xa] + t / corr.depth[yb, xb])
-    fid = corr.source_frame[ya, xa]
-    # Unproject the holes into the world once, then project into each source frame.
-    Kt = target.K
-    xyz_cam = torch.stack(
-        [
-            (x - float(Kt[0, 2])) / float(Kt[0, 0]) * z,
-            (y - float(Kt[1, 2])) / float(Kt[1, 1]) * z,
-            z,
-        ],
-        -1,
-    )
-    xyz_world = transform_points(torch.from_numpy(target.c2w.astype(np.float32)), xyz_cam)
-    out = {k: v.clone() for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}
-    filled = torch.zeros(len(y), dtype=torch.bool)
+    r = max(int(max_width), 1)
+    p = torch.nn.functional.pad(valid, (r, r, r, r))
+    out = torch.zeros(H, W, dtype=torch.bool)
+    for dy, dx in DIRECTIONS:
+        # Distance to the nearest routed pixel ahead and behind (r + 1: none within r).
+        ahead = torch.full((H, W), r + 1)
+        behind = torch.full((H, W), r + 1)
+        for k in range(r, 0, -1):
+            ahead[p[r + k * dy : r + k * dy + H, r + k * dx : r + k * dx + W]] = k
+            behind[p[r - k * dy : r - k * dy + H, r - k * dx : r - k * dx + W]] = k
+        out |= ahead + behind - 1 <= r
+    return out & ~valid
+
+
+def crack_pixels_reference(valid: np.ndarray, max_width: int = 1) -> np.ndarray:
+    """Slow twin of :func:`crack_pixels` (plain loops over pixels and directions)."""
+    H, W = valid.shape
+    out = np.zeros((H, W), bool)
+    for y in range(H):
+        for x in range(W):
+            if valid[y, x]:
+                continue
+            for dy, dx in DIRECTIONS:
+                run, ends = 1, 0
+                for sign in (1, -1):
+                    k = 1
+                    while True:
+                        yy, xx = y + sign * k * dy, x + sign * k * dx
+                        if not (0 <= yy < H and 0 <= xx < W):
+                            break
+                        if valid[yy, xx]:
+                            ends += 1
+                            break
+                        run, k = run + 1, k + 1
+                if ends == 2 and run <= max_width:
+                    out[y, x] = True
+    return out
+
+
+def _bilinear(frame: Any, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(N, 3) float [0, 1] colours of ``frame.rgb`` at source pixels (u, v), bilinear (border
+    pixels replicated). Gathers the 4 pixels of each point: no full-image conversion."""
+    Hs, Ws = frame.depth.shape
+    u, v = u.clamp(0, Ws - 1), v.clamp(0, Hs - 1)
+    u0, v0 = u.floor().long().clamp(max=Ws - 2).clamp(min=0), v.floor().long()
+    v0 = v0.clamp(max=Hs - 2).clamp(min=0)
+    fu, fv = (u - u0)[:, None], (v - v0)[:, None]
+    img = frame.rgb.reshape(-1, 3)
+    u1, v1 = (u0 + 1).clamp(max=Ws - 1), (v0 + 1).clamp(max=Hs - 1)
+
+    def at(vi: torch.Tensor, ui: torch.Tensor) -> torch.Tensor:
+        return img[vi * Ws + ui].float()
+
+    top = at(v0, u0) * (1 - fu) + at(v0, u1) * fu
+    bottom = at(v1, u0) * (1 - fu) + at(v1, u1) * fu
+    return (top * (1 - fv) + bottom * fv) / 255.0
+
+
+def _sample(
+    xyz_world: torch.Tensor, fid: torch.Tensor, frames: Mapping[int, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward-sample world points (N, 3) in their frames ``fid`` (N,), like a warped pixel:
+    projected into the frame and accepted when its depth at one of the 2x2 pixels there agrees
+    (within 10 %). Returns accepted (N,) bool, rgb (N, 3) and source uv (N, 2)."""
+    ok = torch.zeros(len(fid), dtype=torch.bool)
+    rgb, uv = torch.zeros(len(fid), 3), torch.zeros(len(fid), 2)
     for frame_id in torch.unique(fid).tolist():
         m = torch.nonzero(fid == frame_id).squeeze(1)
         fr = frames[int(frame_id)]
@@ -136,20 +155,179 @@ def route_cracks(
                 agree |= (d_src > 0) & ((d_src - p[:, 2]).abs() <= 0.1 * p[:, 2])
         agree &= inb
         m, u, v = m[agree], u[agree], v[agree]
-        if m.numel() == 0:
-            continue
-        grid = torch.stack([u * (2.0 / max(Ws - 1, 1)) - 1, v * (2.0 / max(Hs - 1, 1)) - 1], -1)
-        img = fr.rgb.permute(2, 0, 1)[None].float() / 255.0
-        col = torch.nn.functional.grid_sample(img, grid[None, None], align_corners=True)[0, :, 0].T
-        out["rgb"][y[m], x[m]] = col
-        out["source_frame"][y[m], x[m]] = int(frame_id)
-        out["source_uv"][y[m], x[m]] = torch.stack([u, v], -1)
-        filled[m] = True
-    y, x, ya, xa, yb, xb, z = (a[filled] for a in (y, x, ya, xa, yb, xb, z))
-    out["depth"][y, x] = z
-    out["confidence"][y, x] = torch.minimum(corr.confidence[ya, xa], corr.confidence[yb, xb])
-    out["observed"][y, x] = corr.observed[ya, xa] & corr.observed[yb, xb]
-    if corr.stretch is not None:
-        out["stretch"][y, x] = torch.maximum(corr.stretch[ya, xa], corr.stretch[yb, xb])
-    out["valid"] = out["depth"] > 0
+        if m.numel():
+            rgb[m] = _bilinear(fr, u, v)
+            uv[m] = torch.stack([u, v], -1)
+            ok[m] = True
+    return ok, rgb, uv
+
+
+def route_cracks(
+    corr: Any,
+    target: Camera,
+    frames: Mapping[int, Any],
+    pair_tol: float = 0.3,
+    passes: int = 1,
+) -> Any:
+    """A :class:`models.memory.Correspondence` with its cracks routed (see
+    :func:`route_crack_pass`), in up to ``passes`` passes: routing a crack can leave the pixel
+    next to it one pixel wide, so a hole 2-3 px wide closes from its sides pass by pass. Each
+    pass routes the holes with routed 8-neighbours on opposite sides (a superset of the 1-px
+    :func:`crack_pixels`): the first looks at the whole frame, each later one only at the
+    unrouted pixels next to the last one's fills (a few hundred: cheap)."""
+    valid = corr.valid
+    if bool(valid.all()) or not bool(valid.any()):
+        return corr
+    H, W = valid.shape
+    out = {k: v.clone() for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}
+    # Pass 1 visits, densely, every hole with routed neighbours on opposite sides (diagonal
+    # pairs too); the inside of a large painted region has none and is never visited.
+    vp = torch.nn.functional.pad(valid, (1, 1, 1, 1))
+    opposite = (vp[1:-1, :-2] & vp[1:-1, 2:]) | (vp[:-2, 1:-1] & vp[2:, 1:-1])
+    opposite |= (vp[:-2, :-2] & vp[2:, 2:]) | (vp[:-2, 2:] & vp[2:, :-2])
+    holes = torch.nonzero(opposite & ~valid)
+    continued = torch.zeros(H, W, dtype=torch.bool)  # pixels continued, never continued from
+    for _ in range(passes):
+        if holes.numel() == 0:
+            break
+        filled = route_crack_pass(out, holes, target, frames, pair_tol, continued)
+        if filled.numel() == 0:
+            break
+        # Next: the unrouted 8-neighbours of this pass's fills (the pass tests for cracks).
+        near = (filled[:, None, :] + OFFSETS[None]).reshape(-1, 2)
+        near = near[(near[:, 0] >= 0) & (near[:, 0] < H) & (near[:, 1] >= 0) & (near[:, 1] < W)]
+        flat = torch.unique(near[:, 0] * W + near[:, 1])
+        flat = flat[~out["valid"].reshape(-1)[flat]]
+        holes = torch.stack([flat // W, flat % W], 1)
     return type(corr)(**out)
+
+
+def route_crack_pass(
+    corr: dict[str, torch.Tensor],
+    holes: torch.Tensor,
+    target: Camera,
+    frames: Mapping[int, Any],
+    pair_tol: float = 0.3,
+    continued: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Route the cracks among ``holes`` (N, 2) long (y, x) in place; returns the (M, 2) routed.
+
+    ``corr`` holds a :class:`models.memory.Correspondence`'s tensors by field name (changed in
+    place: every read happens before any write, so a pass sees the state before it);
+    ``frames`` maps frame ids to memory frames (``rgb`` (H, W, 3) uint8, ``depth`` (H, W),
+    ``camera``); ``target`` is the correspondence's camera.
+
+    A hole is visited when it is a crack (two exactly opposite routed 8-neighbours, as in
+    :func:`crack_pixels`). Each is routed from one or two of its routed 8-neighbours:
+
+    * **one surface**: with at least 5 routed neighbours (or two exactly opposite), the most
+      opposite pair on one surface (depths within ``pair_tol``) nearest the neighbourhood's
+      median depth. The hole gets the depth interpolated between the pair's (harmonically, at
+      its position on the segment between them) and is sampled in the pair's first frame:
+      unprojected, projected into that frame, accepted when that frame's depth at one of the
+      2x2 pixels there agrees (within 10 %). Where it disagrees (a depth outlier or a flying
+      pixel there) and both come from one frame, their source pixels at most ``UV_GAP`` apart,
+      it is sampled between those. Confidence is the pair's lower, stretch its larger.
+    * **a depth edge** (no such pair): the farthest routed neighbour, the layer a disocclusion
+      uncovers. The hole is sampled at its depth as above.
+    * Otherwise (that frame never saw it), on one surface only, the surface is continued:
+      the median colour of the routed neighbours on it that were not continued themselves
+      (``continued`` (H, W) bool, updated in place), the neighbour's depth and source pixel,
+      half its confidence, stretch at least ``EXTRAPOLATED_STRETCH`` (seen, low detail), and not
+      observed (it traces back to no real observation). A depth-edge crack no frame saw, or
+      one with no such neighbour, stays a hole for the painter.
+    """
+    valid, depth = corr["valid"], corr["depth"]
+    H, W = valid.shape
+    if continued is None:
+        continued = torch.zeros(H, W, dtype=torch.bool)
+    y, x = holes[:, 0], holes[:, 1]
+    ny, nx = y[:, None] + OFFSETS[:, 0], x[:, None] + OFFSETS[:, 1]  # (N, 8)
+    inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+    ny, nx = ny.clamp(0, H - 1), nx.clamp(0, W - 1)
+    nv = valid[ny, nx] & inside
+    crack = (nv & nv.flip(1)).any(1) & ~valid[y, x]  # offsets k and 7 - k are opposite
+    y, x, ny, nx, nv = y[crack], x[crack], ny[crack], nx[crack], nv[crack]
+    if y.numel() == 0:
+        return holes[:0]
+    count = nv.sum(1)
+    nd = torch.where(nv, depth[ny, nx], math.inf)
+    med = nd.sort(dim=1).values.gather(1, ((count - 1).clamp(min=0) // 2)[:, None])
+    pa, pb, dot = NEIGHBOUR_PAIRS
+    da, db = nd[:, pa], nd[:, pb]
+    ok = nv[:, pa] & nv[:, pb]
+    ok &= torch.maximum(da, db) <= torch.minimum(da, db) * (1 + pair_tol)
+    score = dot[None] + (torch.log(da / med).abs() + torch.log(db / med).abs())
+    score = torch.where(ok, score, math.inf)
+    best = score.argmin(1)
+    rows = torch.arange(len(y))
+    same = torch.isfinite(score[rows, best]) & ((count >= 5) | (dot[best] < -0.99))
+    # A depth edge: the farthest routed neighbour (both ends of the segment).
+    far = torch.where(nv, depth[ny, nx], -1.0).argmax(1)
+    i = torch.where(same, pa[best], far)
+    j = torch.where(same, pb[best], far)
+    on, om = OFFSETS[i].float(), OFFSETS[j].float()
+    seg = om - on
+    t = (-(on * seg).sum(1) / (seg * seg).sum(1).clamp(min=1)).clamp(0, 1)  # hole on n-m
+    ya, xa = ny[rows, i], nx[rows, i]
+    yb, xb = ny[rows, j], nx[rows, j]
+    z = 1.0 / ((1 - t) / depth[ya, xa] + t / depth[yb, xb])
+    fid = corr["source_frame"][ya, xa]
+    # Unproject the holes into the world once, then sample them in their frames.
+    Kt = target.K
+    xyz_cam = torch.stack(
+        [
+            (x - float(Kt[0, 2])) / float(Kt[0, 0]) * z,
+            (y - float(Kt[1, 2])) / float(Kt[1, 1]) * z,
+            z,
+        ],
+        -1,
+    )
+    xyz_world = transform_points(torch.from_numpy(target.c2w.astype(np.float32)), xyz_cam)
+    sampled, rgb, uv = _sample(xyz_world, fid, frames)
+    # Between the pair's own source pixels, where the frame's depth disagreed.
+    uva, uvb = corr["source_uv"][ya, xa], corr["source_uv"][yb, xb]
+    between = (
+        ~sampled
+        & same
+        & (corr["source_frame"][yb, xb] == fid)
+        & ((uva - uvb).norm(dim=1) <= UV_GAP)
+    )
+    for frame_id in torch.unique(fid[between]).tolist():
+        m = torch.nonzero(between & (fid == frame_id)).squeeze(1)
+        uv[m] = uva[m] + t[m, None] * (uvb[m] - uva[m])
+        rgb[m] = _bilinear(frames[int(frame_id)], uv[m, 0], uv[m, 1])
+    routed = sampled | between
+    # Never seen there, on one surface: continue it with the median colour of its routed
+    # neighbours on that surface, none of them continued itself (a stray pixel neither spreads
+    # nor chains from pass to pass). At a depth edge only an observation is routed: continuing
+    # the far side spread dark rim pixels given the sky's depth into the sky as specks.
+    za = depth[ya, xa]
+    eligible = nv & ~continued[ny, nx]
+    eligible &= (depth[ny, nx] / za[:, None]).log().abs() <= math.log1p(pair_tol)
+    nrgb = torch.where(eligible[..., None], corr["rgb"][ny, nx], math.nan)
+    cont = ~routed & same & eligible.any(1)
+    keep = routed | cont
+    rgb[cont], uv[cont], z[cont] = nrgb[cont].nanmedian(dim=1).values, uva[cont], za[cont]
+
+    stretch = corr.get("stretch")
+    conf = torch.minimum(corr["confidence"][ya, xa], corr["confidence"][yb, xb])
+    observed = corr["observed"][ya, xa] & corr["observed"][yb, xb] & ~cont
+    if stretch is not None:
+        st = torch.maximum(stretch[ya, xa], stretch[yb, xb])
+        st = torch.where(cont, st.clamp(min=EXTRAPOLATED_STRETCH), st)
+    y, x, rgb, z, fid, uv, conf, observed, cont = (
+        v[keep] for v in (y, x, rgb, z, fid, uv, conf, observed, cont)
+    )
+    out = corr
+    if stretch is not None:
+        stretch[y, x] = st[keep]
+    out["rgb"][y, x] = rgb
+    out["depth"][y, x] = z
+    out["source_frame"][y, x] = fid
+    out["source_uv"][y, x] = uv
+    out["confidence"][y, x] = torch.where(cont, 0.5 * conf, conf)
+    out["observed"][y, x] = observed
+    out["valid"][y, x] = True
+    continued[y, x] = cont
+    return torch.stack([y, x], 1)

@@ -26,10 +26,13 @@ import torch
 __all__ = [
     "View",
     "backdrop_keep",
+    "consensus_colors",
     "duplicates",
     "duplicates_reference",
     "keep_sharpest",
     "keep_sharpest_reference",
+    "see_through",
+    "see_through_reference",
 ]
 
 
@@ -88,12 +91,14 @@ def keep_sharpest_reference(
 @dataclass
 class View:
     """One frame as the fusion sees it: depth (H, W) metres (0 = none), K (3, 3), c2w (4, 4),
-    painted (H, W) bool (True where the frame's pixel was painted, not traced to the photo)."""
+    painted (H, W) bool (True where the frame's pixel was painted, not traced to the photo),
+    rgb (H, W, 3) uint8 the frame's colours (for :func:`consensus_colors`)."""
 
     depth: np.ndarray
     K: np.ndarray
     c2w: np.ndarray
     painted: np.ndarray | None = None
+    rgb: np.ndarray | None = None
 
 
 def _rank_key(painted: torch.Tensor, footprint: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
@@ -135,18 +140,9 @@ def duplicates(
     )
     dup = torch.zeros(len(pts), dtype=torch.int64)
     for i, view in enumerate(views):
-        d = torch.from_numpy(np.asarray(view.depth, np.float64))
-        H, W = d.shape
         K = np.asarray(view.K, np.float64)
-        w2c = torch.from_numpy(np.linalg.inv(np.asarray(view.c2w, np.float64)))
-        cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
-        z = cam[:, 2]
-        zs = z.clamp(min=1e-9)
-        u = torch.round(cam[:, 0] / zs * K[0, 0] + K[0, 2]).long()
-        v = torch.round(cam[:, 1] / zs * K[1, 1] + K[1, 2]).long()
-        inside = (z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H) & (frame_t != i)
-        uu, vv = u.clamp(0, W - 1), v.clamp(0, H - 1)
-        di = d[vv, uu]
+        z, uu, vv, inside, di = _lookup(pts, view)
+        inside &= frame_t != i
         # The observation frame i had at that pixel: footprint = ray length / focal length.
         ray = torch.sqrt(((uu - K[0, 2]) / K[0, 0]) ** 2 + ((vv - K[1, 2]) / K[1, 1]) ** 2 + 1)
         fp_i = di * ray / math.sqrt(K[0, 0] * K[1, 1])
@@ -156,6 +152,128 @@ def duplicates(
         better = _rank_key(p_i, fp_i, torch.full_like(frame_t, i)) < mine
         dup += (inside & (di > 0) & ((di - z).abs() <= tol * z) & better).long()
     return dup.numpy()
+
+
+def _lookup(pts: torch.Tensor, view: View) -> tuple[torch.Tensor, ...]:
+    """Points (N, 3) float64 world seen by ``view``: camera z (N,), nearest pixel u, v (N,)
+    (clamped), inside (N,) bool (in front and on the image), and the view's depth there (N,)."""
+    d = torch.from_numpy(np.asarray(view.depth, np.float64))
+    H, W = d.shape
+    K = np.asarray(view.K, np.float64)
+    w2c = torch.from_numpy(np.linalg.inv(np.asarray(view.c2w, np.float64)))
+    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    z = cam[:, 2]
+    zs = z.clamp(min=1e-9)
+    u = torch.round(cam[:, 0] / zs * K[0, 0] + K[0, 2]).long()
+    v = torch.round(cam[:, 1] / zs * K[1, 1] + K[1, 2]).long()
+    inside = (z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    uu, vv = u.clamp(0, W - 1), v.clamp(0, H - 1)
+    return z, uu, vv, inside, d[vv, uu]
+
+
+def see_through(
+    means: np.ndarray, frame: np.ndarray, views: list[View], tol: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) int pairs: how many frames see each Gaussian's surface point (``confirm``: their
+    depth there agrees within ``tol``, its own frame included) and how many see *through* it
+    (``through``: their depth there is farther by more than ``tol``: free space where the
+    Gaussian stands). means (N, 3) world, frame (N,) int.
+
+    A world's frames need not agree: a later frame may paint sky between leaves that the photo
+    saw as foliage (the router never moves outline pixels across parallax). A Gaussian that more
+    frames see through than see is a ghost in most of the world's views; the lift drops it
+    (a majority vote: dropping on any single disagreement opened holes, see :func:`duplicates`).
+    """
+    pts = torch.from_numpy(np.asarray(means, np.float64))
+    frame_t = torch.from_numpy(np.asarray(frame, np.int64))
+    confirm = torch.zeros(len(pts), dtype=torch.int64)
+    through = torch.zeros(len(pts), dtype=torch.int64)
+    for i, view in enumerate(views):
+        z, _, _, inside, di = _lookup(pts, view)
+        own = frame_t == i
+        inside &= di > 0
+        confirm += (own | (inside & ((di - z).abs() <= tol * z))).long()
+        through += (~own & inside & (di > z * (1 + tol))).long()
+    return confirm.numpy(), through.numpy()
+
+
+def consensus_colors(
+    means: np.ndarray,
+    frame: np.ndarray,
+    rgb: np.ndarray | None,
+    views: list[View],
+    far: float | None = None,
+    tol: float = 0.05,
+    own_weight: float = 1.0,
+) -> np.ndarray:
+    """(N, 3) float32 colours in [0, 1]: each Gaussian's colour averaged over every frame that
+    sees its surface point (its own frame with weight ``own_weight``, its colour ``rgb`` (N, 3)
+    in [0, 1]; another frame when its depth at the point agrees within ``tol``, or when both lie
+    at the backdrop, ``far`` or beyond).
+
+    Why: the world's frames disagree where they were painted (each frame paints its own strip
+    of sky beside a pole, or its own clouds). One view-independent colour cannot match them all;
+    the mean over the frames that see the point is the one that minimises the squared error
+    over them (the PSNR of ``loci eval lift``), where keeping one frame's colour is exact in
+    that frame and wrong in the others. Nearest-pixel look-ups: routed frames resample the
+    photo, so the average of a surface seen everywhere stays close to the photo's pixel.
+    """
+    pts = torch.from_numpy(np.asarray(means, np.float64))
+    frame_t = torch.from_numpy(np.asarray(frame, np.int64))
+    if rgb is None:  # every frame looked up alike, its own included
+        acc = torch.zeros(len(pts), 3, dtype=torch.float64)
+        wsum = torch.zeros(len(pts), dtype=torch.float64)
+    else:
+        acc = torch.from_numpy(np.asarray(rgb, np.float64)) * own_weight
+        wsum = torch.full((len(pts),), float(own_weight), dtype=torch.float64)
+    for i, view in enumerate(views):
+        if view.rgb is None:
+            continue
+        z, uu, vv, inside, di = _lookup(pts, view)
+        agree = (di - z).abs() <= tol * z
+        if far is not None:
+            agree |= (z >= far) & (di >= far)
+        use = inside & (di > 0) & agree
+        if rgb is not None:
+            use &= frame_t != i
+        img = torch.from_numpy(np.asarray(view.rgb)).to(torch.float64)
+        col = img[vv, uu] / (255.0 if view.rgb.dtype == np.uint8 else 1.0)
+        acc += col * use[:, None]
+        wsum += use
+    return (acc / wsum.clamp(min=1e-12)[:, None]).numpy().astype(np.float32)
+
+
+def see_through_reference(
+    means: np.ndarray, frame: np.ndarray, views: list[View], tol: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slow twin of :func:`see_through`: one Gaussian and one frame at a time."""
+    confirm = np.zeros(len(means), np.int64)
+    through = np.zeros(len(means), np.int64)
+    for n, (p, fr) in enumerate(zip(means, frame, strict=True)):
+        for i, view in enumerate(views):
+            if i == fr:
+                confirm[n] += 1
+                continue
+            hit = _lookup_reference(p, view)
+            if hit is None or view.depth[hit[2], hit[1]] <= 0:
+                continue
+            z, u, v = hit
+            di = view.depth[v, u]
+            confirm[n] += abs(di - z) <= tol * z
+            through[n] += di > z * (1 + tol)
+    return confirm, through
+
+
+def _lookup_reference(p: np.ndarray, view: View) -> tuple[float, int, int] | None:
+    """One point (3,) seen by ``view``, for the slow twins: camera z and the nearest pixel
+    (u, v), or None when it is behind the camera or off the image."""
+    q = np.linalg.inv(view.c2w) @ np.r_[np.asarray(p, np.float64), 1.0]
+    if q[2] <= 1e-6:
+        return None
+    u = round(q[0] / q[2] * view.K[0, 0] + view.K[0, 2])
+    v = round(q[1] / q[2] * view.K[1, 1] + view.K[1, 2])
+    H, W = view.depth.shape
+    return (float(q[2]), u, v) if 0 <= u < W and 0 <= v < H else None
 
 
 def _rank_tuple(painted: bool, footprint: float, frame: int) -> tuple:
@@ -178,20 +296,16 @@ def duplicates_reference(
         for i, view in enumerate(views):
             if i == fr:
                 continue
+            hit = _lookup_reference(p, view)
+            if hit is None:
+                continue
+            z, u, v = hit
             K = view.K
-            q = np.linalg.inv(view.c2w) @ np.r_[np.asarray(p, np.float64), 1.0]
-            if q[2] <= 1e-6:
-                continue
-            u = round(q[0] / q[2] * K[0, 0] + K[0, 2])
-            v = round(q[1] / q[2] * K[1, 1] + K[1, 2])
-            H, W = view.depth.shape
-            if not (0 <= u < W and 0 <= v < H):
-                continue
             di = view.depth[v, u]
             ray = math.sqrt(((u - K[0, 2]) / K[0, 0]) ** 2 + ((v - K[1, 2]) / K[1, 1]) ** 2 + 1)
             pi = False if view.painted is None else bool(view.painted[v, u])
             better = _rank_tuple(pi, di * ray / math.sqrt(K[0, 0] * K[1, 1]), i) < mine
-            if better and di > 0 and abs(di - q[2]) <= tol * q[2]:
+            if better and di > 0 and abs(di - z) <= tol * z:
                 dup[n] += 1
     return dup
 

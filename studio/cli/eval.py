@@ -34,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.sequence and args.protocol in ("posed", "ablations", "painter"):
         kwargs["seq_dir"] = Path(args.sequence)
-    if args.photos and args.protocol in ("revisit", "painter"):
+    if args.photos and args.protocol in ("revisit", "painter", "routing"):
         kwargs["photos"] = args.photos
     if args.protocol == "all" and (args.sequence or args.photos):
         raise UsageError("--sequence/--photos go with a single protocol, not 'all'")
@@ -67,14 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``loci`` parser."""
     e = sub.add_parser("eval", help="evaluation protocols on real data (JSON + plots)")
     e.add_argument(
-        "protocol", choices=["posed", "revisit", "depth", "ablations", "painter", "lift", "all"]
+        "protocol",
+        choices=["posed", "revisit", "depth", "ablations", "painter", "routing", "lift", "all"],
     )
     e.add_argument("target", nargs="?", default=None, help="lift: the world folder to evaluate")
     e.add_argument("--out", default=None, help="folder for report_*.json and plots")
     e.add_argument("--no-mesh", action="store_true", help="lift: splats only")
     e.add_argument("--sequence", default=None, help="posed sequence folder (cameras_opencv.json)")
     e.add_argument(
-        "--photos", nargs="*", default=None, help="photos for the revisit / painter protocols"
+        "--photos",
+        nargs="*",
+        default=None,
+        help="photos for the revisit / painter / routing protocols",
     )
     e.add_argument("--frames", type=int, default=None, help="frames per sequence / path")
     e.add_argument(

@@ -11,6 +11,8 @@
   and ``layout`` under leave-one-out against two weight-free baselines (``depth_protocol``).
 * ``ablations``: retrieved views 1..5, memory insertion stride, depth alignment on/off.
 * ``painter``: the exemplar painter against the smooth one (``studio.evaluation.painter``).
+* ``routing``: crack pixels left in the routed regions per frame, and the look-around's return
+  to the photo's pose (``studio.evaluation.routing_protocol``).
 
 LPIPS and FID need network weights that cannot be downloaded here: pass TorchScript models with
 ``--lpips-model`` / ``--fid-model`` and they are computed; otherwise the report says they were
@@ -364,12 +366,20 @@ def protocol_painter(out: Path, opts: EvalOptions, **kwargs: Any) -> dict:
     return run(out, opts, **kwargs)
 
 
+def protocol_routing(out: Path, opts: EvalOptions, **kwargs: Any) -> dict:
+    """Crack pixels per frame and rotation return on outdoor walks (``routing_protocol``)."""
+    from studio.evaluation.routing_protocol import protocol_routing as run
+
+    return run(out, opts, **kwargs)
+
+
 PROTOCOLS = {
     "posed": protocol_posed,
     "revisit": protocol_revisit,
     "depth": protocol_depth,
     "ablations": protocol_ablations,
     "painter": protocol_painter,
+    "routing": protocol_routing,
 }
 
 
@@ -404,6 +414,10 @@ def summarise(reports: dict[str, dict]) -> str:
                 f"on common pixels {r['median_psnr_common']} dB, full frame "
                 f"{r['median_psnr_full']} dB"
             )
+    if "routing" in reports:
+        from studio.evaluation.routing_protocol import summary_lines
+
+        lines += summary_lines(reports["routing"])
     if "revisit" in reports:
         for r in reports["revisit"]["runs"]:
             lines.append(
