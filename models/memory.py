@@ -25,11 +25,13 @@ import numpy as np
 import torch
 
 from models.geometry.cameras import Camera, transform_points, unproject_depth
+from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
 from models.geometry.warp import (
     depth_edges,
     flying_pixels,
     forward_warp,
+    forward_warp_torch,
     inverse_depth_range,
 )
 
@@ -331,7 +333,11 @@ class SpatialMemory:
 
     # -----------------------------------------------------------------------------------------
     def correspond(
-        self, target: Camera, frame_ids: list[int], depth_tol: float = 0.03
+        self,
+        target: Camera,
+        frame_ids: list[int],
+        depth_tol: float = 0.03,
+        reference: bool = False,
     ) -> Correspondence:
         """Warp ``frame_ids`` into ``target`` and composite them (nearest surface, best pixel).
 
@@ -343,26 +349,17 @@ class SpatialMemory:
         about the target's centre, nothing nearer was there). Those two kept pure rotations
         from returning exactly. On the same surface the better pixel
         wins (by 5 %: near-ties keep the earlier frame, so regions stay coherent); apart from
-        such ties the result does not depend on the order of ``frame_ids``.
+        such ties the result does not depend on the order of ``frame_ids``
+        (:mod:`models.geometry.composite`). ``reference``: the torch twins of the compiled warp
+        and composite (slow; the tests compare the two).
         """
         W, H = target.width, target.height
-        rgb = torch.zeros(H, W, 3)
-        depth = torch.zeros(H, W)
-        src = torch.full((H, W), -1, dtype=torch.long)
-        uv = torch.full((H, W, 2), -1.0)
-        quality = torch.full((H, W), -1.0)
-        conf = torch.zeros(H, W)
-        observed = torch.zeros(H, W, dtype=torch.bool)
-        stretch = torch.zeros(H, W)
-        # Whether the current pixel is a source depth edge (a rim a footprint may have spilled
-        # over), and its frame's baseline to the target times the focal length (parallax * z).
-        rim = torch.zeros(H, W, dtype=torch.bool)
-        base_px = torch.zeros(H, W)
         f_t = math.sqrt(float(target.K[0, 0] * target.K[1, 1]))
-        first = True
+        comp = Composite(W, H, f_t, depth_tol, PAINT_NEAREST_STRETCH, reference=reference)
+        warp = forward_warp_torch if reference else forward_warp
         for fid in frame_ids:
             f = self.frames[fid]
-            w = forward_warp(
+            w = warp(
                 f.rgb,
                 f.depth,
                 f.camera.K,
@@ -375,52 +372,10 @@ class SpatialMemory:
                 flying=f.flying,
                 inv_range=None if f.inv_range is None else f.inv_range.float(),
             )
-            if not bool(w.valid.any()):
-                continue
-            Hs, Ws = f.depth.shape
-            ui = w.src_uv[..., 0].round().long().clamp(0, Ws - 1)
-            vi = w.src_uv[..., 1].round().long().clamp(0, Hs - 1)
-            flat = vi * Ws + ui
-            c = f.confidence.reshape(-1)[flat].float()
-            s_ = w.stretch.clamp(min=1e-6)
-            q = c * torch.minimum(s_, 1.0 / s_).sqrt()  # = c exp(-|log stretch| / 2)
-            obs = f.observed.reshape(-1)[flat]
-            # Earlier paint hops from frame to frame as a walk goes on, and a bilinear resample
-            # at every hop blurs it into a wash: where it is not magnified it is copied from the
-            # nearest source pixel instead (exact on a revisit, at most half a pixel off).
-            hop = w.valid & ~obs & (w.stretch <= PAINT_NEAREST_STRETCH)
-            if bool(hop.any()):
-                w.rgb[hop] = f.rgb.reshape(-1, 3)[flat[hop]].float() / 255.0
-            if first:  # nothing held yet: the warp's own zeros and -1s are the composite's
-                first = False
-                rgb, depth, uv, stretch, rim = w.rgb, w.depth, w.src_uv, w.stretch, w.edge
-                src = torch.where(w.valid, fid, -1)
-                quality = torch.where(w.valid, q, -1.0)
-                conf, observed = c * w.valid, obs & w.valid
-                base_px = torch.full((H, W), w.baseline * f_t)
-                continue
-            have = depth > 0
-            nearer = w.depth < depth * (1 - depth_tol)
-            same = (w.depth - depth).abs() <= depth_tol * depth
-            weaker = q < quality
-            # Would the holder's frame have seen this nearer surface (parallax < 0.5 px)?
-            holder_saw = base_px < 0.5 * w.depth
-            occludes = nearer & (q * 2 >= quality) & ~((w.edge | holder_saw) & weaker)
-            saw_holder = w.baseline * f_t < 0.5 * depth  # ... and this frame the holder's?
-            uncovers = ~nearer & ~same & ((q > 2 * quality) | ((rim | saw_holder) & (q > quality)))
-            # On one surface a pixel must be 5 % better to switch frames: near-ties keep the
-            # earlier (retrieval order) frame, so routed regions stay coherent per frame.
-            take = w.valid & (~have | occludes | (same & (q > 1.05 * quality)) | uncovers)
-            rgb = torch.where(take[..., None], w.rgb, rgb)
-            depth = torch.where(take, w.depth, depth)
-            src = torch.where(take, fid, src)
-            uv = torch.where(take[..., None], w.src_uv, uv)
-            quality = torch.where(take, q, quality)
-            conf = torch.where(take, c, conf)
-            observed = torch.where(take, obs, observed)
-            stretch = torch.where(take, w.stretch, stretch)
-            rim = torch.where(take, w.edge, rim)
-            base_px = torch.where(take, w.baseline * f_t, base_px)
+            if bool(w.valid.any()):
+                comp.add(fid, w, f)
+        rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
+        conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
         return route_cracks(corr, target, self.frames, passes=CRACK_PASSES)
 

@@ -38,6 +38,7 @@ from models.geometry.cameras import (
     scale_intrinsics,
 )
 from models.geometry.fill import push_pull
+from models.geometry.warp import warm_up as warp_warm_up
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import (
     SynthesisBackend,
@@ -123,6 +124,7 @@ class WorldPipeline:
             lift_depth = self.depth if own else create_depth_backend("layout")
         self.lift_depth = lift_depth
         self.config = config or PipelineConfig()
+        warp_warm_up(background=True)  # compile the warp kernels while the caller seeds
         # Painted share below which a frame's depth is continued from its borders: a network on
         # a CPU runs only for frames with large painted areas, so exploring stays interactive.
         cheap = lift_depth.name in ("layout", "file") or torch.cuda.is_available()

@@ -25,15 +25,20 @@ it is: that is the correspondence the synthesis step routes pixels through.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.geometry import warp_kernels as wk
 from models.geometry.zbuffer import (
     NEAR,
     PARALLAX_PX,
+    SAME_SURFACE,
     box_max,
     close_cracks,
     project_frame,
@@ -49,7 +54,9 @@ __all__ = [
     "flying_pixels",
     "forward_warp",
     "forward_warp_reference",
+    "forward_warp_torch",
     "relative_transform",
+    "warm_up",
     "splat_depth",
     "splat_frame",
 ]
@@ -169,8 +176,13 @@ def forward_warp(
     edges: torch.Tensor | None = None,
     flying: torch.Tensor | None = None,
     inv_range: torch.Tensor | None = None,
+    reference: bool = False,
 ) -> WarpResult:
     """Warp a source frame into a target camera.
+
+    Compiled (:mod:`models.geometry.warp_kernels`); ``reference=True`` runs the torch twin
+    (:func:`forward_warp_torch`), which it matches within float rounding (depth, routed pixels
+    and source coordinates agree exactly on the tests' real and synthetic frames).
 
     Args:
         rgb: (Hs, Ws, 3) float32 [0, 1], or uint8; depth: (Hs, Ws) float32 z-depth, 0 = unknown.
@@ -187,6 +199,7 @@ def forward_warp(
             "Could have moved" means: the parallax difference across the edge, baseline times
             focal length times this range, exceeds half a pixel. A sky whose depth varies
             from 130 to 150 m has edges, but walking 30 cm moves them less than that.
+        reference: run the torch twin instead of the kernels.
     """
     if edges is None:
         edges = depth_edges(depth)
@@ -195,6 +208,30 @@ def forward_warp(
     if inv_range is None:
         inv_range = inverse_depth_range(depth)
     T = _relative(c2w_src, c2w_tgt)
+    run = _warp_torch if reference else _warp_compiled
+    return run(rgb, depth, K_src, T, K_tgt, width, height, depth_tol, edges, flying, inv_range)
+
+
+def forward_warp_torch(*args: Any, **kwargs: Any) -> WarpResult:
+    """:func:`forward_warp` with ``reference=True``: the torch twin (a few dozen whole-image
+    operations) the compiled warp is tested against."""
+    return forward_warp(*args, reference=True, **kwargs)
+
+
+def _warp_torch(
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    K_src: np.ndarray,
+    T: np.ndarray,
+    K_tgt: np.ndarray,
+    width: int,
+    height: int,
+    depth_tol: float,
+    edges: torch.Tensor,
+    flying: torch.Tensor,
+    inv_range: torch.Tensor,
+) -> WarpResult:
+    """The torch twin of :func:`_warp_compiled`; ``T`` (4, 4) float64 source -> target."""
     # Only the part of the source that lands in the target is warped (walking forward, the
     # target sees the middle of the older frames): crop it, with a 2-pixel margin for the
     # footprints' neighbours and bilinear sampling, and shift K_src to the crop.
@@ -266,6 +303,68 @@ def forward_warp(
     )
 
 
+def _ray_map(K: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (3, 3) ``T[:3, :3] K^-1`` and (3,) ``T[:3, 3]``, as :func:`project_frame` rounds
+    them, and the (4,) float32 ``fx, fy, cx, cy`` of ``K``."""
+    M = np.asarray(T, np.float64)[:3, :3] @ np.linalg.inv(np.asarray(K, np.float64))
+    return M.astype(np.float32), np.asarray(T, np.float64)[:3, 3].astype(np.float32)
+
+
+def _fxy(K: np.ndarray) -> np.ndarray:
+    return np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], np.float32)
+
+
+def _warp_compiled(
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    K_src: np.ndarray,
+    T: np.ndarray,
+    K_tgt: np.ndarray,
+    width: int,
+    height: int,
+    depth_tol: float,
+    edges: torch.Tensor,
+    flying: torch.Tensor,
+    inv_range: torch.Tensor,
+) -> WarpResult:
+    """:func:`forward_warp` by the kernels of :mod:`models.geometry.warp_kernels`; ``T``
+    (4, 4) float64 source -> target."""
+    near = np.float32(NEAR)
+    k_t = _fxy(K_tgt)
+    d = np.ascontiguousarray(depth.numpy(), np.float32)
+    m, t = _ray_map(K_src, T)
+    y0, y1, x0, x1 = wk.land_box(d, m, t, k_t, width, height, near)
+    # Only the part of the source that lands in the target is warped (walking forward, the
+    # target sees the middle of the older frames): the crop rule of forward_warp_torch.
+    Hs0, Ws0 = d.shape
+    y0, y1, x0, x1 = max(y0 - 2, 0), min(y1 + 2, Hs0), max(x0 - 2, 0), min(x1 + 2, Ws0)
+    if y1 <= y0 or (y1 - y0) * (x1 - x0) >= 0.9 * d.size:
+        y0, y1, x0, x1 = 0, Hs0, 0, Ws0
+    crop = (slice(y0, y1), slice(x0, x1))
+    K_src = np.array(K_src, np.float64)
+    K_src[0, 2] -= x0
+    K_src[1, 2] -= y0
+    d = d[crop]
+    Hs, Ws = d.shape
+    f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
+    f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
+    baseline = float(np.linalg.norm(T[:3, 3]))
+    fly, inv_r = flying.numpy()[crop], inv_range.float().numpy()[crop]
+    m, t = _ray_map(K_src, T)
+    par = [baseline * f_t, PARALLAX_PX]
+    prm = np.array([NEAR, SAME_SURFACE, f_t / f_s, 3, 0.25, *par], np.float32)
+    zbuf, stretch = wk.splat(d, m, t, k_t, fly, inv_r, width, height, prm)
+    zbuf = wk.close_cracks(zbuf, np.float32(1 + 0.3))
+    m_b, t_b = _ray_map(K_tgt, np.linalg.inv(T))
+    g = [2.0 / max(Ws - 1, 1), 2.0 / max(Hs - 1, 1), (Ws - 1) / 2, (Hs - 1) / 2]
+    prm_b = np.array([NEAR, depth_tol, f_t, f_s, *g, *par], np.float32)
+    u8 = rgb.dtype == torch.uint8
+    rgb_n = (rgb if u8 else rgb.float()).numpy()[crop]
+    src = (rgb_n, u8, d, edges.numpy()[crop], fly, inv_r)
+    out = wk.sample_back(zbuf, *src, stretch, m_b, t_b, _fxy(K_src), prm_b, (x0, y0))
+    return WarpResult(*(torch.from_numpy(a) for a in out), baseline)
+
+
 def forward_warp_reference(
     depth: np.ndarray,
     K_src: np.ndarray,
@@ -281,3 +380,40 @@ def forward_warp_reference(
     float64, from the poses (see :func:`models.geometry.zbuffer.splat_reference`)."""
     T = _relative(c2w_src, c2w_tgt)
     return splat_reference(depth, K_src, T, K_tgt, width, height, max_radius, margin)
+
+
+_warm = threading.Lock()
+_warmed = False
+
+
+def warm_up(background: bool = False) -> threading.Thread | None:
+    """Compile (or load from the disk cache) the warp and composite kernels by warping a tiny
+    frame once per process. With ``background`` it runs in a daemon thread, returned (None
+    when already done)."""
+    global _warmed
+    if _warmed:
+        return None
+    if background:
+        thread = threading.Thread(target=warm_up, name="warp-warm-up", daemon=True)
+        thread.start()
+        return thread
+    with _warm:
+        if _warmed:
+            return None
+        from models.geometry.composite import Composite
+
+        K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
+        side, ahead = np.eye(4), np.eye(4)
+        side[0, 3], ahead[2, 3] = 0.05, 1.0  # a step aside warps it all, one ahead a crop
+        depth = torch.full((32, 48), 2.0)
+        depth[10:20, 15:30] = 1.5
+        rgb = torch.zeros(32, 48, 3, dtype=torch.uint8)
+        # Every argument type a caller passes: uint8 or float colour, whole or cropped source.
+        for img, c2w in ((rgb, ahead), (rgb.float(), side), (rgb, side)):
+            w = forward_warp(img, depth, K, np.eye(4), K, c2w, 48, 32)
+        frame = SimpleNamespace(
+            rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
+        )
+        Composite(48, 32, 40.0).add(0, w, frame)
+        _warmed = True
+    return None
