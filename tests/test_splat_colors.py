@@ -1,0 +1,126 @@
+"""Least-squares splat colours (models.lift.splat_colors) and view-dependent (SH degree 1) renders."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.lift.splat_colors import blend_matrix, solve_colors, solve_colors_reference
+from models.lift.splat_render import render, render_gaussians, render_reference
+from models.lift.splats import SH_C0, Gaussians, rgb_to_sh0, sh_basis
+from storage.formats.splats import read_inria_ply, read_spz, write_inria_ply, write_spz
+
+
+def scene(n: int = 60, seed: int = 0) -> Gaussians:
+    """Small splats in front of the cameras, overlapping (so colours blend)."""
+    rng = np.random.default_rng(seed)
+    means = np.c_[rng.uniform(-0.6, 0.6, n), rng.uniform(-0.4, 0.4, n), rng.uniform(2, 3, n)]
+    return Gaussians(
+        means=means.astype(np.float32),
+        quats=rng.normal(size=(n, 4)).astype(np.float32),
+        log_scales=rng.uniform(-2.6, -1.8, (n, 3)).astype(np.float32),
+        opacity_logits=rng.uniform(0, 4, n).astype(np.float32),
+        sh0=rgb_to_sh0(rng.uniform(0.2, 0.8, (n, 3))),
+    )
+
+
+def cameras(k: int = 3, width: int = 24, height: int = 16):
+    K = np.array([[20.0, 0, width / 2 - 0.5], [0, 20.0, height / 2 - 0.5], [0, 0, 1]])
+    out = []
+    for i in range(k):
+        c2w = np.eye(4)
+        c2w[:3, 3] = [0.3 * (i - (k - 1) / 2), 0.05 * i, 0.0]
+        out.append((K, c2w, width, height))
+    return out
+
+
+def frames_of(g: Gaussians, cams) -> list:
+    return [
+        (render_gaussians(g, c2w, K, w, h)["rgb"], np.ones((h, w)), K, c2w, None)
+        for K, c2w, w, h in cams
+    ]
+
+
+def test_blend_matrix_reproduces_the_render():
+    g = scene()
+    for K, c2w, w, h in cameras():
+        W = blend_matrix(g, c2w, K, w, h)
+        colors = np.clip(g.sh0 * SH_C0 + 0.5, 0, None)
+        rgb = render(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, w, h)["rgb"]
+        assert W.shape == (w * h, len(g)) and W.nnz > 0
+        assert np.abs(W @ colors - rgb.numpy().reshape(-1, 3)).max() < 1e-5
+        # And the weights are the slow twin's: its alpha is the row sum.
+        ref = render_reference(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, w, h)
+        assert np.abs(np.asarray(W.sum(1)).reshape(h, w) - ref["alpha"]).max() < 1e-4
+
+
+def test_solve_matches_the_dense_reference_and_recovers_colours():
+    truth = scene(seed=1)
+    cams = cameras()
+    frames = frames_of(truth, cams)
+    grey = Gaussians(truth.means, truth.quats, truth.log_scales, truth.opacity_logits,
+                     np.zeros_like(truth.sh0))  # fmt: skip
+    solved = solve_colors(grey, frames, iters=300)
+    ref = np.clip(solve_colors_reference(grey, frames), 0, 1)
+    seen = np.asarray(sum(blend_matrix(grey, c2w, K, w, h).sum(0) for K, c2w, w, h in cams))
+    seen = seen.reshape(-1) > 0.3  # well-seen splats: their colour is determined
+    assert seen.sum() > 20
+    assert np.abs(solved.rgb - ref).max() < 2e-3
+    # With a faint ridge the well-seen splats get their true colours back (8-bit frames).
+    exact = solve_colors(grey, frames, iters=300, ridge=1e-4)
+    assert np.abs(exact.rgb[seen] - truth.rgb[seen]).mean() < 0.03
+    # It renders the frames better than the start (and than the truth's mean colour).
+    for (rgb, _, K, c2w, _), (_, _, w, h) in zip(frames, cams, strict=True):
+        err = lambda gs: np.abs(render_gaussians(gs, c2w, K, w, h)["rgb"].astype(float) - rgb).mean()  # noqa: E731
+        assert err(solved) < 0.5 * err(grey)
+    # Deterministic.
+    assert np.array_equal(solve_colors(grey, frames, iters=300).sh0, solved.sh0)
+
+
+def test_sh1_render_matches_manual_colours_and_follows_view_dependent_frames():
+    g = scene(seed=2)
+    rng = np.random.default_rng(3)
+    rest = rng.normal(0, 0.3, (len(g), 3, 3)).astype(np.float32)
+    view_dep = Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, rest)
+    K, c2w, w, h = cameras()[0]
+    # The renderer's SH colour is the 3DGS formula, evaluated per splat from the camera centre.
+    d = g.means - c2w[:3, 3]
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    manual = g.sh0 * SH_C0 + 0.5 + np.einsum("kn,nkc->nc", np.stack(sh_basis(d, 3)), rest)
+    ref = render_reference(g.means, g.quats, g.log_scales, g.opacity_logits,
+                           rgb_to_sh0(np.clip(manual, 0, None)), c2w, K, w, h)  # fmt: skip
+    with torch.no_grad():
+        out = render(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, w, h,
+                     sh_rest=rest)  # fmt: skip
+    assert np.abs(out["rgb"].numpy() - ref["rgb"]).max() < 1e-4
+    # Frames with view-dependent colour: degree 1 fits them better than one colour per splat.
+    cams = cameras(5)
+    frames = frames_of(view_dep, cams)
+    flat = solve_colors(g, frames, sh_degree=0, iters=200)
+    sh1 = solve_colors(g, frames, sh_degree=1, iters=200, ridge_sh=1e-3)
+    assert sh1.sh_rest.shape == (len(g), 3, 3)
+
+    def mse(gs: Gaussians) -> float:
+        return float(np.mean([
+            ((render_gaussians(gs, c2w, K, w, h)["rgb"].astype(float) - f[0]) ** 2).mean()
+            for f, (K, c2w, w, h) in zip(frames, cams, strict=True)
+        ]))  # fmt: skip
+
+    assert mse(sh1) < 0.7 * mse(flat)
+
+
+def test_sh1_survives_ply_and_spz(tmp_path):
+    g = scene(seed=4)
+    rest = np.random.default_rng(5).normal(0, 0.2, (len(g), 3, 3)).astype(np.float32)
+    args = (g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, rest)
+    ply = read_inria_ply(write_inria_ply(tmp_path / "s.ply", *args))
+    assert np.array_equal(ply["sh_rest"], rest)
+    spz = read_spz(write_spz(tmp_path / "s.spz", *args))
+    assert spz["sh_rest"].shape == rest.shape
+    # SPZ quantises degree 1 to 5 bits, and turns the axes (RDF -> RUB and back): same colours.
+    K, c2w, w, h = cameras()[0]
+    a = render_gaussians(Gaussians(*args), c2w, K, w, h)["rgb"].astype(float)
+    b = render_gaussians(Gaussians(spz["means"], spz["quats_wxyz"], spz["log_scales"],
+                                   spz["opacity_logits"], spz["sh0"], spz["sh_rest"]),
+                         c2w, K, w, h)["rgb"].astype(float)  # fmt: skip
+    assert np.abs(a - b).mean() < 3.0
