@@ -48,10 +48,12 @@ def test_blend_matrix_reproduces_the_render():
         colors = np.clip(g.sh0 * SH_C0 + 0.5, 0, None)
         rgb = render(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, w, h)["rgb"]
         assert W.shape == (w * h, len(g)) and W.nnz > 0
-        assert np.abs(W @ colors - rgb.numpy().reshape(-1, 3)).max() < 1e-5
+        # Weights under CONTRIB_MIN are left out: a small, bounded difference.
+        diff = np.abs(W @ colors - rgb.numpy().reshape(-1, 3))
+        assert diff.mean() < 1e-3 and diff.max() < 0.02
         # And the weights are the slow twin's: its alpha is the row sum.
         ref = render_reference(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, w, h)
-        assert np.abs(np.asarray(W.sum(1)).reshape(h, w) - ref["alpha"]).max() < 1e-4
+        assert np.abs(np.asarray(W.sum(1)).reshape(h, w) - ref["alpha"]).max() < 0.02
 
 
 def test_solve_matches_the_dense_reference_and_recovers_colours():
@@ -60,7 +62,7 @@ def test_solve_matches_the_dense_reference_and_recovers_colours():
     frames = frames_of(truth, cams)
     grey = Gaussians(truth.means, truth.quats, truth.log_scales, truth.opacity_logits,
                      np.zeros_like(truth.sh0))  # fmt: skip
-    solved = solve_colors(grey, frames, iters=300)
+    solved = solve_colors(grey, frames, iters=300, rounds=1)  # plain CG: the exact minimiser
     ref = np.clip(solve_colors_reference(grey, frames), 0, 1)
     seen = np.asarray(sum(blend_matrix(grey, c2w, K, w, h).sum(0) for K, c2w, w, h in cams))
     seen = seen.reshape(-1) > 0.3  # well-seen splats: their colour is determined
@@ -74,7 +76,18 @@ def test_solve_matches_the_dense_reference_and_recovers_colours():
         err = lambda gs: np.abs(render_gaussians(gs, c2w, K, w, h)["rgb"].astype(float) - rgb).mean()  # noqa: E731
         assert err(solved) < 0.5 * err(grey)
     # Deterministic.
-    assert np.array_equal(solve_colors(grey, frames, iters=300).sh0, solved.sh0)
+    assert np.array_equal(solve_colors(grey, frames, iters=300, rounds=1).sh0, solved.sh0)
+    # Held to [0, 1] (what viewers show), the active set fits the frames at least as well.
+    bounded = solve_colors(grey, frames, iters=300, rounds=3)
+    assert bounded.rgb.min() >= 0 and bounded.rgb.max() <= 1
+
+    def sse(gs: Gaussians) -> float:
+        return sum(
+            ((render_gaussians(gs, c2w, K, w, h)["rgb"].astype(float) - f[0]) ** 2).sum()
+            for f, (K, c2w, w, h) in zip(frames, cams, strict=True)
+        )
+
+    assert sse(bounded) <= sse(solved) * 1.001
 
 
 def test_sh1_render_matches_manual_colours_and_follows_view_dependent_frames():

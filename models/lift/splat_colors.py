@@ -42,10 +42,10 @@ def blend_matrix(g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int, heigh
             g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, width, height,
             contributions=True,
         )  # fmt: skip
-    n = len(g)
+    rows = out["pixel"].numpy().astype(np.int32)
+    cols = out["gaussian"].numpy().astype(np.int32)
     return sp.csr_matrix(
-        (out["weight"].numpy().astype(np.float64), (out["pixel"].numpy(), out["gaussian"].numpy())),
-        shape=(width * height, n),
+        (out["weight"].numpy().astype(np.float32), (rows, cols)), shape=(width * height, len(g))
     )
 
 
@@ -63,6 +63,7 @@ def solve_colors(
     iters: int = 40,
     ridge: float = 0.02,
     ridge_sh: float = 0.2,
+    rounds: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> Gaussians:
     """New Gaussians whose colours (and degree-1 SH with ``sh_degree=1``) minimise
@@ -84,7 +85,7 @@ def solve_colors(
         say(f"blend weights {k + 1}/{len(frames)}")
         mats.append(blend_matrix(g, c2w, K, w, h))
         bases.append(_view_basis(g, c2w, n_rest) if n_rest else None)
-        targets.append(np.asarray(rgb, np.float64).reshape(-1, 3) / 255.0)
+        targets.append(np.asarray(rgb, np.float32).reshape(-1, 3) / 255.0)
 
     def forward(x: np.ndarray, f: int) -> np.ndarray:
         """Colours seen from frame f (N, 3) from unknowns x (N, 1 + n_rest, 3)."""
@@ -115,8 +116,8 @@ def solve_colors(
 
     def normal(x: np.ndarray) -> np.ndarray:
         out = lam * x
-        for f, W in enumerate(mats):
-            out += adjoint(W.T @ (W @ forward(x, f)), f)
+        for f, W in enumerate(mats):  # float32 products (the weights are float32)
+            out += adjoint(W.T @ (W @ forward(x, f).astype(np.float32)), f)
         return out
 
     # Jacobi-preconditioned CG (each splat's diagonal: its squared weights, times the basis²).
@@ -127,13 +128,32 @@ def solve_colors(
             d_f = np.asarray(W.multiply(W).sum(0)).reshape(-1)
             pre[:, 1:] += (bases[f] ** 2 * d_f[:, None])[:, :, None]
     pre = 1.0 / (pre + lam)
+    # Viewers clip each splat's colour to [0, 1]; a free least-squares solve sharpens edges by
+    # overshooting (ringing) and loses that when clipped. So: solve, clip, hold the clipped
+    # colours at their bound and solve again for the others (an active set, ``rounds`` times).
     x = x0.copy()
-    r = rhs + prior - normal(x)
+    free = np.ones_like(x, bool)
+    per_round = max(1, iters // rounds)
+    for k in range(rounds):
+        x = _cg(normal, rhs + prior, x, pre * free, per_round, say, k * per_round, iters)
+        over = (x[:, 0] < 0) | (x[:, 0] > 1)
+        x[:, 0] = np.clip(x[:, 0], 0.0, 1.0)
+        free[:, 0] &= ~over
+    base = np.clip(x[:, 0], 0.0, 1.0)
+    rest = x[:, 1:].astype(np.float32) if n_rest else g.sh_rest
+    return Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, rgb_to_sh0(base), rest)
+
+
+def _cg(normal, b, x, pre, iters, say, done, total) -> np.ndarray:
+    """``iters`` steps of preconditioned conjugate gradients on ``normal(x) = b`` from ``x``;
+    ``pre`` is the diagonal preconditioner (0 where a variable is held fixed)."""
+    x = x.copy()
+    r = (b - normal(x)) * (pre > 0)
     z = pre * r
     p = z.copy()
     rz = float((r * z).sum())
     for it in range(iters):
-        say(f"colour solve {it + 1}/{iters}")
+        say(f"colour solve {done + it + 1}/{total}")
         ap = normal(p)
         alpha = rz / max(float((p * ap).sum()), 1e-30)
         x += alpha * p
@@ -142,9 +162,7 @@ def solve_colors(
         rz_new = float((r * z).sum())
         p = z + (rz_new / max(rz, 1e-30)) * p
         rz = rz_new
-    base = np.clip(x[:, 0], 0.0, 1.0)
-    rest = x[:, 1:].astype(np.float32) if n_rest else g.sh_rest
-    return Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, rgb_to_sh0(base), rest)
+    return x
 
 
 def solve_colors_reference(

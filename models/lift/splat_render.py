@@ -52,6 +52,9 @@ ALPHA_MAX = 0.99  # gsplat clamps so one splat never makes a pixel fully opaque
 T_MIN = 1e-4  # gsplat stops a pixel when transmittance would fall to this
 EPS2D = 0.3  # gsplat's screen-space dilation (px²): every splat covers at least ~a pixel
 NEAR = 0.01
+# Blending weights below this are left out of ``contributions`` (a third of them, about 0.2/255
+# of a pixel's value on the street walk; a colour solve does not need them).
+CONTRIB_MIN = 1e-3
 
 
 @dataclass
@@ -219,7 +222,7 @@ def rasterize(
     of ``block`` Gaussians; a tile leaves the loop once all its pixels have stopped. Returns rgb
     (H, W, C), alpha (H, W), depth (H, W) (expected z of what was drawn, 0 where nothing was).
     Differentiable in means2d, conics, depths, opacities and colors. With ``contributions`` it
-    also returns every non-zero blending weight as ``"pixel"`` (M,) flat index y·W + x,
+    also returns every blending weight above ``CONTRIB_MIN`` as ``"pixel"`` (M,) flat index y·W + x,
     ``"gaussian"`` (M,) and ``"weight"`` (M,): the image is linear in the colours,
     rgb[pixel] = Σ weight · colors[gaussian] (+ background), which a colour solve needs.
     """
@@ -282,7 +285,7 @@ def rasterize(
             expo = torch.matmul(pix, coefs)  # (k, P, B)
             fsum, wsum, t_out, weights = _composite_block(expo, feats[gid], pick(trans), inplace)
             if contributions:
-                k, pp, bb = torch.nonzero(weights > 0, as_tuple=True)
+                k, pp, bb = torch.nonzero(weights > CONTRIB_MIN, as_tuple=True)
                 contrib.append((pick(tiles)[k], pp, gid[k, bb], weights[k, pp, bb].detach()))
             step = torch.cat([fsum, wsum[..., None]], -1)
             if sel is None:
