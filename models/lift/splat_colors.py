@@ -165,12 +165,9 @@ def _cg(normal, b, x, pre, iters, say, done, total) -> np.ndarray:
     return x
 
 
-def solve_colors_reference(
-    g: Gaussians, frames: list[Frame], ridge: float = 0.02
-) -> np.ndarray:
+def solve_colors_reference(g: Gaussians, frames: list[Frame], ridge: float = 0.02) -> np.ndarray:
     """Slow twin for tiny scenes, DC colours only: the exact minimiser (N, 3) in [0, 1] before
     clipping, from a dense blend matrix stacked over frames and ``numpy.linalg.lstsq``."""
-    n = len(g)
     rows, ys = [], []
     for rgb, _, K, c2w, _ in frames:
         h, w = rgb.shape[:2]
