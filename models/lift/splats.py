@@ -15,7 +15,9 @@ Frames overlap (a later frame re-sees what memory already holds), so they are fu
 (``models.lift.splat_fusion``): per voxel the best frame's Gaussians are kept unaveraged (the
 photo's pixels first: every later copy is resampled), a Gaussian whose surface point another
 frame saw better is dropped, and sky / far backdrop pixels form a shell (one Gaussian per
-direction) instead of a black hole. All steps are deterministic.
+direction) instead of a black hole. All steps are deterministic. The lift then solves the
+colours by least squares against the frames (``models.lift.splat_colors``): the fused colours
+here are its starting point and its prior.
 
 Arrays are float32 numpy; the renderer and refinement live in ``models.lift.splat_render``.
 """
