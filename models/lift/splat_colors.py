@@ -64,6 +64,7 @@ def solve_colors(
     ridge: float = 0.02,
     ridge_sh: float = 0.2,
     rounds: int = 2,
+    ridge_floor: float = 0.5,
     progress: Callable[[str], None] | None = None,
 ) -> Gaussians:
     """New Gaussians whose colours (and degree-1 SH with ``sh_degree=1``) minimise
@@ -71,7 +72,9 @@ def solve_colors(
 
     ``frames`` as for ``init_from_frames`` (only rgb, K and c2w are used). ``D_g`` is the splat's
     summed squared blending weight over the frames, so the ridge is relative: a splat half hidden
-    is held as firmly, for its share of the pixels, as one fully visible. Geometry and opacity
+    is held as firmly, for its share of the pixels, as one fully visible, and ``ridge_floor``
+    (times the median ``D_g``) is added to it so a barely seen splat keeps its fused colour.
+    Geometry and opacity
     are unchanged; the base colours are clipped to [0, 1] after the solve (what viewers show).
     Deterministic (no randomness; CG from the current colours, ``iters`` steps).
     """
@@ -105,8 +108,12 @@ def solve_colors(
     for f, W in enumerate(mats):
         diag += np.asarray(W.multiply(W).sum(0)).reshape(-1)
         rhs += adjoint(W.T @ targets[f], f)
-    lam = np.concatenate([[ridge], np.full(n_rest, ridge_sh)])[None, :, None] * diag[:, None, None]
-    lam = lam + 1e-6
+    # The ridge grows with how much the frames see a splat, with a floor: a splat the frames
+    # barely see (hidden behind others, its weights tiny) would otherwise take any colour that
+    # nudges a few pixels, and show as a coloured speck from a new viewpoint.
+    floor = ridge_floor * float(np.median(diag[diag > 0])) if (diag > 0).any() else 0.0
+    strength = np.concatenate([[ridge], np.full(n_rest, ridge_sh)])[None, :, None]
+    lam = strength * (diag + floor)[:, None, None] + 1e-6
     x0 = np.zeros((n, 1 + n_rest, 3))
     x0[:, 0] = np.clip(np.asarray(g.sh0, np.float64) * SH_C0 + 0.5, 0, 1)
     if g.sh_rest is not None and n_rest:
@@ -165,7 +172,9 @@ def _cg(normal, b, x, pre, iters, say, done, total) -> np.ndarray:
     return x
 
 
-def solve_colors_reference(g: Gaussians, frames: list[Frame], ridge: float = 0.02) -> np.ndarray:
+def solve_colors_reference(
+    g: Gaussians, frames: list[Frame], ridge: float = 0.02, ridge_floor: float = 0.5
+) -> np.ndarray:
     """Slow twin for tiny scenes, DC colours only: the exact minimiser (N, 3) in [0, 1] before
     clipping, from a dense blend matrix stacked over frames and ``numpy.linalg.lstsq``."""
     rows, ys = [], []
@@ -174,7 +183,8 @@ def solve_colors_reference(g: Gaussians, frames: list[Frame], ridge: float = 0.0
         rows.append(blend_matrix(g, c2w, K, w, h).toarray())
         ys.append(np.asarray(rgb, np.float64).reshape(-1, 3) / 255.0)
     A, Y = np.concatenate(rows), np.concatenate(ys)
-    D = (A**2).sum(0) * ridge + 1e-6
+    d = (A**2).sum(0)
+    D = ridge * (d + ridge_floor * np.median(d[d > 0])) + 1e-6
     a0 = np.clip(np.asarray(g.sh0, np.float64) * SH_C0 + 0.5, 0, 1)
     A_aug = np.concatenate([A, np.diag(np.sqrt(D))])
     Y_aug = np.concatenate([Y, np.sqrt(D)[:, None] * a0])
