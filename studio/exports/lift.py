@@ -164,7 +164,12 @@ def lift_bundle(
             g.sh0,
             g.sh_rest,
         )
-        info["splats"] = {"file": "splats.ply", "count": len(g), "seconds": time.perf_counter() - t}
+        info["splats"] = {
+            "file": "splats.ply",
+            "count": len(g),
+            "colors": f"least squares against the frames ({COLOR_ITERS} CG steps)",
+            "seconds": time.perf_counter() - t,
+        }
     if mesh:
         say("mesh")
         t = time.perf_counter()
