@@ -374,6 +374,7 @@ class SpatialMemory:
             )
             if bool(w.valid.any()):
                 comp.add(fid, w, f)
+        comp.cohere()
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)

@@ -23,18 +23,25 @@ import torch
 from numba import njit
 
 _f32 = np.float32
+COHERE_RADIUS = 2  # 5x5 votes: wider than Kinect depth-noise speckle, narrower than objects
+COHERE_PASSES = 2
 
 
 @njit(cache=True)
-def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, frame, prm, fid):
+def composite_kernel(
+    state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, frame, prm, fid, claim
+):
     """Fold one warp into the composite, in place.
 
     ``state`` = (rgb (H, W, 3), depth, src int64, uv (H, W, 2), quality, conf, observed bool,
     stretch, rim bool, base_px); the warp's arrays as in ``WarpResult`` (``w_rgb`` is updated
     where earlier paint is copied instead of resampled); ``frame`` = (rgb uint8 (Hs, Ws, 3),
     confidence (Hs, Ws) float32, observed (Hs, Ws) bool); ``prm`` float32 (depth_tol,
-    baseline * f_t, paint_nearest_stretch, 1 - depth_tol).
+    baseline * f_t, paint_nearest_stretch, 1 - depth_tol); ``claim`` = (conf, observed) (H, W)
+    outputs: this warp's claim at every valid pixel (``w_rgb`` holds its colour), kept
+    for the coherence pass.
     """
+    c_c, c_obs = claim
     rgb, depth, src, uv, quality, conf, observed, stretch, rim, base_px = state
     f_rgb, f_conf, f_obs = frame
     tol, bf, nearest, lo = prm[0], prm[1], prm[2], prm[3]
@@ -51,6 +58,12 @@ def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, fr
             s_ = max(w_stretch[y, x], _f32(1e-6))
             q = c * np.sqrt(min(s_, _f32(1.0) / s_))
             obs = f_obs[vi, ui]
+            if not obs and w_stretch[y, x] <= nearest:
+                # Earlier paint is copied from the nearest source pixel, not resampled (a
+                # bilinear resample at every hop blurs it into a wash).
+                for ch in range(3):
+                    w_rgb[y, x, ch] = _f32(f_rgb[vi, ui, ch]) / _f32(255.0)
+            c_c[y, x], c_obs[y, x] = c, obs
             wd, d, qb = w_depth[y, x], depth[y, x], quality[y, x]
             if d > 0:
                 nearer = wd < d * lo
@@ -63,11 +76,6 @@ def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, fr
                 uncovers = not nearer and not same and better
                 if not (occludes or (same and q > hi * qb) or uncovers):
                     continue
-            if not obs and w_stretch[y, x] <= nearest:
-                # Earlier paint is copied from the nearest source pixel, not resampled (a
-                # bilinear resample at every hop blurs it into a wash).
-                for ch in range(3):
-                    w_rgb[y, x, ch] = _f32(f_rgb[vi, ui, ch]) / _f32(255.0)
             for ch in range(3):
                 rgb[y, x, ch] = w_rgb[y, x, ch]
             depth[y, x] = wd
@@ -79,6 +87,64 @@ def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, fr
             stretch[y, x] = w_stretch[y, x]
             rim[y, x] = w_edge[y, x]
             base_px[y, x] = bf
+
+
+@njit(cache=True)
+def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
+    """One pass of coherent source selection, in place on ``out``.
+
+    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch), the composite;
+    ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch), every retrieved frame's claim
+    stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``src_in``/``depth_in`` (H, W):
+    a snapshot of the composite's source and depth (the votes of this pass); ``prm`` float32
+    (depth_tol, radius). A pixel takes the frame most of its same-surface neighbours (within
+    ``radius``, depth within ``depth_tol``) come from, if that frame sees this pixel on the
+    same surface and wins strictly more votes than the current one (first frame on a tie).
+    """
+    rgb, depth, src, uv, conf, observed, stretch = out
+    k_valid, k_depth, k_rgb, k_uv, k_conf, k_obs, k_stretch = cand
+    tol, r = prm[0], int(prm[1])
+    F = fids.shape[0]
+    H, W = src_in.shape
+    counts = np.zeros(F, np.int64)
+    for y in range(H):
+        for x in range(W):
+            s = src_in[y, x]
+            if s < 0:
+                continue
+            d = depth_in[y, x]
+            lim = tol * d
+            counts[:] = 0
+            for yy in range(max(y - r, 0), min(y + r + 1, H)):
+                for xx in range(max(x - r, 0), min(x + r + 1, W)):
+                    n = src_in[yy, xx]
+                    if n < 0 or abs(depth_in[yy, xx] - d) > lim:
+                        continue
+                    for k in range(F):
+                        if fids[k] == n:
+                            counts[k] += 1
+                            break
+            cur = 0
+            for k in range(F):
+                if fids[k] == s:
+                    cur = k
+                    break
+            best = 0
+            for k in range(1, F):
+                if counts[k] > counts[best]:
+                    best = k
+            if counts[best] <= counts[cur]:
+                continue
+            if not k_valid[best, y, x] or abs(k_depth[best, y, x] - d) > lim:
+                continue
+            for ch in range(3):
+                rgb[y, x, ch] = k_rgb[best, y, x, ch]
+            depth[y, x] = k_depth[best, y, x]
+            src[y, x] = fids[best]
+            uv[y, x, 0], uv[y, x, 1] = k_uv[best, y, x, 0], k_uv[best, y, x, 1]
+            conf[y, x] = k_conf[best, y, x]
+            observed[y, x] = k_obs[best, y, x]
+            stretch[y, x] = k_stretch[best, y, x]
 
 
 class Composite:
@@ -113,6 +179,9 @@ class Composite:
         self.base_px = torch.zeros(H, W)
         self.f_t, self.tol, self.nearest = f_t, depth_tol, paint_nearest_stretch
         self.reference = reference
+        # Every frame's claim (fid, valid, depth, rgb, uv, conf, observed, stretch), for the
+        # coherence pass after the last add.
+        self.claims: list[tuple] = []
 
     def add(self, fid: int, w: Any, frame: Any) -> None:
         """Fold in warp ``w`` (a ``WarpResult``) of memory frame ``frame`` (``rgb`` uint8,
@@ -134,8 +203,13 @@ class Composite:
         )
         prm = np.array([self.tol, w.baseline * self.f_t, self.nearest, 1 - self.tol], np.float32)
         f = (frame.rgb.numpy(), frame.confidence.float().numpy(), frame.observed.numpy())
-        warp = (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
-        composite_kernel(state, *(a.contiguous().numpy() for a in warp), f, prm, fid)
+        warp = [
+            a.contiguous().numpy() for a in (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
+        ]
+        claim = (np.zeros(warp[1].shape, _f32), np.zeros(warp[1].shape, np.bool_))
+        composite_kernel(state, *warp, f, prm, fid, claim)
+        # the kernel wrote the claim's colour (earlier paint copied) into warp[0]
+        self.claims.append((fid, warp[2], warp[1], warp[0], warp[3], *claim, warp[4]))
 
     def _add_torch(self, fid: int, w: Any, frame: Any) -> None:
         """The torch reference of :func:`composite_kernel` (whole-image operations)."""
@@ -174,3 +248,73 @@ class Composite:
         self.stretch = torch.where(take, w.stretch, self.stretch)
         self.rim = torch.where(take, w.edge, self.rim)
         self.base_px = torch.where(take, w.baseline * self.f_t, self.base_px)
+        self.claims.append((fid, w.valid, w.depth, w_rgb, w.src_uv, c, obs, w.stretch))
+
+    def cohere(self, radius: int = COHERE_RADIUS, passes: int = COHERE_PASSES) -> None:
+        """Coherent source selection, after the last :meth:`add`: a pixel switches to the frame
+        most of its same-surface neighbours (``(2 radius + 1)^2`` window, depth within
+        ``depth_tol``) come from, where that frame sees it on the same surface.
+
+        Why: frames that see one surface disagree by a fraction of a pixel (sensor-depth noise,
+        different resampling), so a per-pixel choice among them that flips from pixel to pixel
+        is visible speckle. Occlusion decisions are untouched (only same-surface claims are
+        swapped). ``passes`` Jacobi passes (each votes on the previous pass's sources).
+        """
+        if len({c[0] for c in self.claims}) < 2:
+            return
+        for _ in range(passes):
+            if self.reference:
+                self._cohere_torch(radius)
+                continue
+            fids = np.array([c[0] for c in self.claims], np.int64)
+            cand = tuple(
+                np.ascontiguousarray(np.stack([np.asarray(c[j]) for c in self.claims]))
+                for j in range(1, 8)
+            )
+            out = (
+                self.rgb.numpy(),
+                self.depth.numpy(),
+                self.src.numpy(),
+                self.uv.numpy(),
+                self.conf.numpy(),
+                self.observed.numpy(),
+                self.stretch.numpy(),
+            )
+            prm = np.array([self.tol, radius], np.float32)
+            cohere_kernel(out, cand, fids, self.src.numpy().copy(), self.depth.numpy().copy(), prm)
+
+    def _cohere_torch(self, radius: int) -> None:
+        """The torch reference of one :func:`cohere_kernel` pass (shifted whole images)."""
+        fids = torch.tensor([c[0] for c in self.claims])
+        src, depth = self.src, self.depth
+        H, W = depth.shape
+        r = radius
+        sp = torch.nn.functional.pad(src, (r, r, r, r), value=-1)
+        dp = torch.nn.functional.pad(depth, (r, r, r, r), value=0.0)
+        lim = self.tol * depth
+        counts = torch.zeros(len(fids), H, W, dtype=torch.long)
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                ns, nd = sp[dy : dy + H, dx : dx + W], dp[dy : dy + H, dx : dx + W]
+                ok = (ns >= 0) & ((nd - depth).abs() <= lim)
+                counts += (ok[None] & (ns[None] == fids[:, None, None])).long()
+        cur = (src[None] == fids[:, None, None]).long().argmax(0)
+        best = counts.argmax(0)  # the first frame on a tie
+        n_best = counts.gather(0, best[None])[0]
+        n_cur = counts.gather(0, cur[None])[0]
+
+        def pick(j: int) -> torch.Tensor:
+            stack = torch.stack([torch.as_tensor(c[j]) for c in self.claims])
+            idx = best.reshape(1, H, W, *([1] * (stack.dim() - 3)))
+            return stack.gather(0, idx.expand(1, *stack.shape[1:]))[0]
+
+        k_valid, k_depth = pick(1), pick(2)
+        switch = (src >= 0) & (n_best > n_cur) & k_valid & ((k_depth - depth).abs() <= lim)
+        s3 = switch[..., None]
+        self.rgb = torch.where(s3, pick(3), self.rgb)
+        self.depth = torch.where(switch, k_depth, depth)
+        self.src = torch.where(switch, fids[best], src)
+        self.uv = torch.where(s3, pick(4), self.uv)
+        self.conf = torch.where(switch, pick(5), self.conf)
+        self.observed = torch.where(switch, pick(6), self.observed)
+        self.stretch = torch.where(switch, pick(7), self.stretch)
