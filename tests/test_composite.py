@@ -98,3 +98,27 @@ def test_cohere_keeps_a_real_boundary_between_two_frames():
     src = comp.src.clone()
     comp.cohere()
     assert torch.equal(comp.src, src)
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_cohere_removes_layer_specks_but_keeps_a_thin_line(reference):
+    """Frame 1 claims a two-pixel speck and a one-pixel-wide line in front of a wall frame 0
+    sees well. The speck (noise: sensor depth warped to an oblique view) goes back to the wall
+    behind it; the line (a real thin structure: 5 supporting pixels in its window) stays."""
+    wall = np.full((H, W), 2.0, np.float32)
+    near = wall.copy()
+    near[5, 5:7] = 1.0  # the speck
+    near[5:36, 30] = 1.0  # the line
+    conf1 = np.where(near < 2, 1.0, 0.5).astype(np.float32)  # frame 0 owns the wall
+    comp = Composite(W, H, f_t=50.0, reference=reference)
+    for fid, colour, depth, conf in ((0, 0.2, wall, np.ones((H, W), np.float32)),
+                                     (1, 0.8, near, conf1)):  # fmt: skip
+        frame, warp = _frame_and_warp(colour, depth, conf, baseline=0.5)
+        comp.add(fid, warp, frame)
+    assert bool((comp.src[5, 5:7] == 1).all()) and bool((comp.src[5:36, 30] == 1).all())
+    comp.cohere()
+    assert bool((comp.src[5, 5:7] == 0).all()) and bool((comp.depth[5, 5:7] == 2.0).all())
+    assert torch.allclose(comp.rgb[5, 5:7], torch.tensor(0.2))
+    # the line keeps its pixels (its two ends may each shorten by a pixel per pass)
+    assert bool((comp.src[9:32, 30] == 1).all()) and bool((comp.depth[9:32, 30] == 1.0).all())
+    assert int((comp.src == 1).sum()) >= 23

@@ -25,6 +25,11 @@ from numba import njit
 _f32 = np.float32
 COHERE_RADIUS = 2  # 5x5 votes: wider than Kinect depth-noise speckle, narrower than objects
 COHERE_PASSES = 2
+# A layer switch (a pixel taking a claim on another surface) needs the current claim to be a
+# speck (support <= COHERE_SPECK of the 25 window pixels: a straight one-pixel line has 5, so it
+# stays) and the other one well supported. Tuned on TUM fr3 frames 1..8.
+COHERE_SPECK = 4
+COHERE_SUPPORT = 10
 
 
 @njit(cache=True)
@@ -97,45 +102,59 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
     ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch), every retrieved frame's claim
     stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``src_in``/``depth_in`` (H, W):
     a snapshot of the composite's source and depth (the votes of this pass); ``prm`` float32
-    (depth_tol, radius). A pixel takes the frame most of its same-surface neighbours (within
-    ``radius``, depth within ``depth_tol``) come from, if that frame sees this pixel on the
-    same surface and wins strictly more votes than the current one (first frame on a tie).
+    (depth_tol, radius, speck, support).
+
+    A claim's *support* is the number of pixels in the window (itself included) that the
+    composite took from the same frame at the claim's depth (within ``depth_tol``). A pixel
+    takes the best-supported claim if it beats the current one's support and is on the same
+    surface, or, on another surface (a layer switch), only if the current claim is a speck
+    (support <= ``speck``) and the other is well supported (>= ``support``): thin structures
+    (a one-pixel line has support 2 r + 1) stay. First frame on a tie.
     """
     rgb, depth, src, uv, conf, observed, stretch = out
     k_valid, k_depth, k_rgb, k_uv, k_conf, k_obs, k_stretch = cand
-    tol, r = prm[0], int(prm[1])
+    tol, r, speck, need = prm[0], int(prm[1]), prm[2], prm[3]
     F = fids.shape[0]
     H, W = src_in.shape
-    counts = np.zeros(F, np.int64)
+    score = np.zeros(F, np.int64)
     for y in range(H):
         for x in range(W):
             s = src_in[y, x]
             if s < 0:
                 continue
-            d = depth_in[y, x]
-            lim = tol * d
-            counts[:] = 0
+            mixed = False  # a window all from one frame: nothing to vote on (most pixels)
             for yy in range(max(y - r, 0), min(y + r + 1, H)):
                 for xx in range(max(x - r, 0), min(x + r + 1, W)):
-                    n = src_in[yy, xx]
-                    if n < 0 or abs(depth_in[yy, xx] - d) > lim:
-                        continue
-                    for k in range(F):
-                        if fids[k] == n:
-                            counts[k] += 1
-                            break
+                    if src_in[yy, xx] != s:
+                        mixed = True
+            if not mixed:
+                continue
+            d = depth_in[y, x]
             cur = 0
             for k in range(F):
+                score[k] = -1
                 if fids[k] == s:
                     cur = k
-                    break
-            best = 0
-            for k in range(1, F):
-                if counts[k] > counts[best]:
+                if not k_valid[k, y, x]:
+                    continue
+                cd = k_depth[k, y, x]
+                lim = tol * cd
+                n = 0
+                for yy in range(max(y - r, 0), min(y + r + 1, H)):
+                    for xx in range(max(x - r, 0), min(x + r + 1, W)):
+                        if src_in[yy, xx] == fids[k] and abs(depth_in[yy, xx] - cd) <= lim:
+                            n += 1
+                score[k] = n
+            best = -1
+            for k in range(F):
+                if k == cur or score[k] <= score[cur]:
+                    continue
+                if abs(k_depth[k, y, x] - d) > tol * d:  # another surface: a layer switch
+                    if score[cur] > speck or score[k] < need:
+                        continue
+                if best < 0 or score[k] > score[best]:
                     best = k
-            if counts[best] <= counts[cur]:
-                continue
-            if not k_valid[best, y, x] or abs(k_depth[best, y, x] - d) > lim:
+            if best < 0:
                 continue
             for ch in range(3):
                 rgb[y, x, ch] = k_rgb[best, y, x, ch]
@@ -250,7 +269,13 @@ class Composite:
         self.base_px = torch.where(take, w.baseline * self.f_t, self.base_px)
         self.claims.append((fid, w.valid, w.depth, w_rgb, w.src_uv, c, obs, w.stretch))
 
-    def cohere(self, radius: int = COHERE_RADIUS, passes: int = COHERE_PASSES) -> None:
+    def cohere(
+        self,
+        radius: int = COHERE_RADIUS,
+        passes: int = COHERE_PASSES,
+        speck: int = COHERE_SPECK,
+        support: int = COHERE_SUPPORT,
+    ) -> None:
         """Coherent source selection, after the last :meth:`add`: a pixel switches to the frame
         most of its same-surface neighbours (``(2 radius + 1)^2`` window, depth within
         ``depth_tol``) come from, where that frame sees it on the same surface.
@@ -264,7 +289,7 @@ class Composite:
             return
         for _ in range(passes):
             if self.reference:
-                self._cohere_torch(radius)
+                self._cohere_torch(radius, speck, support)
                 continue
             fids = np.array([c[0] for c in self.claims], np.int64)
             cand = tuple(
@@ -280,39 +305,46 @@ class Composite:
                 self.observed.numpy(),
                 self.stretch.numpy(),
             )
-            prm = np.array([self.tol, radius], np.float32)
+            prm = np.array([self.tol, radius, speck, support], np.float32)
             cohere_kernel(out, cand, fids, self.src.numpy().copy(), self.depth.numpy().copy(), prm)
 
-    def _cohere_torch(self, radius: int) -> None:
+    def _cohere_torch(self, radius: int, speck: int, support: int) -> None:
         """The torch reference of one :func:`cohere_kernel` pass (shifted whole images)."""
         fids = torch.tensor([c[0] for c in self.claims])
         src, depth = self.src, self.depth
         H, W = depth.shape
         r = radius
+
+        def stack(j: int) -> torch.Tensor:
+            return torch.stack([torch.as_tensor(c[j]) for c in self.claims])
+
+        k_valid, k_depth = stack(1), stack(2)  # (F, H, W)
         sp = torch.nn.functional.pad(src, (r, r, r, r), value=-1)
         dp = torch.nn.functional.pad(depth, (r, r, r, r), value=0.0)
-        lim = self.tol * depth
-        counts = torch.zeros(len(fids), H, W, dtype=torch.long)
+        lim = self.tol * k_depth
+        score = torch.zeros(len(fids), H, W, dtype=torch.long)
         for dy in range(2 * r + 1):
             for dx in range(2 * r + 1):
                 ns, nd = sp[dy : dy + H, dx : dx + W], dp[dy : dy + H, dx : dx + W]
-                ok = (ns >= 0) & ((nd - depth).abs() <= lim)
-                counts += (ok[None] & (ns[None] == fids[:, None, None])).long()
+                same = (ns[None] == fids[:, None, None]) & ((nd[None] - k_depth).abs() <= lim)
+                score += same.long()
+        score = torch.where(k_valid, score, -1)
         cur = (src[None] == fids[:, None, None]).long().argmax(0)
-        best = counts.argmax(0)  # the first frame on a tie
-        n_best = counts.gather(0, best[None])[0]
-        n_cur = counts.gather(0, cur[None])[0]
+        s_cur = score.gather(0, cur[None])[0]
+        layer = (k_depth - depth).abs() > self.tol * depth  # another surface
+        ok = (score > s_cur) & (torch.arange(len(fids))[:, None, None] != cur)
+        ok &= ~layer | ((s_cur <= speck) & (score >= support))
+        best = torch.where(ok, score, -2).argmax(0)  # the first frame on a tie
+        switch = (src >= 0) & ok.gather(0, best[None])[0]
 
         def pick(j: int) -> torch.Tensor:
-            stack = torch.stack([torch.as_tensor(c[j]) for c in self.claims])
-            idx = best.reshape(1, H, W, *([1] * (stack.dim() - 3)))
-            return stack.gather(0, idx.expand(1, *stack.shape[1:]))[0]
+            st = stack(j)
+            idx = best.reshape(1, H, W, *([1] * (st.dim() - 3)))
+            return st.gather(0, idx.expand(1, *st.shape[1:]))[0]
 
-        k_valid, k_depth = pick(1), pick(2)
-        switch = (src >= 0) & (n_best > n_cur) & k_valid & ((k_depth - depth).abs() <= lim)
         s3 = switch[..., None]
         self.rgb = torch.where(s3, pick(3), self.rgb)
-        self.depth = torch.where(switch, k_depth, depth)
+        self.depth = torch.where(switch, pick(2), depth)
         self.src = torch.where(switch, fids[best], src)
         self.uv = torch.where(s3, pick(4), self.uv)
         self.conf = torch.where(switch, pick(5), self.conf)
