@@ -122,3 +122,20 @@ def test_cohere_removes_layer_specks_but_keeps_a_thin_line(reference):
     # the line keeps its pixels (its two ends may each shorten by a pixel per pass)
     assert bool((comp.src[9:32, 30] == 1).all()) and bool((comp.depth[9:32, 30] == 1.0).all())
     assert int((comp.src == 1).sum()) >= 23
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_cohere_drops_a_layer_speck_no_frame_can_replace(reference):
+    """One frame's own speckle (sensor-depth noise): a one-pixel speck in front of the wall it
+    sees everywhere else, and no other frame. The speck is dropped (the crack routing or the
+    painter fills it from the wall), the wall around it is untouched."""
+    depth = np.full((H, W), 2.0, np.float32)
+    depth[20, 20] = 1.2
+    comp = Composite(W, H, f_t=50.0, reference=reference)
+    comp.add(0, *reversed(_frame_and_warp(0.5, depth, np.ones((H, W), np.float32), 0.5)))
+    comp.cohere()
+    assert float(comp.depth[20, 20]) == 0.0 and int(comp.src[20, 20]) == -1
+    assert not bool(comp.observed[20, 20])
+    rest = torch.ones(H, W, dtype=torch.bool)
+    rest[20, 20] = False
+    assert bool((comp.depth[rest] == 2.0).all()) and bool((comp.src[rest] == 0).all())

@@ -8,6 +8,9 @@ over a better observation), or a weaker frame's claim against a frame that would
 nearer was there). On the same surface the better pixel wins (by 5 %: near-ties keep the earlier
 frame, so regions stay coherent).
 
+After the last frame, :meth:`Composite.cohere` makes the choice coherent over small windows
+(no pixel-by-pixel flipping between frames or between layers: visible speckle).
+
 :class:`Composite` holds the running result; :meth:`Composite.add` folds one warp in, either with
 the compiled kernel :func:`composite_kernel` (one pass over the pixels, in place) or with the
 torch reference :meth:`Composite._add_torch` (whole-image ``where`` s, the obvious form), which
@@ -122,14 +125,19 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
             s = src_in[y, x]
             if s < 0:
                 continue
-            mixed = False  # a window all from one frame: nothing to vote on (most pixels)
+            d = depth_in[y, x]
+            # pixels of the window on another surface; none and all from one frame: nothing
+            # to vote on (most pixels)
+            other, mixed = 0, False
             for yy in range(max(y - r, 0), min(y + r + 1, H)):
                 for xx in range(max(x - r, 0), min(x + r + 1, W)):
-                    if src_in[yy, xx] != s:
+                    n = src_in[yy, xx]
+                    if n >= 0 and abs(depth_in[yy, xx] - d) > tol * d:
+                        other += 1
+                    elif n != s:
                         mixed = True
-            if not mixed:
+            if other == 0 and not mixed:
                 continue
-            d = depth_in[y, x]
             cur = 0
             for k in range(F):
                 score[k] = -1
@@ -155,6 +163,14 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
                 if best < 0 or score[k] > score[best]:
                     best = k
             if best < 0:
+                if score[cur] <= speck and other >= need:
+                    # a speck on another surface than its well-supported surroundings and no
+                    # frame offers that surface here: dropped (the crack routing fills it)
+                    for ch in range(3):
+                        rgb[y, x, ch] = 0
+                    depth[y, x], src[y, x], conf[y, x], stretch[y, x] = 0, -1, 0, 0
+                    uv[y, x, 0], uv[y, x, 1] = -1, -1
+                    observed[y, x] = False
                 continue
             for ch in range(3):
                 rgb[y, x, ch] = k_rgb[best, y, x, ch]
@@ -276,16 +292,20 @@ class Composite:
         speck: int = COHERE_SPECK,
         support: int = COHERE_SUPPORT,
     ) -> None:
-        """Coherent source selection, after the last :meth:`add`: a pixel switches to the frame
-        most of its same-surface neighbours (``(2 radius + 1)^2`` window, depth within
-        ``depth_tol``) come from, where that frame sees it on the same surface.
+        """Coherent source selection, after the last :meth:`add` (rules in
+        :func:`cohere_kernel`): on one surface a pixel takes the frame most of its neighbours
+        (``(2 radius + 1)^2`` window) come from; a speck on another surface than its
+        surroundings (support <= ``speck``) takes a well-supported claim (>= ``support``) on
+        theirs, or is dropped when no frame offers one (the crack routing fills it).
 
         Why: frames that see one surface disagree by a fraction of a pixel (sensor-depth noise,
-        different resampling), so a per-pixel choice among them that flips from pixel to pixel
-        is visible speckle. Occlusion decisions are untouched (only same-surface claims are
-        swapped). ``passes`` Jacobi passes (each votes on the previous pass's sources).
+        different resampling), and noisy depth lets single pixels of one layer win inside
+        another; per-pixel choices that flip from pixel to pixel are visible speckle (on TUM
+        it held most of the routed pixels' excess gradient energy). Occlusion boundaries and
+        thin structures stay (a switch of layer needs a speck and a clear majority).
+        ``passes`` Jacobi passes (each votes on the previous pass's result).
         """
-        if len({c[0] for c in self.claims}) < 2:
+        if not self.claims:
             return
         for _ in range(passes):
             if self.reference:
@@ -336,6 +356,12 @@ class Composite:
         ok &= ~layer | ((s_cur <= speck) & (score >= support))
         best = torch.where(ok, score, -2).argmax(0)  # the first frame on a tie
         switch = (src >= 0) & ok.gather(0, best[None])[0]
+        other = torch.zeros(H, W, dtype=torch.long)  # window pixels on another surface
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                ns, nd = sp[dy : dy + H, dx : dx + W], dp[dy : dy + H, dx : dx + W]
+                other += ((ns >= 0) & ((nd - depth).abs() > self.tol * depth)).long()
+        drop = (src >= 0) & ~switch & (s_cur <= speck) & (other >= support)
 
         def pick(j: int) -> torch.Tensor:
             st = stack(j)
@@ -350,3 +376,7 @@ class Composite:
         self.conf = torch.where(switch, pick(5), self.conf)
         self.observed = torch.where(switch, pick(6), self.observed)
         self.stretch = torch.where(switch, pick(7), self.stretch)
+        self.rgb[drop] = 0.0
+        self.depth[drop], self.src[drop], self.conf[drop], self.stretch[drop] = 0.0, -1, 0.0, 0.0
+        self.uv[drop] = -1.0
+        self.observed[drop] = False
