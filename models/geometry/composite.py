@@ -98,12 +98,14 @@ def composite_kernel(
 
 
 @njit(cache=True)
-def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
+def cohere_kernel(out, cand, fids, k_base, src_in, depth_in, prm):
     """One pass of coherent source selection, in place on ``out``.
 
-    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch), the composite;
+    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch, base_px), the
+    composite;
     ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch), every retrieved frame's claim
-    stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``src_in``/``depth_in`` (H, W):
+    stacked (F, H, W, ...) in the order of ``fids`` (F,) int64, ``k_base`` (F,) float32 their
+    baselines times the focal length; ``src_in``/``depth_in`` (H, W):
     a snapshot of the composite's source and depth (the votes of this pass); ``prm`` float32
     (depth_tol, radius, speck, support).
 
@@ -112,11 +114,13 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
     takes the best-supported claim if it beats the current one's support and is on the same
     surface, or, on another surface (a layer switch), only if the current claim is a speck
     (support <= ``speck``) and the other is well supported (>= ``support``): thin structures
-    (a one-pixel line has support 2 r + 1) stay. First frame on a tie.
+    (a one-pixel line has support 2 r + 1) stay. First frame on a tie. A pixel whose frame saw
+    it along the target's rays (parallax under half a pixel) is exact and keeps its claim.
     """
-    rgb, depth, src, uv, conf, observed, stretch = out
+    rgb, depth, src, uv, conf, observed, stretch, base_px = out
     k_valid, k_depth, k_rgb, k_uv, k_conf, k_obs, k_stretch = cand
     tol, r, speck, need = prm[0], int(prm[1]), prm[2], prm[3]
+    half_ = _f32(0.5)
     F = fids.shape[0]
     H, W = src_in.shape
     score = np.zeros(F, np.int64)
@@ -126,17 +130,16 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
             if s < 0:
                 continue
             d = depth_in[y, x]
-            # pixels of the window on another surface; none and all from one frame: nothing
-            # to vote on (most pixels)
-            other, mixed = 0, False
+            if base_px[y, x] < half_ * d:
+                # its frame saw along the target's rays (parallax < 0.5 px): exact, no speckle
+                # to fix (a pure rotation back to a frame returns it exactly)
+                continue
+            mixed = False  # the window on one surface of one frame: nothing to vote on
             for yy in range(max(y - r, 0), min(y + r + 1, H)):
                 for xx in range(max(x - r, 0), min(x + r + 1, W)):
-                    n = src_in[yy, xx]
-                    if n >= 0 and abs(depth_in[yy, xx] - d) > tol * d:
-                        other += 1
-                    elif n != s:
+                    if src_in[yy, xx] != s or abs(depth_in[yy, xx] - d) > tol * d:
                         mixed = True
-            if other == 0 and not mixed:
+            if not mixed:
                 continue
             cur = 0
             for k in range(F):
@@ -163,14 +166,6 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
                 if best < 0 or score[k] > score[best]:
                     best = k
             if best < 0:
-                if score[cur] <= speck and other >= need:
-                    # a speck on another surface than its well-supported surroundings and no
-                    # frame offers that surface here: dropped (the crack routing fills it)
-                    for ch in range(3):
-                        rgb[y, x, ch] = 0
-                    depth[y, x], src[y, x], conf[y, x], stretch[y, x] = 0, -1, 0, 0
-                    uv[y, x, 0], uv[y, x, 1] = -1, -1
-                    observed[y, x] = False
                 continue
             for ch in range(3):
                 rgb[y, x, ch] = k_rgb[best, y, x, ch]
@@ -180,6 +175,7 @@ def cohere_kernel(out, cand, fids, src_in, depth_in, prm):
             conf[y, x] = k_conf[best, y, x]
             observed[y, x] = k_obs[best, y, x]
             stretch[y, x] = k_stretch[best, y, x]
+            base_px[y, x] = k_base[best]
 
 
 class Composite:
@@ -217,6 +213,7 @@ class Composite:
         # Every frame's claim (fid, valid, depth, rgb, uv, conf, observed, stretch), for the
         # coherence pass after the last add.
         self.claims: list[tuple] = []
+        self.claim_base: list[float] = []
 
     def add(self, fid: int, w: Any, frame: Any) -> None:
         """Fold in warp ``w`` (a ``WarpResult``) of memory frame ``frame`` (``rgb`` uint8,
@@ -245,6 +242,7 @@ class Composite:
         composite_kernel(state, *warp, f, prm, fid, claim)
         # the kernel wrote the claim's colour (earlier paint copied) into warp[0]
         self.claims.append((fid, warp[2], warp[1], warp[0], warp[3], *claim, warp[4]))
+        self.claim_base.append(w.baseline * self.f_t)
 
     def _add_torch(self, fid: int, w: Any, frame: Any) -> None:
         """The torch reference of :func:`composite_kernel` (whole-image operations)."""
@@ -284,6 +282,7 @@ class Composite:
         self.rim = torch.where(take, w.edge, self.rim)
         self.base_px = torch.where(take, w.baseline * self.f_t, self.base_px)
         self.claims.append((fid, w.valid, w.depth, w_rgb, w.src_uv, c, obs, w.stretch))
+        self.claim_base.append(w.baseline * self.f_t)
 
     def cohere(
         self,
@@ -296,7 +295,7 @@ class Composite:
         :func:`cohere_kernel`): on one surface a pixel takes the frame most of its neighbours
         (``(2 radius + 1)^2`` window) come from; a speck on another surface than its
         surroundings (support <= ``speck``) takes a well-supported claim (>= ``support``) on
-        theirs, or is dropped when no frame offers one (the crack routing fills it).
+        theirs where a frame offers one. Pixels seen along the target's rays keep theirs.
 
         Why: frames that see one surface disagree by a fraction of a pixel (sensor-depth noise,
         different resampling), and noisy depth lets single pixels of one layer win inside
@@ -324,9 +323,12 @@ class Composite:
                 self.conf.numpy(),
                 self.observed.numpy(),
                 self.stretch.numpy(),
+                self.base_px.numpy(),
             )
             prm = np.array([self.tol, radius, speck, support], np.float32)
-            cohere_kernel(out, cand, fids, self.src.numpy().copy(), self.depth.numpy().copy(), prm)
+            k_base = np.array(self.claim_base, np.float32)
+            src_in, depth_in = self.src.numpy().copy(), self.depth.numpy().copy()
+            cohere_kernel(out, cand, fids, k_base, src_in, depth_in, prm)
 
     def _cohere_torch(self, radius: int, speck: int, support: int) -> None:
         """The torch reference of one :func:`cohere_kernel` pass (shifted whole images)."""
@@ -356,12 +358,7 @@ class Composite:
         ok &= ~layer | ((s_cur <= speck) & (score >= support))
         best = torch.where(ok, score, -2).argmax(0)  # the first frame on a tie
         switch = (src >= 0) & ok.gather(0, best[None])[0]
-        other = torch.zeros(H, W, dtype=torch.long)  # window pixels on another surface
-        for dy in range(2 * r + 1):
-            for dx in range(2 * r + 1):
-                ns, nd = sp[dy : dy + H, dx : dx + W], dp[dy : dy + H, dx : dx + W]
-                other += ((ns >= 0) & ((nd - depth).abs() > self.tol * depth)).long()
-        drop = (src >= 0) & ~switch & (s_cur <= speck) & (other >= support)
+        switch &= ~(self.base_px < 0.5 * depth)  # seen along the target's rays: exact
 
         def pick(j: int) -> torch.Tensor:
             st = stack(j)
@@ -376,7 +373,5 @@ class Composite:
         self.conf = torch.where(switch, pick(5), self.conf)
         self.observed = torch.where(switch, pick(6), self.observed)
         self.stretch = torch.where(switch, pick(7), self.stretch)
-        self.rgb[drop] = 0.0
-        self.depth[drop], self.src[drop], self.conf[drop], self.stretch[drop] = 0.0, -1, 0.0, 0.0
-        self.uv[drop] = -1.0
-        self.observed[drop] = False
+        k_base = torch.tensor(self.claim_base, dtype=torch.float32)
+        self.base_px = torch.where(switch, k_base[best], self.base_px)
