@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from numba import njit
@@ -98,16 +99,17 @@ def composite_kernel(
 
 
 @njit(cache=True)
-def cohere_kernel(out, cand, fids, k_base, src_in, depth_in, prm):
+def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed):
     """One pass of coherent source selection, in place on ``out``.
 
-    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch, base_px), the
-    composite;
-    ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch), every retrieved frame's claim
-    stacked (F, H, W, ...) in the order of ``fids`` (F,) int64, ``k_base`` (F,) float32 their
-    baselines times the focal length; ``src_in``/``depth_in`` (H, W):
-    a snapshot of the composite's source and depth (the votes of this pass); ``prm`` float32
-    (depth_tol, radius, speck, support).
+    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch, base_px): the
+    composite. ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch): every retrieved
+    frame's claim, stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``k_base`` (F,)
+    float32 their baselines times the focal length. ``src_in``, ``depth_in`` (H, W): a snapshot
+    of the composite's source and depth (the votes of this pass); ``k_in`` (H, W) int8 the
+    source's index into ``fids`` (-1: none). ``prm`` float32 (depth_tol, radius, speck,
+    support). ``active`` (H, W) bool: the pixels to decide (the others keep their claim);
+    ``changed`` (H, W) bool, output: the pixels that switched.
 
     A claim's *support* is the number of pixels in the window (itself included) that the
     composite took from the same frame at the claim's depth (within ``depth_tol``). A pixel
@@ -124,38 +126,28 @@ def cohere_kernel(out, cand, fids, k_base, src_in, depth_in, prm):
     F = fids.shape[0]
     H, W = src_in.shape
     score = np.zeros(F, np.int64)
+    cds = np.zeros(F, np.float32)
     for y in range(H):
         for x in range(W):
             s = src_in[y, x]
-            if s < 0:
+            if s < 0 or not active[y, x]:
                 continue
             d = depth_in[y, x]
             if base_px[y, x] < half_ * d:
                 # its frame saw along the target's rays (parallax < 0.5 px): exact, no speckle
                 # to fix (a pure rotation back to a frame returns it exactly)
                 continue
-            mixed = False  # the window on one surface of one frame: nothing to vote on
-            for yy in range(max(y - r, 0), min(y + r + 1, H)):
-                for xx in range(max(x - r, 0), min(x + r + 1, W)):
-                    if src_in[yy, xx] != s or abs(depth_in[yy, xx] - d) > tol * d:
-                        mixed = True
-            if not mixed:
-                continue
             cur = 0
             for k in range(F):
-                score[k] = -1
+                score[k] = 0 if k_valid[k, y, x] else -1
+                cds[k] = k_depth[k, y, x]
                 if fids[k] == s:
                     cur = k
-                if not k_valid[k, y, x]:
-                    continue
-                cd = k_depth[k, y, x]
-                lim = tol * cd
-                n = 0
-                for yy in range(max(y - r, 0), min(y + r + 1, H)):
-                    for xx in range(max(x - r, 0), min(x + r + 1, W)):
-                        if src_in[yy, xx] == fids[k] and abs(depth_in[yy, xx] - cd) <= lim:
-                            n += 1
-                score[k] = n
+            for yy in range(max(y - r, 0), min(y + r + 1, H)):
+                for xx in range(max(x - r, 0), min(x + r + 1, W)):
+                    k = k_in[yy, xx]
+                    if k >= 0 and score[k] >= 0 and abs(depth_in[yy, xx] - cds[k]) <= tol * cds[k]:
+                        score[k] += 1
             best = -1
             for k in range(F):
                 if k == cur or score[k] <= score[cur]:
@@ -176,6 +168,7 @@ def cohere_kernel(out, cand, fids, k_base, src_in, depth_in, prm):
             observed[y, x] = k_obs[best, y, x]
             stretch[y, x] = k_stretch[best, y, x]
             base_px[y, x] = k_base[best]
+            changed[y, x] = True
 
 
 class Composite:
@@ -306,29 +299,45 @@ class Composite:
         """
         if not self.claims:
             return
-        for _ in range(passes):
-            if self.reference:
+        if self.reference:
+            for _ in range(passes):
                 self._cohere_torch(radius, speck, support)
-                continue
-            fids = np.array([c[0] for c in self.claims], np.int64)
-            cand = tuple(
-                np.ascontiguousarray(np.stack([np.asarray(c[j]) for c in self.claims]))
-                for j in range(1, 8)
-            )
-            out = (
-                self.rgb.numpy(),
-                self.depth.numpy(),
-                self.src.numpy(),
-                self.uv.numpy(),
-                self.conf.numpy(),
-                self.observed.numpy(),
-                self.stretch.numpy(),
-                self.base_px.numpy(),
-            )
-            prm = np.array([self.tol, radius, speck, support], np.float32)
-            k_base = np.array(self.claim_base, np.float32)
-            src_in, depth_in = self.src.numpy().copy(), self.depth.numpy().copy()
-            cohere_kernel(out, cand, fids, k_base, src_in, depth_in, prm)
+            return
+        fids = np.array([c[0] for c in self.claims], np.int64)
+        cand = tuple(np.stack([np.asarray(c[j]) for c in self.claims]) for j in range(1, 8))
+        out = (
+            self.rgb.numpy(),
+            self.depth.numpy(),
+            self.src.numpy(),
+            self.uv.numpy(),
+            self.conf.numpy(),
+            self.observed.numpy(),
+            self.stretch.numpy(),
+            self.base_px.numpy(),
+        )
+        prm = np.array([self.tol, radius, speck, support], np.float32)
+        k_base = np.array(self.claim_base, np.float32)
+        box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        # Only a window holding two frames can vote for a switch: pixels within ``radius`` of a
+        # source boundary (most pixels are not, and the kernel skips them).
+        src = out[2]
+        bound = np.zeros(src.shape, np.bool_)
+        bound[:, 1:] |= src[:, 1:] != src[:, :-1]
+        bound[:, :-1] |= src[:, :-1] != src[:, 1:]
+        bound[1:] |= src[1:] != src[:-1]
+        bound[:-1] |= src[:-1] != src[1:]
+        active = cv2.dilate(bound.view(np.uint8), box).view(np.bool_)
+        for _ in range(passes):
+            changed = np.zeros(self.src.shape, np.bool_)
+            src_in, depth_in = out[2].copy(), out[1].copy()
+            k_in = np.full(src_in.shape, -1, np.int8)
+            for k, f in enumerate(fids):
+                k_in[src_in == f] = k
+            cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed)
+            if not changed.any():
+                break
+            # only windows where something changed can decide differently in the next pass
+            active = cv2.dilate(changed.view(np.uint8), box).view(np.bool_)
 
     def _cohere_torch(self, radius: int, speck: int, support: int) -> None:
         """The torch reference of one :func:`cohere_kernel` pass (shifted whole images)."""
