@@ -208,23 +208,18 @@ class Composite:
         self.claims: list[tuple] = []
         self.claim_base: list[float] = []
 
+    def _arrays(self, *names: str) -> tuple[np.ndarray, ...]:
+        """Numpy views (shared memory) of the named state tensors, for the kernels."""
+        return tuple(getattr(self, n).numpy() for n in names)
+
     def add(self, fid: int, w: Any, frame: Any) -> None:
         """Fold in warp ``w`` (a ``WarpResult``) of memory frame ``frame`` (``rgb`` uint8,
         ``confidence``, ``observed``) whose id is ``fid``."""
         if self.reference:
             self._add_torch(fid, w, frame)
             return
-        state = (
-            self.rgb.numpy(),
-            self.depth.numpy(),
-            self.src.numpy(),
-            self.uv.numpy(),
-            self.quality.numpy(),
-            self.conf.numpy(),
-            self.observed.numpy(),
-            self.stretch.numpy(),
-            self.rim.numpy(),
-            self.base_px.numpy(),
+        state = self._arrays(
+            "rgb", "depth", "src", "uv", "quality", "conf", "observed", "stretch", "rim", "base_px"
         )
         prm = np.array([self.tol, w.baseline * self.f_t, self.nearest, 1 - self.tol], np.float32)
         f = (frame.rgb.numpy(), frame.confidence.float().numpy(), frame.observed.numpy())
@@ -305,16 +300,7 @@ class Composite:
             return
         fids = np.array([c[0] for c in self.claims], np.int64)
         cand = tuple(np.stack([np.asarray(c[j]) for c in self.claims]) for j in range(1, 8))
-        out = (
-            self.rgb.numpy(),
-            self.depth.numpy(),
-            self.src.numpy(),
-            self.uv.numpy(),
-            self.conf.numpy(),
-            self.observed.numpy(),
-            self.stretch.numpy(),
-            self.base_px.numpy(),
-        )
+        out = self._arrays("rgb", "depth", "src", "uv", "conf", "observed", "stretch", "base_px")
         prm = np.array([self.tol, radius, speck, support], np.float32)
         k_base = np.array(self.claim_base, np.float32)
         box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
