@@ -106,7 +106,7 @@ def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, 
     composite. ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch): every retrieved
     frame's claim, stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``k_base`` (F,)
     float32 their baselines times the focal length. ``src_in``, ``depth_in`` (H, W): a snapshot
-    of the composite's source and depth (the votes of this pass); ``k_in`` (H, W) int8 the
+    of the composite's source and depth (the votes of this pass); ``k_in`` (H, W) int16 the
     source's index into ``fids`` (-1: none). ``prm`` float32 (depth_tol, radius, speck,
     support). ``active`` (H, W) bool: the pixels to decide (the others keep their claim);
     ``changed`` (H, W) bool, output: the pixels that switched.
@@ -316,7 +316,7 @@ class Composite:
         for _ in range(passes):
             changed = np.zeros(self.src.shape, np.bool_)
             src_in, depth_in = out[2].copy(), out[1].copy()
-            k_in = np.full(src_in.shape, -1, np.int8)
+            k_in = np.full(src_in.shape, -1, np.int16)
             for k, f in enumerate(fids):
                 k_in[src_in == f] = k
             cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed)
