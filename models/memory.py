@@ -377,7 +377,10 @@ class SpatialMemory:
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
-        return route_cracks(corr, target, self.frames, passes=CRACK_PASSES)
+        # The composite's tensors are this call's own: routed in place (no copy).
+        return route_cracks(
+            corr, target, self.frames, passes=CRACK_PASSES, reference=reference, copy=False
+        )
 
 
 def retrieve_reference(
