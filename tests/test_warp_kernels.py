@@ -238,3 +238,25 @@ def test_compiled_frame_quantities_match_torch_twins_on_tum_sensor_depth():
     _, d, _, _ = _tum(320, 240)
     assert bool(flying_pixels(d).any())  # real sensor depth has them
     _assert_frame_quantities(d)
+
+
+def test_parallel_warps_equal_lone_calls(monkeypatch):
+    """Several frames warped at once in threads (the kernels release the GIL): each result is
+    the lone call's, bit for bit, in order; the torch twins run one at a time."""
+    import models.geometry.warp as warp_module
+
+    monkeypatch.setattr(warp_module, "WARP_THREADS", 2)
+    rng = np.random.default_rng(7)
+    K = intrinsics_from_fov(96, 64, 60.0)
+    jobs = []
+    for c2w in _motions(rng)[1:]:
+        rgb, depth = _scene(rng, 96, 64)
+        jobs.append(dict(rgb=rgb, depth=depth, K_src=K, c2w_src=np.eye(4)))
+        jobs[-1].update(K_tgt=K, c2w_tgt=c2w, width=96, height=64)
+    lone = [forward_warp(**j) for j in jobs]
+    for _ in range(3):
+        for a, b in zip(warp_module.forward_warps(jobs), lone, strict=True):
+            for name in FIELDS:
+                assert torch.equal(getattr(a, name), getattr(b, name)), name
+    ref = list(warp_module.forward_warps(jobs[:2], reference=True))
+    _assert_same(lone[1], ref[1])

@@ -25,7 +25,10 @@ it is: that is the correspondence the synthesis step routes pixels through.
 from __future__ import annotations
 
 import math
+import os
 import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +58,7 @@ __all__ = [
     "forward_warp",
     "forward_warp_reference",
     "forward_warp_torch",
+    "forward_warps",
     "relative_transform",
     "warm_up",
     "splat_depth",
@@ -233,6 +237,40 @@ def forward_warp(
     T = _relative(c2w_src, c2w_tgt)
     run = _warp_torch if reference else _warp_compiled
     return run(rgb, depth, K_src, T, K_tgt, width, height, depth_tol, edges, flying, inv_range)
+
+
+# Threads warping memory frames at once (the kernels release the GIL): one per core, at most
+# one per retrieved frame (4). LOCI_WARP_THREADS=1 warps one frame at a time.
+WARP_THREADS = int(os.environ.get("LOCI_WARP_THREADS", "0")) or min(4, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor | None:
+    global _pool
+    if WARP_THREADS < 2:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(WARP_THREADS, thread_name_prefix="loci-warp")
+    return _pool
+
+
+def forward_warps(jobs: Sequence[dict[str, Any]], reference: bool = False) -> Iterator[WarpResult]:
+    """:func:`forward_warp` of each job (its keyword arguments), yielded in order.
+
+    The compiled warps run in parallel threads (``WARP_THREADS``), each a pure function of its
+    frame: every result is the one a lone call gives, whatever the scheduling. Yielded as each
+    is done, so the caller composites the first while the next ones are warped.
+    """
+    pool = None if reference or len(jobs) < 2 else _executor()
+    if pool is None:
+        for job in jobs:
+            yield forward_warp(**job, reference=reference)
+        return
+    futures = [pool.submit(forward_warp, **job) for job in jobs]
+    for future in futures:
+        yield future.result()
 
 
 def forward_warp_torch(*args: Any, **kwargs: Any) -> WarpResult:

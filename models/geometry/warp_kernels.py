@@ -16,6 +16,9 @@ depth edges and mixed pixels; ``inv_range`` (Hs, Ws) float32 (:func:`moved`). ``
 camera projected into. Serial loops: the min-reduce of the splat is order-independent and every
 other output is per pixel, so the result is deterministic.
 
+The entry points release the GIL (``nogil``): :func:`models.geometry.warp.forward_warps` runs
+the warps of several memory frames in parallel threads, each the same as a lone call.
+
 Compiled once per machine (``cache=True``); :func:`models.geometry.warp.warm_up` does it ahead of
 time, in a background thread if asked, so the first frame of a session does not wait for the
 compiler.
@@ -40,7 +43,7 @@ def _project_px(d, x, y, m, t, k):
     return X * inv_z * k[0] + k[2], Y * inv_z * k[1] + k[3], Z
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def land_box(depth, m, t, k, width, height, near):
     """(y0, y1, x0, x1) bounding rows/columns (end exclusive) of the source pixels that land in
     the target grown by 3-4 pixels; y1 = 0 when none does."""
@@ -74,7 +77,7 @@ def _pair_norms(u, v, depth, front, same, dy, dx):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def splat(depth, m, t, k, flying, inv_range, width, height, prm):
     """Footprints and tangent-plane z-buffer splat (``zbuffer.splat_frame``).
 
@@ -180,7 +183,7 @@ def splat(depth, m, t, k, flying, inv_range, width, height, prm):
     return zbuf, stretch
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def close_cracks(zbuf, tol1):
     """``zbuffer.close_cracks``: each empty pixel between an opposite pair of neighbours on one
     surface (max <= min * ``tol1``) gets the pair's harmonic mean (the nearest such pair)."""
@@ -242,7 +245,7 @@ def moved(inv_range, y, x, bf, parallax):
     return inv_range[y, x] * bf > parallax
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sample_back(zbuf, rgb, u8, depth, edges, flying, inv_range, stretch, m, t, k, prm, offset):
     """Backward sampling and depth check (the second half of ``warp.forward_warp_torch``).
 
