@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "crack_pixels_reference",
     "route_crack_pass",
     "route_cracks",
+    "warm_up_cracks",
 ]
 
 
@@ -415,3 +417,25 @@ def route_crack_pass(
     out["valid"][y, x] = True
     continued[y, x] = cont
     return torch.stack([y, x], 1)
+
+
+def warm_up_cracks(K: np.ndarray, rgb: torch.Tensor, depth: torch.Tensor) -> None:
+    """Compile (or load) the kernel by routing one crack of a tiny correspondence (every field
+    typed as the memory's) seen from a frame ``rgb`` (H, W, 3) uint8, ``depth`` (H, W) with
+    intrinsics ``K`` (:func:`models.geometry.warp.warm_up` calls it)."""
+    H, W = depth.shape
+    cam = Camera(K, np.eye(4), W, H)
+    valid = torch.ones(H, W, dtype=torch.bool)
+    valid[H // 2, W // 2] = False
+    u, v = torch.meshgrid(torch.arange(W) * 1.0, torch.arange(H) * 1.0, indexing="xy")
+    corr = SimpleNamespace(
+        rgb=torch.zeros(H, W, 3),
+        depth=torch.where(valid, depth, 0.0),
+        valid=valid,
+        source_frame=torch.where(valid, 0, -1),
+        source_uv=torch.stack([u, v], -1),
+        confidence=torch.ones(H, W),
+        observed=torch.ones(H, W, dtype=torch.bool),
+        stretch=torch.ones(H, W),
+    )
+    route_cracks(corr, cam, {0: SimpleNamespace(rgb=rgb, depth=depth, camera=cam)}, copy=False)

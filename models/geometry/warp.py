@@ -463,6 +463,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         if _warmed:
             return None
         from models.geometry.composite import Composite
+        from models.geometry.cracks import warm_up_cracks
 
         K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
         side, ahead = np.eye(4), np.eye(4)
@@ -477,29 +478,6 @@ def warm_up(background: bool = False) -> threading.Thread | None:
             rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
         )
         Composite(48, 32, 40.0).add(0, w, frame)
-        _warm_up_cracks(K, rgb, depth)
+        warm_up_cracks(K, rgb, depth)
         _warmed = True
     return None
-
-
-def _warm_up_cracks(K: np.ndarray, rgb: torch.Tensor, depth: torch.Tensor) -> None:
-    """Route one crack of a tiny correspondence (every field typed as the memory's)."""
-    from models.geometry.cameras import Camera
-    from models.geometry.cracks import route_cracks
-
-    H, W = depth.shape
-    cam = Camera(K, np.eye(4), W, H)
-    valid = torch.ones(H, W, dtype=torch.bool)
-    valid[H // 2, W // 2] = False
-    u, v = torch.meshgrid(torch.arange(W) * 1.0, torch.arange(H) * 1.0, indexing="xy")
-    corr = SimpleNamespace(
-        rgb=torch.zeros(H, W, 3),
-        depth=torch.where(valid, depth, 0.0),
-        valid=valid,
-        source_frame=torch.where(valid, 0, -1),
-        source_uv=torch.stack([u, v], -1),
-        confidence=torch.ones(H, W),
-        observed=torch.ones(H, W, dtype=torch.bool),
-        stretch=torch.ones(H, W),
-    )
-    route_cracks(corr, cam, {0: SimpleNamespace(rgb=rgb, depth=depth, camera=cam)}, copy=False)

@@ -356,23 +356,23 @@ def depth_edges(depth, rel_jump):
 
 
 @njit(cache=True)
-def _window_any(mask, radius):
-    """(H, W) bool: any of ``mask`` in each pixel's (2r+1)^2 window clipped to the frame
-    (``zbuffer.box_max`` of the mask > 0)."""
+def _dilate_x(mask, radius):
+    """(H, W) bool: any of ``mask`` within ``radius`` along the row (clipped to the frame)."""
     H, W = mask.shape
-    row = np.zeros((H, W), np.bool_)
+    out = np.zeros((H, W), np.bool_)
     for y in range(H):
         for x in range(W):
             if mask[y, x]:
                 for xx in range(max(x - radius, 0), min(x + radius + 1, W)):
-                    row[y, xx] = True
-    out = np.zeros((H, W), np.bool_)
-    for y in range(H):
-        for x in range(W):
-            if row[y, x]:
-                for yy in range(max(y - radius, 0), min(y + radius + 1, H)):
-                    out[yy, x] = True
+                    out[y, xx] = True
     return out
+
+
+@njit(cache=True)
+def _window_any(mask, radius):
+    """(H, W) bool: any of ``mask`` in each pixel's (2r+1)^2 window clipped to the frame
+    (``zbuffer.box_max`` of the mask > 0): rows, then columns."""
+    return _dilate_x(_dilate_x(mask, radius).T, radius).T
 
 
 @njit(cache=True)
