@@ -242,7 +242,7 @@ def forward_warp(
 # Threads warping memory frames at once (the kernels release the GIL): one per core, at most
 # one per retrieved frame (4). LOCI_WARP_THREADS=1 warps one frame at a time.
 WARP_THREADS = int(os.environ.get("LOCI_WARP_THREADS", "0")) or min(4, os.cpu_count() or 1)
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
 _pool_lock = threading.Lock()
 
 
@@ -251,9 +251,10 @@ def _executor() -> ThreadPoolExecutor | None:
     if WARP_THREADS < 2:
         return None
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(WARP_THREADS, thread_name_prefix="loci-warp")
-    return _pool
+        # A forked child inherits the pool but not its threads: it makes its own.
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(WARP_THREADS, thread_name_prefix="loci-warp"))
+    return _pool[1]
 
 
 def forward_warps(jobs: Sequence[dict[str, Any]], reference: bool = False) -> Iterator[WarpResult]:
