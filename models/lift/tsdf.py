@@ -11,7 +11,14 @@ Conventions (models/cameras.py): OpenCV cameras, ``c2w`` 4x4, ``K`` 3x3 in pixel
 metres. Voxel (i, j, k) of block (bx, by, bz) sits at world ``((bx, by, bz) * b + (i, j, k)) *
 voxel_size`` (voxel corners on a global lattice, so volumes built by different code agree
 voxel-for-voxel). The signed distance is the *z-difference* ``depth - z_cam`` (as Open3D does),
-clipped to +1 in front and only observed down to ``-trunc`` behind the surface.
+divided by the pixel's truncation band, clipped to +1 in front and only observed down to -1 behind
+the surface.
+
+Depth-proportional truncation: the band of a pixel with depth ``d`` is ``max(trunc, rel_trunc *
+d)``. Depth estimates err in proportion to depth (a monocular or aligned estimate is off by a few
+per cent, not a few centimetres), so a fixed band thin enough for near detail lets the frames of a
+far facade, which disagree by metres, carve each other's surface away (holes); a band that grows
+with depth fuses them, while near surfaces keep the thin band of ``trunc``.
 
 Mesh extraction (marching cubes) works on dense *tiles* of up to ``tile_blocks``^3 blocks, each
 padded with one voxel of its +x/+y/+z neighbours, so a cube straddling a block or tile seam sees
@@ -101,6 +108,8 @@ class TSDFVolume:
     voxel_size: float
     trunc: float
     block_size: int = 8
+    # Band grows with depth: max(trunc, rel_trunc * depth) per pixel (0 = fixed band).
+    rel_trunc: float = 0.0
     num_blocks: int = 0
     keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
     tsdf: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
@@ -117,11 +126,17 @@ class TSDFVolume:
             )
         if not (np.isfinite(self.trunc) and self.trunc >= self.voxel_size):
             raise TSDFError(f"trunc ({self.trunc}) must be at least one voxel ({self.voxel_size})")
+        if not (np.isfinite(self.rel_trunc) and 0.0 <= self.rel_trunc < 1.0):
+            raise TSDFError(f"rel_trunc must be in [0, 1), got {self.rel_trunc}")
         b = self.block_size
         if self.tsdf.size == 0:
             self.tsdf = np.zeros((0, b, b, b), np.float32)
             self.weight = np.zeros((0, b, b, b), np.float32)
             self.color = np.zeros((0, b, b, b, 3), np.float32)
+
+    def band(self, depth: np.ndarray) -> np.ndarray:
+        """Truncation band (metres) of pixels at ``depth`` (any shape): max(trunc, rel * depth)."""
+        return np.maximum(np.float32(self.trunc), np.float32(self.rel_trunc) * depth)
 
     @property
     def block_length(self) -> float:
@@ -196,6 +211,7 @@ class TSDFVolume:
         local_cam = (grid * self.voxel_size) @ R.T  # (b^3, 3)
         lx, ly, lz = (local_cam[:, i].astype(np.float32)[None] for i in range(3))
         depth_flat = depth.ravel()
+        band_flat = self.band(depth_flat)
         rgb_flat = None if rgb is None else np.asarray(rgb).reshape(-1, 3)
         # 1-D views: one flat gather/scatter index is cheaper than (block, voxel) pairs.
         tsdf_flat = self.tsdf.reshape(-1)
@@ -219,11 +235,12 @@ class TSDFVolume:
             pix = v.ravel()[sel].astype(np.int64) * width
             pix += u.ravel()[sel].astype(np.int64)
             d = depth_flat[pix]
+            tau = band_flat[pix]
             sdf = d - z.ravel()[sel]
-            keep = (d > 0) & (sdf >= -self.trunc)
-            sel, pix, sdf = sel[keep], pix[keep], sdf[keep]
+            keep = (d > 0) & (sdf >= -tau)
+            sel, pix, sdf, tau = sel[keep], pix[keep], sdf[keep], tau[keep]
             flat = idx[sel // b**3] * b**3 + sel % b**3  # voxel index in the flat arrays
-            obs = np.minimum(sdf / self.trunc, 1.0).astype(np.float32)
+            obs = np.minimum(sdf / tau, 1.0).astype(np.float32)
             w_old = weight_flat[flat]
             w_new = w_old + 1.0
             # Running weighted means (weight 1 per observation, as Open3D integrates).
@@ -242,8 +259,9 @@ class TSDFVolume:
     ) -> np.ndarray:
         """(N, 3) unique keys of the blocks that the truncation band of this frame crosses.
 
-        As in voxel hashing, each sampled pixel's ray is walked from ``depth - trunc`` to
-        ``depth + trunc`` in steps of at most half a block, and the blocks of the samples are
+        As in voxel hashing, each sampled pixel's ray is walked from ``depth - band`` to
+        ``depth + band`` (its own band, ``band(depth)``) in steps of at most half a block, and the
+        blocks of the samples are
         touched; blocks merely near the band laterally are not (their voxels would only see
         tsdf = +1 or nothing). Pixels are subsampled with a stride whose spacing at the far depths
         stays under half a block (at most 4 px, Open3D's default).
@@ -255,10 +273,14 @@ class TSDFVolume:
         d = depth[::stride, ::stride][sub].astype(np.float64)
         vs, us = np.nonzero(sub)
         ray = np.stack([(us * stride - K[0, 2]) / K[0, 0], (vs * stride - K[1, 2]) / K[1, 1]], 1)
-        steps = int(np.ceil(2 * self.trunc / half_block)) + 1
+        tau = self.band(d)
+        # Per pixel: n samples spread evenly over [-band, +band] (n >= 2, spacing <= half_block).
+        n = np.ceil(2 * tau / half_block).astype(np.int64) + 1
         keys = []
-        for s in np.linspace(-self.trunc, self.trunc, steps):
-            z = d + s
+        for j in range(int(n.max())):
+            live = n > j  # pixels that still have a j-th sample
+            ray, d, tau, n = ray[live], d[live], tau[live], n[live]
+            z = d - tau + j * (2 * tau / (n - 1))
             xyz_cam = np.concatenate([ray * z[:, None], z[:, None]], 1)
             xyz_world = xyz_cam @ c2w[:3, :3].T + c2w[:3, 3]
             keys.append(_pack(np.floor(xyz_world / self.block_length).astype(np.int64)))
@@ -280,12 +302,16 @@ def fuse(
     trunc: float | None = None,
     max_depth: float | None = None,
     block_size: int = 8,
+    rel_trunc: float = 0.0,
 ) -> TSDFVolume:
     """Fuse frames (rgb (H, W, 3) uint8 or None, depth (H, W) m, K (3, 3), c2w (4, 4)) into a
-    sparse TSDF. ``trunc`` defaults to 4 voxels; ``max_depth`` None = per-frame
-    ``auto_max_depth`` (drops sky / backdrop depths). Raises TSDFError if nothing was fused."""
+    sparse TSDF. ``trunc`` (the near band) defaults to 4 voxels; each pixel's band is
+    ``max(trunc, rel_trunc * depth)``; ``max_depth`` None = per-frame ``auto_max_depth`` (drops
+    sky / backdrop depths). Raises TSDFError if nothing was fused."""
     trunc = 4.0 * voxel_size if trunc is None else float(trunc)
-    volume = TSDFVolume(voxel_size=float(voxel_size), trunc=trunc, block_size=block_size)
+    volume = TSDFVolume(
+        voxel_size=float(voxel_size), trunc=trunc, block_size=block_size, rel_trunc=rel_trunc
+    )
     total = 0
     for rgb, depth, K, c2w in frames:
         total += volume.integrate(rgb, depth, K, c2w, max_depth=max_depth)
@@ -301,6 +327,7 @@ def fuse_reference(
     shape: tuple[int, int, int],
     trunc: float | None = None,
     max_depth: float | None = None,
+    rel_trunc: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slow obvious twin of ``fuse`` on a dense grid: one Python loop step per voxel per frame.
 
@@ -329,9 +356,12 @@ def fuse_reference(
                     if not (0 <= u < width and 0 <= v < height):
                         continue
                     d = float(depth[v, u])
-                    if not (np.isfinite(d) and 0 < d <= far) or d - z < -trunc:
+                    if not (np.isfinite(d) and 0 < d <= far):
                         continue
-                    obs = min((d - z) / trunc, 1.0)
+                    band = max(trunc, rel_trunc * d)  # this pixel's truncation band
+                    if d - z < -band:
+                        continue
+                    obs = min((d - z) / band, 1.0)
                     w = weight[i, j, k]
                     tsdf[i, j, k] = (tsdf[i, j, k] * w + obs) / (w + 1)
                     if rgb is not None:
