@@ -1,13 +1,15 @@
 """``loci lift`` and ``loci export``: a world bundle -> splats, mesh, and every export format.
 
 Lifting writes into the bundle, each file atomically: ``splats.ply`` (INRIA 3DGS layout, world
-frame), ``mesh.ply`` (TSDF mesh, world frame, vertex colours) and ``lift.json`` (parameters and
-timings). Exports read those when present and lift on the fly otherwise, convert through
+frame), ``mesh.ply`` (TSDF surface mesh, world frame, vertex colours: what physics collides with),
+``backdrop.ply`` (the sky and far backdrop as a shell mesh, when the world has one) and
+``lift.json`` (parameters and timings). Exports read those when present and lift on the fly otherwise, convert through
 ``models.geometry.cameras`` (glTF Y-up, USD/MuJoCo Z-up, OpenGL for nerfstudio) and write via ``storage``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.geometry.cameras import transform_points, world_to_gltf
+from models.lift.backdrop import backdrop_mesh
 from models.lift.splats import Gaussians, init_from_frames
 from models.lift.tsdf import decimate, extract_mesh, fuse
 from storage.atomic import atomic_write_json
@@ -28,6 +31,7 @@ from storage.formats.bundle import BundleInfo, read_bundle
 from storage.formats.mesh import write_glb, write_mesh_ply, write_obj
 from storage.formats.splats import read_inria_ply, write_inria_ply, write_splat, write_spz
 
+BACKDROP_FILE = "backdrop.ply"
 SPLAT_FORMATS = ("ply", "splat", "spz")
 MESH_FORMATS = ("glb", "obj")
 # "usdz-ar" is the Y-up USDZ AR viewers require; "usd"/"usdz" are Z-up for Isaac Sim.
@@ -70,6 +74,14 @@ def scene_depth(bundle: BundleInfo) -> float:
     return float(np.median(d[d > 0]))
 
 
+# Depth from which a pixel is sky / far backdrop, in multiples of the photo's median depth: the
+# splats' far shell, the mesh's backdrop part and the TSDF's far limit all use it, so every
+# pixel ends in exactly one of them.
+FAR_FACTOR = 10.0
+# The TSDF's truncation band grows with depth (models.lift.tsdf): max(4 voxels, REL_TRUNC * z).
+REL_TRUNC = 0.05
+
+
 def make_splats(bundle: BundleInfo, stride: int = 1, max_frames: int = 24) -> Gaussians:
     """Gaussians of the bundle's lift frames (world frame): surfaces fused keeping the sharpest
     observation, and sky / far backdrop (beyond 10x the photo's median depth) as a shell, so a
@@ -88,7 +100,7 @@ def make_splats(bundle: BundleInfo, stride: int = 1, max_frames: int = 24) -> Ga
         stride=stride,
         footprint_scale=0.5,
         base_opacity=0.99,
-        far=10.0 * scene_depth(bundle),
+        far=FAR_FACTOR * scene_depth(bundle),
         observed=observed,
     )
 
@@ -114,12 +126,28 @@ def make_mesh(
         (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
         for i in lift_frames(bundle, max_frames)
     ]
-    v, f, c = extract_mesh(fuse(frames, voxel_size=voxel))
+    # One far limit for every frame (not each frame's own median): what is beyond it is the
+    # backdrop part (make_backdrop), so the two never overlap or leave a gap in depth.
+    volume = fuse(frames, voxel_size=voxel, max_depth=FAR_FACTOR * depth, rel_trunc=REL_TRUNC)
+    v, f, c = extract_mesh(volume)
     if len(f) == 0:
         raise BundleError(f"the mesh of {bundle.root} is empty (no surface was observed)")
     if target_faces and len(f) > target_faces:
         v, f, c = decimate(v, f, target_faces, colors=c)
     return v, f, c
+
+
+def make_backdrop(
+    bundle: BundleInfo, max_frames: int = 24
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The sky and far backdrop (depth beyond ``FAR_FACTOR`` x the photo's median) as a textured
+    shell mesh (world frame, models.lift.backdrop), separate from the surface mesh so physics
+    never uses it. None when the world has no backdrop (a room)."""
+    frames = [
+        (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
+        for i in lift_frames(bundle, max_frames)
+    ]
+    return backdrop_mesh(frames, far=FAR_FACTOR * scene_depth(bundle))
 
 
 def lift_bundle(
@@ -158,14 +186,41 @@ def lift_bundle(
             "faces": len(f),
             "seconds": time.perf_counter() - t,
         }
+        say("backdrop")
+        t = time.perf_counter()
+        back = make_backdrop(bundle)
+        # None: nothing is far (a room); a stale backdrop of an earlier lift must not stay.
+        info["backdrop"] = None
+        if back is None:
+            (bundle.root / BACKDROP_FILE).unlink(missing_ok=True)
+        else:
+            write_mesh_ply(bundle.root / BACKDROP_FILE, *back)
+            info["backdrop"] = {"file": BACKDROP_FILE, "vertices": len(back[0]),
+                                "faces": len(back[1]), "seconds": time.perf_counter() - t}  # fmt: skip
     atomic_write_json(bundle.root / "lift.json", info)
     return info
 
 
+def _load_backdrop(bundle: BundleInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The backdrop part: ``backdrop.ply`` of the lift; None when the lift found no backdrop;
+    made now when the bundle was never lifted (or lifted before backdrops existed)."""
+    if (bundle.root / BACKDROP_FILE).is_file():
+        return _read_mesh_ply(bundle, BACKDROP_FILE)
+    lifted = bundle.root / "lift.json"
+    if lifted.is_file() and "backdrop" in json.loads(lifted.read_text()):
+        return None
+    return make_backdrop(bundle)
+
+
 def _load_mesh(bundle: BundleInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    path = bundle.root / "mesh.ply"
-    if not path.is_file():
+    """The surface mesh (what physics collides with): ``mesh.ply``, or lifted now."""
+    if not (bundle.root / "mesh.ply").is_file():
         return make_mesh(bundle)
+    return _read_mesh_ply(bundle, "mesh.ply")
+
+
+def _read_mesh_ply(bundle: BundleInfo, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    path = bundle.root / name
     import trimesh
 
     damaged = BundleError(f"{path} is damaged or incomplete; run `loci lift {bundle.root}` again")
@@ -212,13 +267,18 @@ def export_bundle(
         writer = {"ply": write_inria_ply, "splat": write_splat, "spz": write_spz}[fmt]
         return writer(out, *_load_splats(bundle))
     if fmt in MESH_FORMATS:
+        to_yup = world_to_gltf(np.asarray(bundle.world["up"]))
         v, f, c = _load_mesh(bundle)
-        # glTF is Y-up; OBJ has no axis convention, and tools read it as Y-up too.
-        v_yup = transform_points(
-            world_to_gltf(np.asarray(bundle.world["up"])), v.astype(np.float64)
-        )
+        back = _load_backdrop(bundle)
+        # glTF is Y-up; OBJ has no axis convention, and tools read it as Y-up too. The backdrop
+        # (sky, far shell) is its own node / object, so tools can hide or drop it.
+        extra = [] if back is None else [
+            ("backdrop", transform_points(to_yup, back[0].astype(np.float64)).astype(np.float32),
+             back[1], back[2])
+        ]  # fmt: skip
         writer = write_glb if fmt == "glb" else write_obj
-        return writer(out, v_yup.astype(np.float32), f, c)
+        v_yup = transform_points(to_yup, v.astype(np.float64)).astype(np.float32)
+        return writer(out, v_yup, f, c, name="surface", extra=extra)
     if fmt in ("usd", "usdz", "usdz-ar", "mjcf"):
         try:
             from studio.exports.physics import export_mjcf, export_usd

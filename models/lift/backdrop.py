@@ -1,0 +1,194 @@
+"""The far backdrop and sky as a mesh: a depth-displaced shell built from the frames' far pixels.
+
+A TSDF fuses surfaces, not the sky: voxels at 150 m would cost more than the whole street and
+their surface would be noise. The splats keep such pixels as a far shell
+(``models.lift.splat_fusion.backdrop_keep``); this is the mesh's counterpart, a separate mesh
+part so a physics export never collides with the sky.
+
+Each frame's backdrop pixels (depth at or beyond ``far``) are sampled on a grid every ``stride``
+pixels; the grid nodes are lifted to 3-D at their own depth (clipped to [far, max_range]) and
+neighbouring nodes become two triangles per grid cell, coloured with the pixel colours. The
+backdrop mask is widened by ``grow`` nodes, with those nodes pushed out to the nearest backdrop
+depth, so the shell reaches under the surface mesh's silhouettes (no black crack where the TSDF
+stops half a voxel short of an edge). Frames are added in order (the photo first): a later
+frame adds only the cells whose corners were not all seen as backdrop by an earlier frame
+(tested by projecting the shell points into the earlier cameras), and is pushed back by a tiny
+factor so that where two frames overlap the earlier one is drawn in front.
+
+Conventions (models.geometry.cameras): OpenCV cameras, ``c2w`` 4x4, ``K`` 3x3, z-depth metres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["backdrop_mesh", "backdrop_mesh_reference"]
+
+Frame = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+Mesh = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+# Each later frame's shell sits this much farther per frame index: earlier frames win overlaps.
+_PUSH = 1e-3
+
+
+def _max_filter(a: np.ndarray, r: int) -> np.ndarray:
+    """Max over a (2r+1)^2 window (edges replicated); a (H, W)."""
+    out = a.copy()
+    pad = np.pad(a, r, mode="edge")
+    h, w = a.shape
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            np.maximum(out, pad[dy : dy + h, dx : dx + w], out=out)
+    return out
+
+
+def _grid(size: int, stride: int) -> np.ndarray:
+    """Node coordinates 0, stride, ... with the last pixel always included (edges reached)."""
+    g = np.arange(0, size, stride)
+    return g if g[-1] == size - 1 else np.append(g, size - 1)
+
+
+def _nodes(depth: np.ndarray, far: float, stride: int, grow: int) -> tuple:
+    """Grid nodes of one frame: (us (nx,), vs (ny,), z (ny, nx) shell depth, mask (ny, nx))."""
+    us, vs = _grid(depth.shape[1], stride), _grid(depth.shape[0], stride)
+    d = np.asarray(depth, np.float64)
+    d = np.where(np.isfinite(d), d, 0.0)
+    # A node is backdrop when any pixel of its cell is (thin sky gaps between leaves count).
+    back = (d >= far).astype(np.float64)
+    back_z = np.where(d >= far, d, 0.0)
+    r = max(stride // 2, 0)
+    node_back = _max_filter(back, r)[np.ix_(vs, us)] > 0
+    node_z = _max_filter(back_z, r)[np.ix_(vs, us)]
+    if grow > 0:
+        node_z = _max_filter(node_z, grow)  # widened nodes take the nearest backdrop depth
+        node_back = node_z > 0
+    return us, vs, node_z, node_back
+
+
+def _covered(xyz_world: np.ndarray, seen: list[tuple]) -> np.ndarray:
+    """(N,) bool: the points fall on a backdrop node region of an earlier frame."""
+    hit = np.zeros(len(xyz_world), bool)
+    for K, c2w, width, height, stride, mask in seen:
+        w2c = np.linalg.inv(c2w)
+        cam = xyz_world @ w2c[:3, :3].T + w2c[:3, 3]
+        z = cam[:, 2]
+        ok = z > 1e-6
+        u = np.where(ok, cam[:, 0] / np.where(ok, z, 1) * K[0, 0] + K[0, 2], -1)
+        v = np.where(ok, cam[:, 1] / np.where(ok, z, 1) * K[1, 1] + K[1, 2], -1)
+        ok &= (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+        # Nearest node of that frame's grid (its last node sits at the last pixel).
+        iu = np.minimum(np.rint(np.where(ok, u, 0) / stride).astype(np.int64), mask.shape[1] - 1)
+        iv = np.minimum(np.rint(np.where(ok, v, 0) / stride).astype(np.int64), mask.shape[0] - 1)
+        hit |= ok & mask[iv, iu]
+    return hit
+
+
+def backdrop_mesh(
+    frames: Sequence[Frame],
+    far: float,
+    stride: int = 2,
+    grow: int = 2,
+    max_range: float | None = None,
+) -> Mesh | None:
+    """The far shell of posed frames ``(rgb (H, W, 3) uint8, depth (H, W) m, K, c2w)``.
+
+    ``far``: depth (metres) from which a pixel is backdrop (the lift's threshold, 10x the photo's
+    median depth); ``max_range`` clips sky depths (default 4 x far: a metric model's sky can be
+    at infinity). Returns vertices (V, 3) float32 world metres, faces (F, 3) int32 (facing the
+    cameras), colours (V, 3) uint8; None when no frame has backdrop pixels.
+    """
+    if not (np.isfinite(far) and far > 0):
+        raise ValueError(f"far must be a positive depth in metres, got {far}")
+    if stride < 1 or grow < 0:
+        raise ValueError("stride must be >= 1 and grow >= 0")
+    top = 4.0 * far if max_range is None else float(max_range)
+    verts, faces, cols, seen = [], [], [], []
+    count = 0
+    for j, (rgb, depth, K, c2w) in enumerate(frames):
+        K = np.asarray(K, np.float64)
+        c2w = np.asarray(c2w, np.float64)
+        us, vs, z, mask = _nodes(depth, far, stride, grow)
+        if not mask.any():
+            continue
+        z = np.clip(z, far, top) * (1.0 + _PUSH * j)
+        uu, vv = np.meshgrid(us, vs)
+        xyz_cam = np.stack([(uu - K[0, 2]) / K[0, 0] * z, (vv - K[1, 2]) / K[1, 1] * z, z], -1)
+        xyz = xyz_cam.reshape(-1, 3) @ c2w[:3, :3].T + c2w[:3, 3]
+        ny, nx = mask.shape
+        new = mask.reshape(-1) & ~_covered(xyz, seen) if seen else mask.reshape(-1)
+        new = new.reshape(ny, nx)
+        # Cells (ny-1, nx-1): all four corners backdrop and at least one not seen before.
+        cell = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]
+        cell &= new[:-1, :-1] | new[1:, :-1] | new[:-1, 1:] | new[1:, 1:]
+        cy, cx = np.nonzero(cell)
+        seen.append((K, c2w, depth.shape[1], depth.shape[0], stride, mask))
+        if len(cy) == 0:
+            continue
+        a = cy * nx + cx  # top-left node of each cell
+        b, c, d = a + 1, a + nx, a + nx + 1
+        # OpenCV image axes (x right, y down): (a, c, b) is counter-clockwise seen from the
+        # camera, i.e. the front face looks back at it.
+        tri = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+        used = np.unique(tri)
+        remap = np.full(ny * nx, -1, np.int64)
+        remap[used] = np.arange(len(used)) + count
+        verts.append(xyz[used])
+        cols.append(np.asarray(rgb)[np.ix_(vs, us)].reshape(-1, 3)[used])
+        faces.append(remap[tri])
+        count += len(used)
+    if not faces:
+        return None
+    return (
+        np.concatenate(verts).astype(np.float32),
+        np.concatenate(faces).astype(np.int32),
+        np.concatenate(cols).astype(np.uint8),
+    )
+
+
+def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2) -> Mesh | None:
+    """Slow obvious twin of :func:`backdrop_mesh` with ``grow=0`` for a single frame or frames
+    that do not overlap: one loop step per grid node and per grid cell. For small images."""
+    top = 4.0 * far
+    verts: list[np.ndarray] = []
+    faces: list[list[int]] = []
+    cols: list[np.ndarray] = []
+    r = stride // 2
+    for j, (rgb, depth, K, c2w) in enumerate(frames):
+        height, width = depth.shape
+        us, vs = _grid(width, stride), _grid(height, stride)
+        # Node (iy, ix) is backdrop if a pixel within r of it is; its depth is their maximum.
+        node_z = np.zeros((len(vs), len(us)))
+        for iy, v in enumerate(vs):
+            for ix, u in enumerate(us):
+                win = np.asarray(depth, np.float64)[
+                    max(v - r, 0) : min(v + r, height - 1) + 1,
+                    max(u - r, 0) : min(u + r, width - 1) + 1,
+                ]
+                win = win[np.isfinite(win) & (win >= far)]
+                node_z[iy, ix] = win.max() if win.size else 0.0
+        index: dict[tuple[int, int], int] = {}
+        for iy in range(len(vs) - 1):
+            for ix in range(len(us) - 1):
+                corners = [(iy, ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1)]
+                if not all(node_z[q] > 0 for q in corners):
+                    continue
+                for q in corners:
+                    if q not in index:
+                        z = min(max(node_z[q], far), top) * (1.0 + _PUSH * j)
+                        x = (us[q[1]] - K[0][2]) / K[0][0] * z
+                        y = (vs[q[0]] - K[1][2]) / K[1][1] * z
+                        p = np.asarray(c2w, np.float64) @ np.array([x, y, z, 1.0])
+                        index[q] = len(verts)
+                        verts.append(p[:3])
+                        cols.append(np.asarray(rgb)[vs[q[0]], us[q[1]]])
+                a, b, c, d = (index[q] for q in corners)
+                faces += [[a, c, b], [b, c, d]]
+    if not faces:
+        return None
+    return (
+        np.asarray(verts, np.float32),
+        np.asarray(faces, np.int32),
+        np.asarray(cols, np.uint8),
+    )
