@@ -45,9 +45,18 @@ def _max_filter(a: np.ndarray, r: int) -> np.ndarray:
 
 
 def _grid(size: int, stride: int) -> np.ndarray:
-    """Node coordinates 0, stride, ... with the last pixel always included (edges reached)."""
+    """Node pixels 0, stride, ... with the last pixel always included (edges reached)."""
     g = np.arange(0, size, stride)
     return g if g[-1] == size - 1 else np.append(g, size - 1)
+
+
+def _positions(nodes: np.ndarray) -> np.ndarray:
+    """Image coordinates of grid nodes: the border nodes sit on the image's outer edge (-0.5,
+    size - 0.5), so the shell covers the border pixels' centres, not just touches them."""
+    pos = nodes.astype(np.float64)
+    pos[0] -= 0.5
+    pos[-1] += 0.5
+    return pos
 
 
 def _nodes(depth: np.ndarray, far: float, stride: int, grow: int) -> tuple:
@@ -77,10 +86,10 @@ def _covered(xyz_world: np.ndarray, seen: list[tuple]) -> np.ndarray:
         ok = z > 1e-6
         u = np.where(ok, cam[:, 0] / np.where(ok, z, 1) * K[0, 0] + K[0, 2], -1)
         v = np.where(ok, cam[:, 1] / np.where(ok, z, 1) * K[1, 1] + K[1, 2], -1)
-        ok &= (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+        ok &= (u >= -0.5) & (u <= width - 0.5) & (v >= -0.5) & (v <= height - 0.5)
         # Nearest node of that frame's grid (its last node sits at the last pixel).
-        iu = np.minimum(np.rint(np.where(ok, u, 0) / stride).astype(np.int64), mask.shape[1] - 1)
-        iv = np.minimum(np.rint(np.where(ok, v, 0) / stride).astype(np.int64), mask.shape[0] - 1)
+        iu = np.clip(np.rint(np.where(ok, u, 0) / stride).astype(np.int64), 0, mask.shape[1] - 1)
+        iv = np.clip(np.rint(np.where(ok, v, 0) / stride).astype(np.int64), 0, mask.shape[0] - 1)
         hit |= ok & mask[iv, iu]
     return hit
 
@@ -113,7 +122,7 @@ def backdrop_mesh(
         if not mask.any():
             continue
         z = np.clip(z, far, top) * (1.0 + _PUSH * j)
-        uu, vv = np.meshgrid(us, vs)
+        uu, vv = np.meshgrid(_positions(us), _positions(vs))
         xyz_cam = np.stack([(uu - K[0, 2]) / K[0, 0] * z, (vv - K[1, 2]) / K[1, 1] * z, z], -1)
         xyz = xyz_cam.reshape(-1, 3) @ c2w[:3, :3].T + c2w[:3, 3]
         ny, nx = mask.shape
@@ -158,6 +167,7 @@ def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2
     for j, (rgb, depth, K, c2w) in enumerate(frames):
         height, width = depth.shape
         us, vs = _grid(width, stride), _grid(height, stride)
+        pu, pv = _positions(us), _positions(vs)
         # Node (iy, ix) is backdrop if a pixel within r of it is; its depth is their maximum.
         node_z = np.zeros((len(vs), len(us)))
         for iy, v in enumerate(vs):
@@ -177,8 +187,8 @@ def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2
                 for q in corners:
                     if q not in index:
                         z = min(max(node_z[q], far), top) * (1.0 + _PUSH * j)
-                        x = (us[q[1]] - K[0][2]) / K[0][0] * z
-                        y = (vs[q[0]] - K[1][2]) / K[1][1] * z
+                        x = (pu[q[1]] - K[0][2]) / K[0][0] * z
+                        y = (pv[q[0]] - K[1][2]) / K[1][1] * z
                         p = np.asarray(c2w, np.float64) @ np.array([x, y, z, 1.0])
                         index[q] = len(verts)
                         verts.append(p[:3])

@@ -204,6 +204,7 @@ class TSDFVolume:
         w2c = np.linalg.inv(c2w)
         R, t = w2c[:3, :3], w2c[:3, 3]
         fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        f_min = min(fx, fy)
         b = self.block_size
         grid = np.stack(np.meshgrid(*[np.arange(b)] * 3, indexing="ij"), -1).reshape(-1, 3)
         # Camera coords = R @ (block_origin + local) + t: per-block part + per-voxel part, so the
@@ -227,10 +228,16 @@ class TSDFVolume:
             u = (origin_cam[:, 0:1].astype(np.float32) + lx) * inv_z * fx + cx
             v = (origin_cam[:, 1:2].astype(np.float32) + ly) * inv_z * fy + cy
             # Nearest pixel, bounds checked after rounding (as the reference does) and before the
-            # int cast (astype truncates -0.7 to a false 0).
+            # int cast (astype truncates -0.7 to a false 0). A voxel up to one voxel footprint
+            # (``edge`` pixels) outside the image takes the border pixel: otherwise the cubes
+            # at the frustum's edge miss a corner and the mesh stops short of the image border.
             np.rint(u, out=u)
             np.rint(v, out=v)
-            inside = (z > 0) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+            edge = np.float32(self.voxel_size * f_min) * inv_z
+            inside = (z > 0) & (u >= -edge) & (u <= width - 1 + edge)
+            inside &= (v >= -edge) & (v <= height - 1 + edge)
+            np.clip(u, 0, width - 1, out=u)
+            np.clip(v, 0, height - 1, out=v)
             sel = np.flatnonzero(inside)
             pix = v.ravel()[sel].astype(np.int64) * width
             pix += u.ravel()[sel].astype(np.int64)
@@ -353,8 +360,11 @@ def fuse_reference(
                         continue
                     u = round(K[0, 0] * x / z + K[0, 2])
                     v = round(K[1, 1] * y / z + K[1, 2])
-                    if not (0 <= u < width and 0 <= v < height):
+                    # Up to one voxel footprint outside the image: the border pixel.
+                    edge = voxel_size * min(K[0, 0], K[1, 1]) / z
+                    if not (-edge <= u <= width - 1 + edge and -edge <= v <= height - 1 + edge):
                         continue
+                    u, v = min(max(u, 0), width - 1), min(max(v, 0), height - 1)
                     d = float(depth[v, u])
                     if not (np.isfinite(d) and 0 < d <= far):
                         continue

@@ -1,0 +1,184 @@
+"""Mesh lift outdoors: the depth-proportional truncation band (models/lift/tsdf.py) against its
+slow twin and on a far, noisy facade; the backdrop shell (models/lift/backdrop.py) against its
+twin, its seams and dedup across frames; and the backdrop through lift, export and eval."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.geometry.cameras import look_at
+from models.lift.backdrop import backdrop_mesh, backdrop_mesh_reference
+from models.lift.mesh_render import render_mesh
+from models.lift.tsdf import TSDFError, extract_mesh, fuse, fuse_reference
+from models.lift.tsdf_mesh import volume_to_dense
+from tests.helpers import PHOTOS
+from tests.test_mesh import _K, _sphere_frames
+
+UP = np.array([0.0, -1.0, 0.0])
+
+
+def test_depth_proportional_band_matches_reference() -> None:
+    # Sphere 2 m away, voxel 0.1 m: the fixed band is 0.2 m, the relative one 0.3 x 2 = 0.6 m.
+    frames = _sphere_frames(2, 32, 24, 26.0)
+    vol = fuse(frames, voxel_size=0.1, trunc=0.2, rel_trunc=0.3)
+    keys = vol.active()[0]
+    lo = keys.min(0) * vol.block_size
+    shape = tuple(int(s) for s in (keys.max(0) + 1) * vol.block_size - lo)
+    ref_tsdf, ref_w, _ = fuse_reference(frames, 0.1, tuple(lo), shape, trunc=0.2, rel_trunc=0.3)
+    fast = volume_to_dense(vol, lo, shape)
+    seen = fast <= 1.0
+    assert seen.sum() > 500
+    assert np.mean(ref_w[seen] > 0) > 0.995
+    assert np.mean(np.abs(fast[seen] - ref_tsdf[seen]) < 1e-4) > 0.99
+    # The wider band was allocated by the fast path (the block walk follows each pixel's band).
+    band = (ref_w > 0) & (np.abs(ref_tsdf) < 1)
+    assert np.mean(seen[band]) > 0.98
+    # ... and it is wider than the fixed one: voxels 0.3-0.5 m behind the surface observed.
+    fixed, _, _ = fuse_reference(frames, 0.1, tuple(lo), shape, trunc=0.2)
+    assert (ref_tsdf[band] < -0.4).sum() > 50 and not (fixed[(fixed < 0)] < -1.0001).any()
+    with pytest.raises(TSDFError):
+        fuse(frames, voxel_size=0.1, rel_trunc=1.5)
+
+
+def _facade_frames(n: int, z: float, noise: float, seed: int = 0) -> list:
+    """A wall at depth ``z`` seen by ``n`` cameras walking towards it, each depth map off by
+    a relative error of ``noise`` (per 4x4-pixel patch, like an estimate's wobble)."""
+    rng = np.random.default_rng(seed)
+    width, height, f = 64, 48, 60.0
+    K = _K(width, height, f)
+    frames = []
+    for i in range(n):
+        eye = np.array([0.0, 0.0, 0.5 * i])
+        c2w = look_at(eye, eye + [0, 0, 1.0], UP)
+        wobble = rng.normal(0, noise, (height // 4, width // 4)).repeat(4, 0).repeat(4, 1)
+        depth = ((z - eye[2]) * (1 + wobble)).astype(np.float32)
+        frames.append((np.full((height, width, 3), 128, np.uint8), depth, K, c2w))
+    return frames
+
+
+def test_far_facade_closes_with_relative_band() -> None:
+    # A facade 30 m away whose depths wobble by 2 %: a 0.4 m band lets the frames carve each
+    # other's surface (holes); a band of 5 % of the depth fuses them into one closed wall.
+    frames = _facade_frames(6, 30.0, 0.02)
+    _, _, K, c2w = frames[0]
+
+    def coverage(rel: float) -> float:
+        v, f, c = extract_mesh(fuse(frames, voxel_size=0.1, rel_trunc=rel))
+        r = render_mesh(v, f, c, c2w, K, 64, 48)
+        return float(r["mask"][8:-8, 8:-8].mean())
+
+    fixed, relative = coverage(0.0), coverage(0.05)
+    assert relative > 0.98, relative
+    assert relative > fixed + 0.1, (fixed, relative)
+
+
+def _sky_frame(width: int = 24, height: int = 18, f: float = 20.0, yaw: float = 0.0) -> tuple:
+    """A street-like frame: the upper third is sky at 150 m, the rest a wall at 10 m."""
+    K = _K(width, height, f)
+    c2w = look_at(np.zeros(3), [np.sin(yaw), 0, np.cos(yaw)], UP)
+    depth = np.full((height, width), 10.0, np.float32)
+    depth[: height // 3] = 150.0
+    rng = np.random.default_rng(int(yaw * 100))
+    rgb = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return rgb, depth, K, c2w
+
+
+def _triangles(mesh: tuple) -> np.ndarray:
+    v, f, _ = mesh
+    tri = np.round(v[f].reshape(len(f), -1), 3)
+    return tri[np.lexsort(tri.T[::-1])]
+
+
+def test_backdrop_matches_reference() -> None:
+    frame = _sky_frame()
+    for stride in (1, 2, 3):
+        fast = backdrop_mesh([frame], far=100.0, stride=stride, grow=0)
+        ref = backdrop_mesh_reference([frame], far=100.0, stride=stride)
+        assert fast is not None and ref is not None
+        assert len(fast[1]) == len(ref[1]) > 0
+        assert np.allclose(_triangles(fast), _triangles(ref), atol=2e-3)
+        # Colours: the same multiset of vertex colours.
+        assert sorted(map(tuple, fast[2])) == sorted(map(tuple, ref[2]))
+    # Nothing far: no backdrop; bad input: a clear error.
+    near = (frame[0], np.full_like(frame[1], 5.0), frame[2], frame[3])
+    assert backdrop_mesh([near], far=100.0) is None
+    with pytest.raises(ValueError):
+        backdrop_mesh([frame], far=float("nan"))
+
+
+def test_backdrop_covers_sky_without_duplicates() -> None:
+    a = _sky_frame(48, 36, 40.0)
+    v, f, c = backdrop_mesh([a], far=100.0)
+    r = render_mesh(v, f, c, a[3], a[2], 48, 36)
+    sky = a[1] >= 100
+    # The sky is covered everywhere (the shell reaches the image border), and reaches a little
+    # under the wall (grow): no crack where the surface mesh stops short of its edge.
+    assert r["mask"][sky].all()
+    assert r["mask"][12:15].mean() > 0.9
+    # Faces towards the camera (counter-clockwise seen from it).
+    tri = v[f]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert (np.einsum("ij,ij->i", normal, tri[:, 0] - a[3][:3, 3]) < 0).all()
+    # The same view again adds nothing; a turned view adds only what was not seen.
+    assert len(backdrop_mesh([a, a], far=100.0)[1]) == len(f)
+    b = _sky_frame(48, 36, 40.0, yaw=0.4)
+    both = backdrop_mesh([a, b], far=100.0)
+    only_b = backdrop_mesh([b], far=100.0)
+    assert len(f) < len(both[1]) < len(f) + len(only_b[1])
+    r = render_mesh(*both, b[3], b[2], 48, 36)
+    assert r["mask"][b[1] >= 100].all()
+    # In the first view, the second frame's shell shows at most along the seam (one cell).
+    ra = render_mesh(*both, a[3], a[2], 48, 36)["rgb"][sky]
+    same = (ra == render_mesh(v, f, c, a[3], a[2], 48, 36)["rgb"][sky]).all(1)
+    assert same.mean() > 0.9, same.mean()
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory):
+    from studio.cli import main
+
+    d = tmp_path_factory.mktemp("street") / "world"
+    args = ["generate", str(PHOTOS / "street_london_dav2_demo01.jpg"), "--out", str(d),
+            "--path", "forward", "--frames", "4", "--width", "160", "--depth", "layout",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["lift", str(d), "--quiet"]) == 0
+    return d
+
+
+def test_street_backdrop_through_lift_export_and_eval(street, tmp_path) -> None:
+    import pygltflib
+    import trimesh
+
+    from storage.formats.bundle import read_bundle
+    from studio.cli import main
+    from studio.evaluation.lift_protocol import evaluate_lift
+    from studio.exports.lift import _load_mesh
+
+    info = json.loads((street / "lift.json").read_text())
+    assert info["backdrop"]["faces"] > 100
+    back = trimesh.load(street / "backdrop.ply", process=False, force="mesh")
+    surface = trimesh.load(street / "mesh.ply", process=False, force="mesh")
+    # The sky is far away, the surface near: separate parts, physics gets the surface only.
+    assert np.median(np.linalg.norm(back.vertices, axis=1)) > 50
+    assert np.percentile(np.linalg.norm(surface.vertices, axis=1), 99) < 60
+    assert len(_load_mesh(read_bundle(street))[1]) == len(surface.faces)
+    out = tmp_path / "w.glb"
+    assert main(["export", str(street), "--format", "glb", "--out", str(out)]) == 0
+    gltf = pygltflib.GLTF2().load(str(out))
+    assert [m.name for m in gltf.meshes] == ["surface", "backdrop"]
+    scene = trimesh.load(out)
+    assert sum(len(g.faces) for g in scene.geometry.values()) == len(surface.faces) + len(
+        back.faces
+    )
+    obj = tmp_path / "w.obj"
+    assert main(["export", str(street), "--format", "obj", "--out", str(obj)]) == 0
+    assert obj.read_text().count("\no ") == 2
+    # The renders have no black sky: the whole frame is covered at every camera.
+    report = evaluate_lift(street, tmp_path / "eval")
+    assert report["median_mesh_full_psnr"] is not None
+    for row in report["per_frame"]:
+        assert row["mesh_full_coverage"] > 0.95, row
