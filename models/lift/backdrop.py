@@ -7,7 +7,9 @@ part so a physics export never collides with the sky.
 
 Each frame's backdrop pixels (depth at or beyond ``far``) are sampled on a grid every ``stride``
 pixels; the grid nodes are lifted to 3-D at their own depth (clipped to [far, max_range]) and
-neighbouring nodes become two triangles per grid cell, coloured with the pixel colours. The
+neighbouring nodes become two triangles per grid cell, coloured with the pixel colours (a node
+whose own pixel is not backdrop takes the mean backdrop colour around it: a leaf's colour put
+150 m away would show beside the tree from every other camera). The
 backdrop mask is widened by ``grow`` nodes, with those nodes pushed out to the nearest backdrop
 depth, so the shell reaches under the surface mesh's silhouettes (no black crack where the TSDF
 stops half a voxel short of an edge). Frames are added in order (the photo first): a later
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 __all__ = ["backdrop_mesh", "backdrop_mesh_reference"]
@@ -59,21 +62,29 @@ def _positions(nodes: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _nodes(depth: np.ndarray, far: float, stride: int, grow: int) -> tuple:
-    """Grid nodes of one frame: (us (nx,), vs (ny,), z (ny, nx) shell depth, mask (ny, nx))."""
+def _nodes(rgb: np.ndarray, depth: np.ndarray, far: float, stride: int, grow: int) -> tuple:
+    """Grid nodes of one frame: us (nx,), vs (ny,) node pixels, z (ny, nx) shell depth (0 = not
+    backdrop), colour (ny, nx, 3) float."""
     us, vs = _grid(depth.shape[1], stride), _grid(depth.shape[0], stride)
     d = np.asarray(depth, np.float64)
     d = np.where(np.isfinite(d), d, 0.0)
-    # A node is backdrop when any pixel of its cell is (thin sky gaps between leaves count).
-    back = (d >= far).astype(np.float64)
-    back_z = np.where(d >= far, d, 0.0)
-    r = max(stride // 2, 0)
-    node_back = _max_filter(back, r)[np.ix_(vs, us)] > 0
-    node_z = _max_filter(back_z, r)[np.ix_(vs, us)]
+    back = d >= far
+    # A node is backdrop when any pixel within stride // 2 is (thin sky gaps between leaves
+    # count); widened by ``grow`` nodes, each taking the largest backdrop depth around it.
+    r = stride // 2
+    node_z = _max_filter(np.where(back, d, 0.0), r)[np.ix_(vs, us)]
     if grow > 0:
-        node_z = _max_filter(node_z, grow)  # widened nodes take the nearest backdrop depth
-        node_back = node_z > 0
-    return us, vs, node_z, node_back
+        node_z = _max_filter(node_z, grow)
+    # Colour: the node's pixel where that is backdrop, else the mean backdrop colour around it
+    # (a leaf's colour 150 m away would show beside the tree from every other camera).
+    reach = r + grow * stride
+    size = (2 * reach + 1, 2 * reach + 1)
+    box = dict(ddepth=-1, ksize=size, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    w = cv2.boxFilter(back.astype(np.float32), **box)
+    mean = cv2.boxFilter(np.asarray(rgb, np.float32) * back[..., None], **box)
+    mean /= np.maximum(w, 1e-6)[..., None]
+    col = np.where(back[..., None], np.asarray(rgb, np.float32), mean)[np.ix_(vs, us)]
+    return us, vs, node_z, col
 
 
 def _covered(xyz_world: np.ndarray, seen: list[tuple]) -> np.ndarray:
@@ -118,7 +129,8 @@ def backdrop_mesh(
     for j, (rgb, depth, K, c2w) in enumerate(frames):
         K = np.asarray(K, np.float64)
         c2w = np.asarray(c2w, np.float64)
-        us, vs, z, mask = _nodes(depth, far, stride, grow)
+        us, vs, z, node_rgb = _nodes(rgb, depth, far, stride, grow)
+        mask = z > 0
         if not mask.any():
             continue
         z = np.clip(z, far, top) * (1.0 + _PUSH * j)
@@ -144,7 +156,7 @@ def backdrop_mesh(
         remap = np.full(ny * nx, -1, np.int64)
         remap[used] = np.arange(len(used)) + count
         verts.append(xyz[used])
-        cols.append(np.asarray(rgb)[np.ix_(vs, us)].reshape(-1, 3)[used])
+        cols.append(node_rgb.reshape(-1, 3)[used])
         faces.append(remap[tri])
         count += len(used)
     if not faces:
@@ -152,7 +164,7 @@ def backdrop_mesh(
     return (
         np.concatenate(verts).astype(np.float32),
         np.concatenate(faces).astype(np.int32),
-        np.concatenate(cols).astype(np.uint8),
+        np.clip(np.rint(np.concatenate(cols)), 0, 255).astype(np.uint8),
     )
 
 
@@ -170,14 +182,20 @@ def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2
         pu, pv = _positions(us), _positions(vs)
         # Node (iy, ix) is backdrop if a pixel within r of it is; its depth is their maximum.
         node_z = np.zeros((len(vs), len(us)))
+        node_rgb = np.zeros((len(vs), len(us), 3))
         for iy, v in enumerate(vs):
             for ix, u in enumerate(us):
-                win = np.asarray(depth, np.float64)[
-                    max(v - r, 0) : min(v + r, height - 1) + 1,
-                    max(u - r, 0) : min(u + r, width - 1) + 1,
-                ]
-                win = win[np.isfinite(win) & (win >= far)]
-                node_z[iy, ix] = win.max() if win.size else 0.0
+                rows = slice(max(v - r, 0), min(v + r, height - 1) + 1)
+                cols_ = slice(max(u - r, 0), min(u + r, width - 1) + 1)
+                win = np.asarray(depth, np.float64)[rows, cols_]
+                far_px = np.isfinite(win) & (win >= far)
+                node_z[iy, ix] = win[far_px].max() if far_px.any() else 0.0
+                # Own colour when the node's pixel is backdrop, else the backdrop pixels' mean.
+                own = float(depth[v, u])
+                if np.isfinite(own) and own >= far:
+                    node_rgb[iy, ix] = rgb[v, u]
+                elif far_px.any():
+                    node_rgb[iy, ix] = np.asarray(rgb, np.float64)[rows, cols_][far_px].mean(0)
         index: dict[tuple[int, int], int] = {}
         for iy in range(len(vs) - 1):
             for ix in range(len(us) - 1):
@@ -192,7 +210,7 @@ def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2
                         p = np.asarray(c2w, np.float64) @ np.array([x, y, z, 1.0])
                         index[q] = len(verts)
                         verts.append(p[:3])
-                        cols.append(np.asarray(rgb)[vs[q[0]], us[q[1]]])
+                        cols.append(node_rgb[q])
                 a, b, c, d = (index[q] for q in corners)
                 faces += [[a, c, b], [b, c, d]]
     if not faces:
@@ -200,5 +218,5 @@ def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2
     return (
         np.asarray(verts, np.float32),
         np.asarray(faces, np.int32),
-        np.asarray(cols, np.uint8),
+        np.clip(np.rint(np.asarray(cols)), 0, 255).astype(np.uint8),
     )
