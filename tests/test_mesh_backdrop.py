@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from models.geometry.cameras import look_at
-from models.lift.backdrop import backdrop_mesh, backdrop_mesh_reference
+from models.lift.backdrop import (
+    backdrop_consensus,
+    backdrop_consensus_reference,
+    backdrop_mesh,
+    backdrop_mesh_reference,
+)
 from models.lift.mesh_render import render_mesh
 from models.lift.tsdf import TSDFError, extract_mesh, fuse, fuse_reference
 from models.lift.tsdf_mesh import volume_to_dense
@@ -187,3 +192,16 @@ def test_street_backdrop_through_lift_export_and_eval(street, tmp_path) -> None:
     assert report["median_mesh_full_psnr"] is not None
     for row in report["per_frame"]:
         assert row["mesh_full_coverage"] > 0.95, row
+
+
+def test_backdrop_consensus_matches_reference() -> None:
+    a, b = _sky_frame(24, 18, 20.0), _sky_frame(24, 18, 20.0, yaw=0.2)
+    v, f, c = backdrop_mesh([a, b], far=100.0)
+    fast = backdrop_consensus(v, c, [a, b], 100.0)
+    ref = backdrop_consensus_reference(v, c, [a, b], 100.0)
+    assert np.abs(fast.astype(int) - ref.astype(int)).max() <= 1
+    # Where both frames see the sky the colour is their mean, not the first frame's own.
+    assert (fast != c).any(1).mean() > 0.2
+    # One frame: its own colours back (each vertex sees its own pixel or keeps its colour).
+    v1, _, c1 = backdrop_mesh([a], far=100.0, grow=0)
+    assert np.abs(backdrop_consensus(v1, c1, [a], 100.0).astype(int) - c1).max() <= 1

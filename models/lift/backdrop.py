@@ -27,7 +27,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["backdrop_mesh", "backdrop_mesh_reference"]
+__all__ = [
+    "backdrop_consensus",
+    "backdrop_consensus_reference",
+    "backdrop_mesh",
+    "backdrop_mesh_reference",
+]
 
 Frame = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 Mesh = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -166,6 +171,59 @@ def backdrop_mesh(
         np.concatenate(faces).astype(np.int32),
         np.clip(np.rint(np.concatenate(cols)), 0, 255).astype(np.uint8),
     )
+
+
+def backdrop_consensus(
+    vertices: np.ndarray, colors: np.ndarray, frames: Sequence[Frame], far: float
+) -> np.ndarray:
+    """(V, 3) uint8: each shell vertex's mean colour over the frames that see backdrop where it
+    projects (nearest pixel, depth >= ``far``); its own colour where none does.
+
+    The frames paint the sky independently (a later frame's sky is brighter or has other
+    clouds); one shell can only meet them halfway, and the mean is the colour with the least
+    squared error over them (as the splats' consensus colours, models.lift.splat_fusion).
+    """
+    xyz = np.asarray(vertices, np.float64)
+    total = np.zeros((len(xyz), 3))
+    count = np.zeros(len(xyz))
+    for rgb, depth, K, c2w in frames:
+        w2c = np.linalg.inv(np.asarray(c2w, np.float64))
+        cam = xyz @ w2c[:3, :3].T + w2c[:3, 3]
+        z = np.maximum(cam[:, 2], 1e-9)
+        u = np.rint(cam[:, 0] / z * K[0][0] + K[0][2])
+        v = np.rint(cam[:, 1] / z * K[1][1] + K[1][2])
+        height, width = depth.shape
+        ok = (cam[:, 2] > 1e-6) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+        idx = np.flatnonzero(ok)
+        pu, pv = u[idx].astype(np.int64), v[idx].astype(np.int64)
+        d = np.asarray(depth)[pv, pu]
+        sees = np.isfinite(d) & (d >= far)
+        idx, pu, pv = idx[sees], pu[sees], pv[sees]
+        total[idx] += np.asarray(rgb, np.float64)[pv, pu]
+        count[idx] += 1
+    out = np.asarray(colors, np.float64).copy()
+    seen = count > 0
+    out[seen] = total[seen] / count[seen, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def backdrop_consensus_reference(
+    vertices: np.ndarray, colors: np.ndarray, frames: Sequence[Frame], far: float
+) -> np.ndarray:
+    """Slow twin of :func:`backdrop_consensus`: one vertex and one frame at a time."""
+    out = np.asarray(colors, np.float64).copy()
+    for n, p in enumerate(np.asarray(vertices, np.float64)):
+        seen = []
+        for rgb, depth, K, c2w in frames:
+            x, y, z, _ = np.linalg.inv(np.asarray(c2w, np.float64)) @ np.append(p, 1.0)
+            if z <= 1e-6:
+                continue
+            u, v = round(x / z * K[0][0] + K[0][2]), round(y / z * K[1][1] + K[1][2])
+            if 0 <= u < depth.shape[1] and 0 <= v < depth.shape[0] and depth[v, u] >= far:
+                seen.append(np.asarray(rgb, np.float64)[v, u])
+        if seen:
+            out[n] = np.mean(seen, axis=0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def backdrop_mesh_reference(frames: Sequence[Frame], far: float, stride: int = 2) -> Mesh | None:
