@@ -86,6 +86,8 @@ REL_TRUNC = 0.05
 VOXEL_PIXELS = 1.8
 # Face budget of the surface mesh (vertex-clustering decimation beyond it).
 TARGET_FACES = 600_000
+# Passes of models.lift.tsdf_mesh.fill_unobserved before meshing (closes one-voxel cracks).
+MESH_FILL = 1
 
 
 def make_splats(bundle: BundleInfo, stride: int = 1, max_frames: int = 24) -> Gaussians:
@@ -140,7 +142,7 @@ def make_mesh(
     # One far limit for every frame (not each frame's own median): what is beyond it is the
     # backdrop part (make_backdrop), so the two never overlap or leave a gap in depth.
     volume = fuse(frames, voxel_size=voxel, max_depth=FAR_FACTOR * depth, rel_trunc=REL_TRUNC)
-    v, f, c = extract_mesh(volume)
+    v, f, c = extract_mesh(volume, fill=MESH_FILL)
     if len(f) == 0:
         raise BundleError(f"the mesh of {bundle.root} is empty (no surface was observed)")
     if target_faces and len(f) > target_faces:
