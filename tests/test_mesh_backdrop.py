@@ -25,14 +25,18 @@ from tests.test_mesh import _K, _sphere_frames
 UP = np.array([0.0, -1.0, 0.0])
 
 
-def test_depth_proportional_band_matches_reference() -> None:
-    # Sphere 2 m away, voxel 0.1 m: the fixed band is 0.2 m, the relative one 0.3 x 2 = 0.6 m.
+@pytest.mark.parametrize("max_band", [float("inf"), 0.45])
+def test_depth_proportional_band_matches_reference(max_band: float) -> None:
+    # Sphere 2 m away, voxel 0.1 m: the fixed band is 0.2 m, the relative one 0.3 x 2 = 0.6 m
+    # (or capped at 0.45 m).
     frames = _sphere_frames(2, 32, 24, 26.0)
-    vol = fuse(frames, voxel_size=0.1, trunc=0.2, rel_trunc=0.3)
+    vol = fuse(frames, voxel_size=0.1, trunc=0.2, rel_trunc=0.3, max_band=max_band)
     keys = vol.active()[0]
     lo = keys.min(0) * vol.block_size
     shape = tuple(int(s) for s in (keys.max(0) + 1) * vol.block_size - lo)
-    ref_tsdf, ref_w, _ = fuse_reference(frames, 0.1, tuple(lo), shape, trunc=0.2, rel_trunc=0.3)
+    ref_tsdf, ref_w, _ = fuse_reference(
+        frames, 0.1, tuple(lo), shape, trunc=0.2, rel_trunc=0.3, max_band=max_band
+    )
     fast = volume_to_dense(vol, lo, shape)
     seen = fast <= 1.0
     assert seen.sum() > 500
@@ -44,8 +48,12 @@ def test_depth_proportional_band_matches_reference() -> None:
     # ... and it is wider than the fixed one: voxels 0.3-0.5 m behind the surface observed.
     fixed, _, _ = fuse_reference(frames, 0.1, tuple(lo), shape, trunc=0.2)
     assert (ref_tsdf[band] < -0.4).sum() > 50 and not (fixed[(fixed < 0)] < -1.0001).any()
+    # Observed depth behind the surface: up to the (capped) band, never beyond.
+    assert vol.band(np.float32(2.0)) == pytest.approx(min(0.6, max_band))
     with pytest.raises(TSDFError):
         fuse(frames, voxel_size=0.1, rel_trunc=1.5)
+    with pytest.raises(TSDFError):
+        fuse(frames, voxel_size=0.1, max_band=0.1)
 
 
 def _facade_frames(n: int, z: float, bias: np.ndarray) -> list:

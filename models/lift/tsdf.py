@@ -18,7 +18,8 @@ Depth-proportional truncation: the band of a pixel with depth ``d`` is ``max(tru
 d)``. Depth estimates err in proportion to depth (a monocular or aligned estimate is off by a few
 per cent, not a few centimetres), so a fixed band thin enough for near detail lets the frames of a
 far facade, which disagree by metres, carve each other's surface away (holes); a band that grows
-with depth fuses them, while near surfaces keep the thin band of ``trunc``.
+with depth fuses them, while near surfaces keep the thin band of ``trunc``. ``max_band`` caps it:
+the blocks a pixel touches grow with its band.
 
 Mesh extraction (marching cubes) works on dense *tiles* of up to ``tile_blocks``^3 blocks, each
 padded with one voxel of its +x/+y/+z neighbours, so a cube straddling a block or tile seam sees
@@ -108,8 +109,10 @@ class TSDFVolume:
     voxel_size: float
     trunc: float
     block_size: int = 8
-    # Band grows with depth: max(trunc, rel_trunc * depth) per pixel (0 = fixed band).
+    # Band grows with depth: min(max(trunc, rel_trunc * depth), max_band) per pixel (rel_trunc
+    # 0 = fixed band). max_band bounds the cost of far surfaces (blocks grow with the band).
     rel_trunc: float = 0.0
+    max_band: float = float("inf")
     num_blocks: int = 0
     keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
     tsdf: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
@@ -128,6 +131,8 @@ class TSDFVolume:
             raise TSDFError(f"trunc ({self.trunc}) must be at least one voxel ({self.voxel_size})")
         if not (np.isfinite(self.rel_trunc) and 0.0 <= self.rel_trunc < 1.0):
             raise TSDFError(f"rel_trunc must be in [0, 1), got {self.rel_trunc}")
+        if not self.max_band >= self.trunc:
+            raise TSDFError(f"max_band ({self.max_band}) must be at least trunc ({self.trunc})")
         b = self.block_size
         if self.tsdf.size == 0:
             self.tsdf = np.zeros((0, b, b, b), np.float32)
@@ -135,8 +140,10 @@ class TSDFVolume:
             self.color = np.zeros((0, b, b, b, 3), np.float32)
 
     def band(self, depth: np.ndarray) -> np.ndarray:
-        """Truncation band (metres) of pixels at ``depth`` (any shape): max(trunc, rel * depth)."""
-        return np.maximum(np.float32(self.trunc), np.float32(self.rel_trunc) * depth)
+        """Truncation band (metres) of pixels at ``depth`` (any shape):
+        min(max(trunc, rel_trunc * depth), max_band)."""
+        band = np.maximum(np.float32(self.trunc), np.float32(self.rel_trunc) * depth)
+        return np.minimum(band, np.float32(min(self.max_band, 3e38)))
 
     @property
     def block_length(self) -> float:
@@ -310,14 +317,19 @@ def fuse(
     max_depth: float | None = None,
     block_size: int = 8,
     rel_trunc: float = 0.0,
+    max_band: float = float("inf"),
 ) -> TSDFVolume:
     """Fuse frames (rgb (H, W, 3) uint8 or None, depth (H, W) m, K (3, 3), c2w (4, 4)) into a
     sparse TSDF. ``trunc`` (the near band) defaults to 4 voxels; each pixel's band is
-    ``max(trunc, rel_trunc * depth)``; ``max_depth`` None = per-frame ``auto_max_depth`` (drops
+    ``min(max(trunc, rel_trunc * depth), max_band)``; ``max_depth`` None = per-frame ``auto_max_depth`` (drops
     sky / backdrop depths). Raises TSDFError if nothing was fused."""
     trunc = 4.0 * voxel_size if trunc is None else float(trunc)
     volume = TSDFVolume(
-        voxel_size=float(voxel_size), trunc=trunc, block_size=block_size, rel_trunc=rel_trunc
+        voxel_size=float(voxel_size),
+        trunc=trunc,
+        block_size=block_size,
+        rel_trunc=rel_trunc,
+        max_band=max_band,
     )
     total = 0
     for rgb, depth, K, c2w in frames:
@@ -335,6 +347,7 @@ def fuse_reference(
     trunc: float | None = None,
     max_depth: float | None = None,
     rel_trunc: float = 0.0,
+    max_band: float = float("inf"),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slow obvious twin of ``fuse`` on a dense grid: one Python loop step per voxel per frame.
 
@@ -368,7 +381,7 @@ def fuse_reference(
                     d = float(depth[v, u])
                     if not (np.isfinite(d) and 0 < d <= far):
                         continue
-                    band = max(trunc, rel_trunc * d)  # this pixel's truncation band
+                    band = min(max(trunc, rel_trunc * d), max_band)  # this pixel's band
                     if d - z < -band:
                         continue
                     obs = min((d - z) / band, 1.0)

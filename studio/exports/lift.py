@@ -78,14 +78,19 @@ def scene_depth(bundle: BundleInfo) -> float:
 # splats' far shell, the mesh's backdrop part and the TSDF's far limit all use it, so every
 # pixel ends in exactly one of them.
 FAR_FACTOR = 10.0
-# The TSDF's truncation band grows with depth (models.lift.tsdf): max(4 voxels, REL_TRUNC * z).
+# The TSDF's truncation band grows with depth (models.lift.tsdf): max(4 voxels, REL_TRUNC * z),
+# up to MAX_BAND_VOXELS (the blocks a far pixel touches grow with its band: uncapped, a sky
+# fused as a surface at 150 m took 6 GB).
 REL_TRUNC = 0.05
+MAX_BAND_VOXELS = 16
 # Default voxel: this many pixel footprints at the photo's median depth (depth / fx), so the
 # mesh resolves what the frames resolve at any image size (1.8 px: 20.6 dB on the street walk at
 # 600k faces, against 18.6 dB for the former depth / 150 = 3 px at 400k faces).
 VOXEL_PIXELS = 1.8
 # Face budget of the surface mesh (vertex-clustering decimation beyond it).
 TARGET_FACES = 600_000
+# Beyond the depth where a pixel covers this many voxels, pixels go to the backdrop shell.
+FAR_PIXEL_VOXELS = 3.0
 # Passes of models.lift.tsdf_mesh.fill_unobserved before meshing (closes one-voxel cracks).
 MESH_FILL = 1
 
@@ -113,35 +118,53 @@ def make_splats(bundle: BundleInfo, stride: int = 1, max_frames: int = 24) -> Ga
     )
 
 
-def make_mesh(
-    bundle: BundleInfo,
-    voxel: float | None = None,
-    max_frames: int = 24,
-    target_faces: int | None = TARGET_FACES,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TSDF mesh of the bundle (world frame): vertices (V, 3), faces (F, 3), colours (V, 3).
-
-    The voxel defaults to ``VOXEL_PIXELS`` pixel footprints at the photo's median depth; a given
-    ``voxel`` must lie within [scene depth / 400, scene depth / 5]: finer grids grow with the
-    square of the resolution (about 0.6 GB at depth / 300 for 8 frames at 256 px). Beyond
-    ``FAR_FACTOR`` x that depth is the backdrop (``make_backdrop``), not the surface mesh. The
-    surface is decimated to ``target_faces`` (None: never)."""
+def mesh_voxel(bundle: BundleInfo, voxel: float | None = None) -> float:
+    """The TSDF voxel (metres): ``voxel`` checked against the world's scale, or by default
+    ``VOXEL_PIXELS`` pixel footprints at the photo's median depth."""
     depth = scene_depth(bundle)
     if voxel is not None and not (math.isfinite(voxel) and depth / 400 <= voxel <= depth / 5):
         raise StorageError(
             f"the voxel size must be between {depth / 400:.4f} and {depth / 5:.2f} m for this "
             f"world (its median depth is {depth:.2f} m), got {voxel}"
         )
-    if not voxel:
-        fx = float(bundle.K(bundle.indices[0])[0, 0])
-        voxel = float(np.clip(VOXEL_PIXELS * depth / fx, depth / 400, depth / 5))
+    if voxel:
+        return float(voxel)
+    fx = float(bundle.K(bundle.indices[0])[0, 0])
+    return float(np.clip(VOXEL_PIXELS * depth / fx, depth / 400, depth / 5))
+
+
+def mesh_far(bundle: BundleInfo, voxel: float) -> float:
+    """Depth (metres) from which pixels go to the backdrop shell instead of the TSDF: the lift's
+    backdrop threshold (``FAR_FACTOR`` x the photo's median depth), or nearer, where a pixel
+    covers more than ``FAR_PIXEL_VOXELS`` voxels: the uniform grid would spend most of its blocks
+    on surfaces it cannot resolve (a layout sky at 150 m behind a field 26 m away took 3 GB and
+    80 s), while the shell keeps them at pixel resolution."""
+    fx = float(bundle.K(bundle.indices[0])[0, 0])
+    return min(FAR_FACTOR * scene_depth(bundle), FAR_PIXEL_VOXELS * voxel * fx)
+
+
+def make_mesh(
+    bundle: BundleInfo,
+    voxel: float | None = None,
+    max_frames: int = 24,
+    target_faces: int | None = TARGET_FACES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TSDF surface mesh of the bundle (world frame): vertices (V, 3), faces (F, 3), colours
+    (V, 3) uint8.
+
+    The voxel is ``mesh_voxel`` (a given ``voxel`` must lie within [scene depth / 400, scene
+    depth / 5]: finer grids grow with the square of the resolution); depths beyond ``mesh_far``
+    are the backdrop (``make_backdrop``), not the surface. The surface is decimated to
+    ``target_faces`` (None: never)."""
+    voxel = mesh_voxel(bundle, voxel)
     frames = [
         (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
         for i in lift_frames(bundle, max_frames)
     ]
     # One far limit for every frame (not each frame's own median): what is beyond it is the
     # backdrop part (make_backdrop), so the two never overlap or leave a gap in depth.
-    volume = fuse(frames, voxel_size=voxel, max_depth=FAR_FACTOR * depth, rel_trunc=REL_TRUNC)
+    volume = fuse(frames, voxel_size=voxel, max_depth=mesh_far(bundle, voxel),
+                  rel_trunc=REL_TRUNC, max_band=MAX_BAND_VOXELS * voxel)  # fmt: skip
     v, f, c = extract_mesh(volume, fill=MESH_FILL)
     if len(f) == 0:
         raise BundleError(f"the mesh of {bundle.root} is empty (no surface was observed)")
@@ -151,16 +174,16 @@ def make_mesh(
 
 
 def make_backdrop(
-    bundle: BundleInfo, max_frames: int = 24
+    bundle: BundleInfo, voxel: float | None = None, max_frames: int = 24
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The sky and far backdrop (depth beyond ``FAR_FACTOR`` x the photo's median) as a textured
-    shell mesh (world frame, models.lift.backdrop), separate from the surface mesh so physics
-    never uses it. None when the world has no backdrop (a room)."""
+    """The sky and far backdrop (depth beyond ``mesh_far``) as a textured shell mesh (world
+    frame, models.lift.backdrop), separate from the surface mesh so physics never uses it.
+    ``voxel``: the surface mesh's (default ``mesh_voxel``). None when nothing is that far."""
     frames = [
         (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
         for i in lift_frames(bundle, max_frames)
     ]
-    far = FAR_FACTOR * scene_depth(bundle)
+    far = mesh_far(bundle, mesh_voxel(bundle, voxel))
     back = backdrop_mesh(frames, far=far)
     if back is None:
         return None
@@ -207,7 +230,7 @@ def lift_bundle(
         }
         say("backdrop")
         t = time.perf_counter()
-        back = make_backdrop(bundle)
+        back = make_backdrop(bundle, voxel)
         # None: nothing is far (a room); a stale backdrop of an earlier lift must not stay.
         info["backdrop"] = None
         if back is None:
