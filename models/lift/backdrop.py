@@ -15,7 +15,10 @@ depth, so the shell reaches under the surface mesh's silhouettes (no black crack
 stops half a voxel short of an edge). Frames are added in order (the photo first): a later
 frame adds only the cells whose corners were not all seen as backdrop by an earlier frame
 (tested by projecting the shell points into the earlier cameras), and is pushed back by a tiny
-factor so that where two frames overlap the earlier one is drawn in front.
+factor so that where two frames overlap the earlier one is usually in front (shells of turned
+cameras are tilted to each other, so along the one-cell seam either may show).
+:func:`backdrop_consensus` then gives every vertex the mean colour of the frames that see it
+as backdrop. Both have slow twins for the tests.
 
 Conventions (models.geometry.cameras): OpenCV cameras, ``c2w`` 4x4, ``K`` 3x3, z-depth metres.
 """
