@@ -350,7 +350,9 @@ class SpatialMemory:
         from returning exactly. On the same surface the better pixel
         wins (by 5 %: near-ties keep the earlier frame, so regions stay coherent); apart from
         such ties the result does not depend on the order of ``frame_ids``
-        (:mod:`models.geometry.composite`). ``reference``: the torch twins of the compiled warp
+        (:mod:`models.geometry.composite`). A coherence pass then removes speckle: pixels
+        flipping between frames on one surface, and specks of one layer inside another
+        (:meth:`Composite.cohere`). ``reference``: the torch twins of the compiled warp
         and composite (slow; the tests compare the two).
         """
         W, H = target.width, target.height
@@ -374,6 +376,7 @@ class SpatialMemory:
             )
             if bool(w.valid.any()):
                 comp.add(fid, w, f)
+        comp.cohere()
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)

@@ -8,6 +8,9 @@ over a better observation), or a weaker frame's claim against a frame that would
 nearer was there). On the same surface the better pixel wins (by 5 %: near-ties keep the earlier
 frame, so regions stay coherent).
 
+After the last frame, :meth:`Composite.cohere` makes the choice coherent over small windows
+(no pixel-by-pixel flipping between frames or between layers: visible speckle).
+
 :class:`Composite` holds the running result; :meth:`Composite.add` folds one warp in, either with
 the compiled kernel :func:`composite_kernel` (one pass over the pixels, in place) or with the
 torch reference :meth:`Composite._add_torch` (whole-image ``where`` s, the obvious form), which
@@ -18,23 +21,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from numba import njit
 
 _f32 = np.float32
+COHERE_RADIUS = 2  # 5x5 votes: wider than Kinect depth-noise speckle, narrower than objects
+COHERE_PASSES = 2
+# A layer switch (a pixel taking a claim on another surface) needs the current claim to be a
+# speck (support <= COHERE_SPECK of the 25 window pixels: a straight one-pixel line has 5, so it
+# stays) and the other one well supported. Tuned on TUM fr3 frames 1..8.
+COHERE_SPECK = 4
+COHERE_SUPPORT = 10
 
 
 @njit(cache=True)
-def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, frame, prm, fid):
+def composite_kernel(
+    state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, frame, prm, fid, claim
+):
     """Fold one warp into the composite, in place.
 
     ``state`` = (rgb (H, W, 3), depth, src int64, uv (H, W, 2), quality, conf, observed bool,
     stretch, rim bool, base_px); the warp's arrays as in ``WarpResult`` (``w_rgb`` is updated
     where earlier paint is copied instead of resampled); ``frame`` = (rgb uint8 (Hs, Ws, 3),
     confidence (Hs, Ws) float32, observed (Hs, Ws) bool); ``prm`` float32 (depth_tol,
-    baseline * f_t, paint_nearest_stretch, 1 - depth_tol).
+    baseline * f_t, paint_nearest_stretch, 1 - depth_tol); ``claim`` = (conf, observed) (H, W)
+    outputs: this warp's claim at every valid pixel (``w_rgb`` holds its colour), kept
+    for the coherence pass.
     """
+    c_c, c_obs = claim
     rgb, depth, src, uv, quality, conf, observed, stretch, rim, base_px = state
     f_rgb, f_conf, f_obs = frame
     tol, bf, nearest, lo = prm[0], prm[1], prm[2], prm[3]
@@ -51,6 +67,12 @@ def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, fr
             s_ = max(w_stretch[y, x], _f32(1e-6))
             q = c * np.sqrt(min(s_, _f32(1.0) / s_))
             obs = f_obs[vi, ui]
+            if not obs and w_stretch[y, x] <= nearest:
+                # Earlier paint is copied from the nearest source pixel, not resampled (a
+                # bilinear resample at every hop blurs it into a wash).
+                for ch in range(3):
+                    w_rgb[y, x, ch] = _f32(f_rgb[vi, ui, ch]) / _f32(255.0)
+            c_c[y, x], c_obs[y, x] = c, obs
             wd, d, qb = w_depth[y, x], depth[y, x], quality[y, x]
             if d > 0:
                 nearer = wd < d * lo
@@ -63,11 +85,6 @@ def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, fr
                 uncovers = not nearer and not same and better
                 if not (occludes or (same and q > hi * qb) or uncovers):
                     continue
-            if not obs and w_stretch[y, x] <= nearest:
-                # Earlier paint is copied from the nearest source pixel, not resampled (a
-                # bilinear resample at every hop blurs it into a wash).
-                for ch in range(3):
-                    w_rgb[y, x, ch] = _f32(f_rgb[vi, ui, ch]) / _f32(255.0)
             for ch in range(3):
                 rgb[y, x, ch] = w_rgb[y, x, ch]
             depth[y, x] = wd
@@ -79,6 +96,79 @@ def composite_kernel(state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, fr
             stretch[y, x] = w_stretch[y, x]
             rim[y, x] = w_edge[y, x]
             base_px[y, x] = bf
+
+
+@njit(cache=True)
+def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed):
+    """One pass of coherent source selection, in place on ``out``.
+
+    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch, base_px): the
+    composite. ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch): every retrieved
+    frame's claim, stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``k_base`` (F,)
+    float32 their baselines times the focal length. ``src_in``, ``depth_in`` (H, W): a snapshot
+    of the composite's source and depth (the votes of this pass); ``k_in`` (H, W) int16 the
+    source's index into ``fids`` (-1: none). ``prm`` float32 (depth_tol, radius, speck,
+    support). ``active`` (H, W) bool: the pixels to decide (the others keep their claim);
+    ``changed`` (H, W) bool, output: the pixels that switched.
+
+    A claim's *support* is the number of pixels in the window (itself included) that the
+    composite took from the same frame at the claim's depth (within ``depth_tol``). A pixel
+    takes the best-supported claim if it beats the current one's support and is on the same
+    surface, or, on another surface (a layer switch), only if the current claim is a speck
+    (support <= ``speck``) and the other is well supported (>= ``support``): thin structures
+    (a one-pixel line has support 2 r + 1) stay. First frame on a tie. A pixel whose frame saw
+    it along the target's rays (parallax under half a pixel) is exact and keeps its claim.
+    """
+    rgb, depth, src, uv, conf, observed, stretch, base_px = out
+    k_valid, k_depth, k_rgb, k_uv, k_conf, k_obs, k_stretch = cand
+    tol, r, speck, need = prm[0], int(prm[1]), prm[2], prm[3]
+    half_ = _f32(0.5)
+    F = fids.shape[0]
+    H, W = src_in.shape
+    score = np.zeros(F, np.int64)
+    cds = np.zeros(F, np.float32)
+    for y in range(H):
+        for x in range(W):
+            s = src_in[y, x]
+            if s < 0 or not active[y, x]:
+                continue
+            d = depth_in[y, x]
+            if base_px[y, x] < half_ * d:
+                # its frame saw along the target's rays (parallax < 0.5 px): exact, no speckle
+                # to fix (a pure rotation back to a frame returns it exactly)
+                continue
+            cur = 0
+            for k in range(F):
+                score[k] = 0 if k_valid[k, y, x] else -1
+                cds[k] = k_depth[k, y, x]
+                if fids[k] == s:
+                    cur = k
+            for yy in range(max(y - r, 0), min(y + r + 1, H)):
+                for xx in range(max(x - r, 0), min(x + r + 1, W)):
+                    k = k_in[yy, xx]
+                    if k >= 0 and score[k] >= 0 and abs(depth_in[yy, xx] - cds[k]) <= tol * cds[k]:
+                        score[k] += 1
+            best = -1
+            for k in range(F):
+                if k == cur or score[k] <= score[cur]:
+                    continue
+                if abs(k_depth[k, y, x] - d) > tol * d:  # another surface: a layer switch
+                    if score[cur] > speck or score[k] < need:
+                        continue
+                if best < 0 or score[k] > score[best]:
+                    best = k
+            if best < 0:
+                continue
+            for ch in range(3):
+                rgb[y, x, ch] = k_rgb[best, y, x, ch]
+            depth[y, x] = k_depth[best, y, x]
+            src[y, x] = fids[best]
+            uv[y, x, 0], uv[y, x, 1] = k_uv[best, y, x, 0], k_uv[best, y, x, 1]
+            conf[y, x] = k_conf[best, y, x]
+            observed[y, x] = k_obs[best, y, x]
+            stretch[y, x] = k_stretch[best, y, x]
+            base_px[y, x] = k_base[best]
+            changed[y, x] = True
 
 
 class Composite:
@@ -113,6 +203,14 @@ class Composite:
         self.base_px = torch.zeros(H, W)
         self.f_t, self.tol, self.nearest = f_t, depth_tol, paint_nearest_stretch
         self.reference = reference
+        # Every frame's claim (fid, valid, depth, rgb, uv, conf, observed, stretch), for the
+        # coherence pass after the last add.
+        self.claims: list[tuple] = []
+        self.claim_base: list[float] = []
+
+    def _arrays(self, *names: str) -> tuple[np.ndarray, ...]:
+        """Numpy views (shared memory) of the named state tensors, for the kernels."""
+        return tuple(getattr(self, n).numpy() for n in names)
 
     def add(self, fid: int, w: Any, frame: Any) -> None:
         """Fold in warp ``w`` (a ``WarpResult``) of memory frame ``frame`` (``rgb`` uint8,
@@ -120,22 +218,19 @@ class Composite:
         if self.reference:
             self._add_torch(fid, w, frame)
             return
-        state = (
-            self.rgb.numpy(),
-            self.depth.numpy(),
-            self.src.numpy(),
-            self.uv.numpy(),
-            self.quality.numpy(),
-            self.conf.numpy(),
-            self.observed.numpy(),
-            self.stretch.numpy(),
-            self.rim.numpy(),
-            self.base_px.numpy(),
+        state = self._arrays(
+            "rgb", "depth", "src", "uv", "quality", "conf", "observed", "stretch", "rim", "base_px"
         )
         prm = np.array([self.tol, w.baseline * self.f_t, self.nearest, 1 - self.tol], np.float32)
         f = (frame.rgb.numpy(), frame.confidence.float().numpy(), frame.observed.numpy())
-        warp = (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
-        composite_kernel(state, *(a.contiguous().numpy() for a in warp), f, prm, fid)
+        warp = [
+            a.contiguous().numpy() for a in (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
+        ]
+        claim = (np.zeros(warp[1].shape, _f32), np.zeros(warp[1].shape, np.bool_))
+        composite_kernel(state, *warp, f, prm, fid, claim)
+        # the kernel wrote the claim's colour (earlier paint copied) into warp[0]
+        self.claims.append((fid, warp[2], warp[1], warp[0], warp[3], *claim, warp[4]))
+        self.claim_base.append(w.baseline * self.f_t)
 
     def _add_torch(self, fid: int, w: Any, frame: Any) -> None:
         """The torch reference of :func:`composite_kernel` (whole-image operations)."""
@@ -174,3 +269,104 @@ class Composite:
         self.stretch = torch.where(take, w.stretch, self.stretch)
         self.rim = torch.where(take, w.edge, self.rim)
         self.base_px = torch.where(take, w.baseline * self.f_t, self.base_px)
+        self.claims.append((fid, w.valid, w.depth, w_rgb, w.src_uv, c, obs, w.stretch))
+        self.claim_base.append(w.baseline * self.f_t)
+
+    def cohere(
+        self,
+        radius: int = COHERE_RADIUS,
+        passes: int = COHERE_PASSES,
+        speck: int = COHERE_SPECK,
+        support: int = COHERE_SUPPORT,
+    ) -> None:
+        """Coherent source selection, after the last :meth:`add` (rules in
+        :func:`cohere_kernel`): on one surface a pixel takes the frame most of its neighbours
+        (``(2 radius + 1)^2`` window) come from; a speck on another surface than its
+        surroundings (support <= ``speck``) takes a well-supported claim (>= ``support``) on
+        theirs where a frame offers one. Pixels seen along the target's rays keep theirs.
+
+        Why: frames that see one surface disagree by a fraction of a pixel (sensor-depth noise,
+        different resampling), and noisy depth lets single pixels of one layer win inside
+        another; per-pixel choices that flip from pixel to pixel are visible speckle (on TUM
+        it held most of the routed pixels' excess gradient energy). Occlusion boundaries and
+        thin structures stay (a switch of layer needs a speck and a clear majority).
+        ``passes`` Jacobi passes (each votes on the previous pass's result).
+        """
+        if not self.claims:
+            return
+        if self.reference:
+            for _ in range(passes):
+                self._cohere_torch(radius, speck, support)
+            return
+        fids = np.array([c[0] for c in self.claims], np.int64)
+        cand = tuple(np.stack([np.asarray(c[j]) for c in self.claims]) for j in range(1, 8))
+        out = self._arrays("rgb", "depth", "src", "uv", "conf", "observed", "stretch", "base_px")
+        prm = np.array([self.tol, radius, speck, support], np.float32)
+        k_base = np.array(self.claim_base, np.float32)
+        box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        # Only a window holding two frames can vote for a switch: pixels within ``radius`` of a
+        # source boundary (most pixels are not, and the kernel skips them).
+        src = out[2]
+        bound = np.zeros(src.shape, np.bool_)
+        bound[:, 1:] |= src[:, 1:] != src[:, :-1]
+        bound[:, :-1] |= src[:, :-1] != src[:, 1:]
+        bound[1:] |= src[1:] != src[:-1]
+        bound[:-1] |= src[:-1] != src[1:]
+        active = cv2.dilate(bound.view(np.uint8), box).view(np.bool_)
+        for _ in range(passes):
+            changed = np.zeros(self.src.shape, np.bool_)
+            src_in, depth_in = out[2].copy(), out[1].copy()
+            k_in = np.full(src_in.shape, -1, np.int16)
+            for k, f in enumerate(fids):
+                k_in[src_in == f] = k
+            cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed)
+            if not changed.any():
+                break
+            # only windows where something changed can decide differently in the next pass
+            active = cv2.dilate(changed.view(np.uint8), box).view(np.bool_)
+
+    def _cohere_torch(self, radius: int, speck: int, support: int) -> None:
+        """The torch reference of one :func:`cohere_kernel` pass (shifted whole images)."""
+        fids = torch.tensor([c[0] for c in self.claims])
+        src, depth = self.src, self.depth
+        H, W = depth.shape
+        r = radius
+
+        def stack(j: int) -> torch.Tensor:
+            return torch.stack([torch.as_tensor(c[j]) for c in self.claims])
+
+        k_valid, k_depth = stack(1), stack(2)  # (F, H, W)
+        sp = torch.nn.functional.pad(src, (r, r, r, r), value=-1)
+        dp = torch.nn.functional.pad(depth, (r, r, r, r), value=0.0)
+        lim = self.tol * k_depth
+        score = torch.zeros(len(fids), H, W, dtype=torch.long)
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                ns, nd = sp[dy : dy + H, dx : dx + W], dp[dy : dy + H, dx : dx + W]
+                same = (ns[None] == fids[:, None, None]) & ((nd[None] - k_depth).abs() <= lim)
+                score += same.long()
+        score = torch.where(k_valid, score, -1)
+        cur = (src[None] == fids[:, None, None]).long().argmax(0)
+        s_cur = score.gather(0, cur[None])[0]
+        layer = (k_depth - depth).abs() > self.tol * depth  # another surface
+        ok = (score > s_cur) & (torch.arange(len(fids))[:, None, None] != cur)
+        ok &= ~layer | ((s_cur <= speck) & (score >= support))
+        best = torch.where(ok, score, -2).argmax(0)  # the first frame on a tie
+        switch = (src >= 0) & ok.gather(0, best[None])[0]
+        switch &= ~(self.base_px < 0.5 * depth)  # seen along the target's rays: exact
+
+        def pick(j: int) -> torch.Tensor:
+            st = stack(j)
+            idx = best.reshape(1, H, W, *([1] * (st.dim() - 3)))
+            return st.gather(0, idx.expand(1, *st.shape[1:]))[0]
+
+        s3 = switch[..., None]
+        self.rgb = torch.where(s3, pick(3), self.rgb)
+        self.depth = torch.where(switch, pick(2), depth)
+        self.src = torch.where(switch, fids[best], src)
+        self.uv = torch.where(s3, pick(4), self.uv)
+        self.conf = torch.where(switch, pick(5), self.conf)
+        self.observed = torch.where(switch, pick(6), self.observed)
+        self.stretch = torch.where(switch, pick(7), self.stretch)
+        k_base = torch.tensor(self.claim_base, dtype=torch.float32)
+        self.base_px = torch.where(switch, k_base[best], self.base_px)

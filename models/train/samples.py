@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models.depth import DepthBackend
+from models.depth.file import denoise_sensor_depth, fill_invalid
 from models.geometry.align import align_scale_shift
 from models.geometry.cameras import Camera, scale_intrinsics
 from models.geometry.fill import push_pull
@@ -306,7 +307,12 @@ class SampleBuilder:
         sensor = frame.load_depth() if frame.load_depth else None
         if sensor is not None:
             d = _nearest(np.asarray(sensor, np.float32), W, H)
-            return np.where(np.isfinite(d) & (d > 0), d, 0).astype(np.float32)
+            ok = np.isfinite(d) & (d > 0)
+            if not ok.any():
+                return np.zeros((H, W), np.float32)
+            # as the 'file' depth backend does for `loci generate` (same memory, same routing)
+            d = denoise_sensor_depth(fill_invalid(np.where(ok, d, 0), ok), ok)
+            return np.where(ok, d, 0).astype(np.float32)
         if self.depth is None:
             raise FootageError(
                 f"frame {frame.name} has no depth; give a depth backend (--depth) to estimate it"
