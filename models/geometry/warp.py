@@ -478,7 +478,9 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         frame = SimpleNamespace(
             rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
         )
-        Composite(48, 32, 40.0).add(0, w, frame)
+        comp = Composite(48, 32, 40.0)
+        comp.add(0, w, frame)
+        comp.cohere()  # its kernels too: the first composite of a session must not compile
         warm_up_cracks(K, rgb, depth)
         _warmed = True
     return None
