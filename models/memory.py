@@ -30,8 +30,7 @@ from models.geometry.cracks import route_cracks
 from models.geometry.warp import (
     depth_edges,
     flying_pixels,
-    forward_warp,
-    forward_warp_torch,
+    forward_warps,
     inverse_depth_range,
 )
 
@@ -358,29 +357,36 @@ class SpatialMemory:
         W, H = target.width, target.height
         f_t = math.sqrt(float(target.K[0, 0] * target.K[1, 1]))
         comp = Composite(W, H, f_t, depth_tol, PAINT_NEAREST_STRETCH, reference=reference)
-        warp = forward_warp_torch if reference else forward_warp
-        for fid in frame_ids:
-            f = self.frames[fid]
-            w = warp(
-                f.rgb,
-                f.depth,
-                f.camera.K,
-                f.camera.c2w,
-                target.K,
-                target.c2w,
-                W,
-                H,
+        frames = [self.frames[fid] for fid in frame_ids]
+        jobs = [
+            dict(
+                rgb=f.rgb,
+                depth=f.depth,
+                K_src=f.camera.K,
+                c2w_src=f.camera.c2w,
+                K_tgt=target.K,
+                c2w_tgt=target.c2w,
+                width=W,
+                height=H,
                 edges=f.edges,
                 flying=f.flying,
                 inv_range=None if f.inv_range is None else f.inv_range.float(),
             )
+            for f in frames
+        ]
+        # Warped in parallel threads, composited in retrieval order (the same result).
+        warps = forward_warps(jobs, reference=reference)
+        for fid, f, w in zip(frame_ids, frames, warps, strict=True):
             if bool(w.valid.any()):
                 comp.add(fid, w, f)
         comp.cohere()
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
-        return route_cracks(corr, target, self.frames, passes=CRACK_PASSES)
+        # The composite's tensors are this call's own: routed in place (no copy).
+        return route_cracks(
+            corr, target, self.frames, passes=CRACK_PASSES, reference=reference, copy=False
+        )
 
 
 def retrieve_reference(

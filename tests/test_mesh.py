@@ -91,20 +91,26 @@ def test_plane_mesh_lies_on_plane() -> None:
     assert len(f) > 200 and dist.mean() < 0.01, dist.mean()
 
 
-def test_fast_fusion_matches_reference() -> None:
+# Fixed band; a band growing with depth (sphere 2 m away: 0.3 x 2 = 0.6 m > 0.2 m); capped.
+BANDS = [{}, {"trunc": 0.2, "rel_trunc": 0.3}, {"trunc": 0.2, "rel_trunc": 0.3, "max_band": 0.45}]
+
+
+@pytest.mark.parametrize("band_args", BANDS)
+def test_fast_fusion_matches_reference(band_args: dict) -> None:
     frames = _sphere_frames(2, 32, 24, 26.0)
-    vol = fuse(frames, voxel_size=0.1)
+    vol = fuse(frames, voxel_size=0.1, **band_args)
     keys = vol.active()[0]
     lo = keys.min(0) * vol.block_size
     shape = tuple(int(s) for s in (keys.max(0) + 1) * vol.block_size - lo)
-    ref_tsdf, ref_w, ref_c = fuse_reference(frames, 0.1, tuple(lo), shape)
+    ref_tsdf, ref_w, ref_c = fuse_reference(frames, 0.1, tuple(lo), shape, **band_args)
     fast = volume_to_dense(vol, lo, shape)
     seen = fast <= 1.0
     # Everything the fast path observed, the reference observed with the same value ...
     assert seen.sum() > 500
     assert np.mean(ref_w[seen] > 0) > 0.995
     assert np.mean(np.abs(fast[seen] - ref_tsdf[seen]) < 1e-4) > 0.99
-    # ... and the reference's truncation band (|tsdf| < 1) was allocated by the fast path.
+    # ... and the reference's truncation band (|tsdf| < 1) was allocated by the fast path (the
+    # block walk follows each pixel's own band).
     band = (ref_w > 0) & (np.abs(ref_tsdf) < 1)
     assert np.mean(seen[band]) > 0.98
     assert np.allclose(ref_c[seen & (ref_w > 0)], [200, 60, 30], atol=1e-3)

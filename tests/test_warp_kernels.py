@@ -210,3 +210,53 @@ def test_compiled_correspondence_matches_torch_twin_on_tum():
         assert torch.equal(fast.observed[same], ref.observed[same])
         assert math.isclose(fast.coverage, ref.coverage, abs_tol=1e-3)
         assert bool((~fast.observed[fast.valid]).any())  # the paint took part
+
+
+@pytest.mark.parametrize("size", [(96, 128), (5, 5), (4, 9), (2, 3), (1, 7)])
+def test_compiled_frame_quantities_match_torch_twins(size):
+    """Depth edges, flying pixels and the inverse-depth range of a memory frame: the kernels
+    equal their torch twins bit for bit (synthetic ramps and holes; tiny frames' borders)."""
+    h, w = size
+    rng = np.random.default_rng(h * 100 + w)
+    if h >= 20:
+        depth = _scene(rng, w, h)[1]
+    else:
+        depth = torch.from_numpy(rng.uniform(0.5, 9.0, (h, w)).astype(np.float32))
+        depth[torch.from_numpy(rng.uniform(size=(h, w)) < 0.2)] = 0.0
+    _assert_frame_quantities(depth)
+
+
+def _assert_frame_quantities(depth: torch.Tensor) -> None:
+    edges = depth_edges(depth)
+    assert torch.equal(edges, depth_edges(depth, reference=True))
+    assert torch.equal(flying_pixels(depth, edges), flying_pixels(depth, edges, reference=True))
+    assert torch.equal(inverse_depth_range(depth), inverse_depth_range(depth, reference=True))
+
+
+@pytest.mark.skipif(not TUM.is_dir(), reason="TUM sequence not present")
+def test_compiled_frame_quantities_match_torch_twins_on_tum_sensor_depth():
+    _, d, _, _ = _tum(320, 240)
+    assert bool(flying_pixels(d).any())  # real sensor depth has them
+    _assert_frame_quantities(d)
+
+
+def test_parallel_warps_equal_lone_calls(monkeypatch):
+    """Several frames warped at once in threads (the kernels release the GIL): each result is
+    the lone call's, bit for bit, in order; the torch twins run one at a time."""
+    import models.geometry.warp as warp_module
+
+    monkeypatch.setattr(warp_module, "WARP_THREADS", 2)
+    rng = np.random.default_rng(7)
+    K = intrinsics_from_fov(96, 64, 60.0)
+    jobs = []
+    for c2w in _motions(rng)[1:]:
+        rgb, depth = _scene(rng, 96, 64)
+        jobs.append(dict(rgb=rgb, depth=depth, K_src=K, c2w_src=np.eye(4)))
+        jobs[-1].update(K_tgt=K, c2w_tgt=c2w, width=96, height=64)
+    lone = [forward_warp(**j) for j in jobs]
+    for _ in range(3):
+        for a, b in zip(warp_module.forward_warps(jobs), lone, strict=True):
+            for name in FIELDS:
+                assert torch.equal(getattr(a, name), getattr(b, name)), name
+    ref = list(warp_module.forward_warps(jobs[:2], reference=True))
+    _assert_same(lone[1], ref[1])

@@ -171,6 +171,22 @@ def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, 
             changed[y, x] = True
 
 
+@njit(cache=True)
+def frame_index(src, fids):
+    """(H, W) int16: the index into ``fids`` (F,) of each pixel's source frame ``src`` (H, W)
+    int64, -1 where it has none (one pass; ``fids`` holds a handful of ids)."""
+    H, W = src.shape
+    out = np.full((H, W), -1, np.int16)
+    for y in range(H):
+        for x in range(W):
+            s = src[y, x]
+            for k in range(fids.shape[0]):
+                if fids[k] == s:
+                    out[y, x] = k
+                    break
+    return out
+
+
 class Composite:
     """The running composite of a target view (H, W): call :meth:`add` per warped frame, in
     retrieval order, then read the tensors (``rgb`` (H, W, 3) float32, ``depth``, ``src``
@@ -316,9 +332,7 @@ class Composite:
         for _ in range(passes):
             changed = np.zeros(self.src.shape, np.bool_)
             src_in, depth_in = out[2].copy(), out[1].copy()
-            k_in = np.full(src_in.shape, -1, np.int16)
-            for k, f in enumerate(fids):
-                k_in[src_in == f] = k
+            k_in = frame_index(src_in, fids)
             cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed)
             if not changed.any():
                 break

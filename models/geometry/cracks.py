@@ -17,13 +17,17 @@ takes the farther side (the layer a disocclusion uncovers).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
+from numba.core.errors import NumbaPendingDeprecationWarning
 
-from models.geometry.cameras import Camera, transform_points
+from models.geometry import crack_kernels as ck
+from models.geometry.cameras import Camera
 
 __all__ = [
     "NEIGHBOUR_PAIRS",
@@ -31,6 +35,7 @@ __all__ = [
     "crack_pixels_reference",
     "route_crack_pass",
     "route_cracks",
+    "warm_up_cracks",
 ]
 
 
@@ -49,6 +54,10 @@ def _neighbour_pairs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 NEIGHBOUR_PAIRS = _neighbour_pairs()
+# exp(cosine) of each pair: a pair's score exp(cos) * (depth ratios to the median) ranks pairs
+# as cos + |log ratio| would, with no logarithm (whose float32 rounding differs between torch and
+# the compiled twin).
+PAIR_EXP = torch.exp(NEIGHBOUR_PAIRS[2])
 
 
 EXTRAPOLATED_STRETCH = 2.0  # stretch given to a continued neighbour: seen, but low detail
@@ -109,6 +118,22 @@ def crack_pixels_reference(valid: np.ndarray, max_width: int = 1) -> np.ndarray:
     return out
 
 
+def _rigid(T: np.ndarray, xyz: torch.Tensor) -> torch.Tensor:
+    """(N, 3) points ``xyz`` moved by the 4x4 float32 ``T``, summed element by element in a
+    fixed order (a matrix product's order is the BLAS's; the compiled twin repeats this one)."""
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    rows = [
+        float(T[k, 0]) * x + float(T[k, 1]) * y + float(T[k, 2]) * z + float(T[k, 3])
+        for k in range(3)
+    ]
+    return torch.stack(rows, -1)
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """max / min of positive depths: exp(|log(a / b)|) without the logarithm."""
+    return torch.maximum(a, b) / torch.minimum(a, b)
+
+
 def _bilinear(frame: Any, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """(N, 3) float [0, 1] colours of ``frame.rgb`` at source pixels (u, v), bilinear (border
     pixels replicated). Gathers the 4 pixels of each point: no full-image conversion."""
@@ -140,7 +165,7 @@ def _sample(
         m = torch.nonzero(fid == frame_id).squeeze(1)
         fr = frames[int(frame_id)]
         Hs, Ws = fr.depth.shape
-        p = transform_points(torch.from_numpy(fr.camera.w2c.astype(np.float32)), xyz_world[m])
+        p = _rigid(fr.camera.w2c.astype(np.float32), xyz_world[m])
         zs = p[:, 2].clamp(min=1e-6)
         u = p[:, 0] / zs * float(fr.camera.K[0, 0]) + float(fr.camera.K[0, 2])
         v = p[:, 1] / zs * float(fr.camera.K[1, 1]) + float(fr.camera.K[1, 2])
@@ -168,18 +193,30 @@ def route_cracks(
     frames: Mapping[int, Any],
     pair_tol: float = 0.3,
     passes: int = 1,
+    reference: bool = False,
+    copy: bool = True,
 ) -> Any:
     """A :class:`models.memory.Correspondence` with its cracks routed (see
     :func:`route_crack_pass`), in up to ``passes`` passes: routing a crack can leave the pixel
     next to it one pixel wide, so a hole 2-3 px wide closes from its sides pass by pass. Each
     pass routes the holes with routed 8-neighbours on opposite sides (a superset of the 1-px
     :func:`crack_pixels`): the first looks at the whole frame, each later one only at the
-    unrouted pixels next to the last one's fills (a few hundred: cheap)."""
+    unrouted pixels next to the last one's fills (a few hundred: cheap).
+
+    Compiled (:func:`models.geometry.crack_kernels.route_passes`); ``reference=True`` runs the
+    torch passes (:func:`route_crack_pass`), which it matches bit for bit. ``copy=False``
+    routes ``corr``'s own tensors in place (they must be contiguous) and returns it: for a
+    caller that drops the unrouted correspondence (a copy of a 512x768 one costs 5 ms).
+    """
     valid = corr.valid
     if bool(valid.all()) or not bool(valid.any()):
         return corr
     H, W = valid.shape
-    out = {k: v.clone() for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}
+    out = {k: v.clone() for k, v in tensors.items()} if copy else tensors
+    if not reference:
+        _route_compiled(out, target, frames, pair_tol, passes)
+        return type(corr)(**out) if copy else corr
     # Pass 1 visits, densely, every hole with routed neighbours on opposite sides (diagonal
     # pairs too); the inside of a large painted region has none and is never visited.
     vp = torch.nn.functional.pad(valid, (1, 1, 1, 1))
@@ -199,7 +236,54 @@ def route_cracks(
         flat = torch.unique(near[:, 0] * W + near[:, 1])
         flat = flat[~out["valid"].reshape(-1)[flat]]
         holes = torch.stack([flat // W, flat % W], 1)
-    return type(corr)(**out)
+    return type(corr)(**out) if copy else corr
+
+
+def _route_compiled(
+    out: dict[str, torch.Tensor],
+    target: Camera,
+    frames: Mapping[int, Any],
+    pair_tol: float,
+    passes: int,
+) -> None:
+    """:func:`route_cracks`' passes by the kernel, on the correspondence's tensors ``out``
+    (contiguous clones, changed in place)."""
+    names = ("rgb", "depth", "valid", "source_frame", "source_uv", "confidence", "observed")
+    has_stretch = out.get("stretch") is not None
+    st = out["stretch"] if has_stretch else torch.zeros(1, 1)
+    corr = tuple(out[k].numpy() for k in names) + (st.numpy(),)
+    ids = list(frames)
+    fr = [frames[i] for i in ids]
+    f_rgb = [np.ascontiguousarray(f.rgb.numpy()) for f in fr]
+    f_depth = [np.ascontiguousarray(f.depth.float().numpy()) for f in fr]
+    f_w2c = np.stack([f.camera.w2c.astype(np.float32) for f in fr])
+    f_k = np.stack([_fxy(f.camera.K) for f in fr])
+    a, b, dot = NEIGHBOUR_PAIRS
+    pairs = (a.numpy(), b.numpy(), dot.numpy(), PAIR_EXP.numpy())
+    with warnings.catch_warnings():
+        # Lists of arrays (the frames, of any size) are "reflected" lists, which numba warns
+        # about when it compiles them; the kernel only reads them.
+        warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
+        ck.route_passes(
+            corr,
+            has_stretch,
+            _fxy(target.K),
+            target.c2w.astype(np.float32),
+            np.array(ids, np.int64),
+            f_rgb,
+            f_depth,
+            f_w2c,
+            f_k,
+            pairs,
+            float(pair_tol),
+            int(passes),
+            np.float32(EXTRAPOLATED_STRETCH),
+        )
+
+
+def _fxy(K: np.ndarray) -> np.ndarray:
+    """(4,) float32 ``fx, fy, cx, cy``, each rounded from float64 as torch rounds a Python float."""
+    return np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]], np.float64).astype(np.float32)
 
 
 def route_crack_pass(
@@ -257,7 +341,7 @@ def route_crack_pass(
     da, db = nd[:, pa], nd[:, pb]
     ok = nv[:, pa] & nv[:, pb]
     ok &= torch.maximum(da, db) <= torch.minimum(da, db) * (1 + pair_tol)
-    score = dot[None] + (torch.log(da / med).abs() + torch.log(db / med).abs())
+    score = PAIR_EXP[None] * (_ratio(da, med) * _ratio(db, med))
     score = torch.where(ok, score, math.inf)
     best = score.argmin(1)
     rows = torch.arange(len(y))
@@ -283,15 +367,16 @@ def route_crack_pass(
         ],
         -1,
     )
-    xyz_world = transform_points(torch.from_numpy(target.c2w.astype(np.float32)), xyz_cam)
+    xyz_world = _rigid(target.c2w.astype(np.float32), xyz_cam)
     sampled, rgb, uv = _sample(xyz_world, fid, frames)
     # Between the pair's own source pixels, where the frame's depth disagreed.
     uva, uvb = corr["source_uv"][ya, xa], corr["source_uv"][yb, xb]
+    gap = uva - uvb
     between = (
         ~sampled
         & same
         & (corr["source_frame"][yb, xb] == fid)
-        & ((uva - uvb).norm(dim=1) <= UV_GAP)
+        & (gap[:, 0] * gap[:, 0] + gap[:, 1] * gap[:, 1] <= UV_GAP**2)
     )
     for frame_id in torch.unique(fid[between]).tolist():
         m = torch.nonzero(between & (fid == frame_id)).squeeze(1)
@@ -304,7 +389,8 @@ def route_crack_pass(
     # the far side spread dark rim pixels given the sky's depth into the sky as specks.
     za = depth[ya, xa]
     eligible = nv & ~continued[ny, nx]
-    eligible &= (depth[ny, nx] / za[:, None]).log().abs() <= math.log1p(pair_tol)
+    dn = depth[ny, nx]
+    eligible &= torch.maximum(dn, za[:, None]) <= torch.minimum(dn, za[:, None]) * (1 + pair_tol)
     nrgb = torch.where(eligible[..., None], corr["rgb"][ny, nx], math.nan)
     cont = ~routed & same & eligible.any(1)
     keep = routed | cont
@@ -331,3 +417,25 @@ def route_crack_pass(
     out["valid"][y, x] = True
     continued[y, x] = cont
     return torch.stack([y, x], 1)
+
+
+def warm_up_cracks(K: np.ndarray, rgb: torch.Tensor, depth: torch.Tensor) -> None:
+    """Compile (or load) the kernel by routing one crack of a tiny correspondence (every field
+    typed as the memory's) seen from a frame ``rgb`` (H, W, 3) uint8, ``depth`` (H, W) with
+    intrinsics ``K`` (:func:`models.geometry.warp.warm_up` calls it)."""
+    H, W = depth.shape
+    cam = Camera(K, np.eye(4), W, H)
+    valid = torch.ones(H, W, dtype=torch.bool)
+    valid[H // 2, W // 2] = False
+    u, v = torch.meshgrid(torch.arange(W) * 1.0, torch.arange(H) * 1.0, indexing="xy")
+    corr = SimpleNamespace(
+        rgb=torch.zeros(H, W, 3),
+        depth=torch.where(valid, depth, 0.0),
+        valid=valid,
+        source_frame=torch.where(valid, 0, -1),
+        source_uv=torch.stack([u, v], -1),
+        confidence=torch.ones(H, W),
+        observed=torch.ones(H, W, dtype=torch.bool),
+        stretch=torch.ones(H, W),
+    )
+    route_cracks(corr, cam, {0: SimpleNamespace(rgb=rgb, depth=depth, camera=cam)}, copy=False)

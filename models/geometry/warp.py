@@ -25,7 +25,10 @@ it is: that is the correspondence the synthesis step routes pixels through.
 from __future__ import annotations
 
 import math
+import os
 import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +58,7 @@ __all__ = [
     "forward_warp",
     "forward_warp_reference",
     "forward_warp_torch",
+    "forward_warps",
     "relative_transform",
     "warm_up",
     "splat_depth",
@@ -99,13 +103,20 @@ def relative_transform(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> torch.Tensor
     return torch.from_numpy(_relative(c2w_src, c2w_tgt).astype(np.float32))
 
 
-def depth_edges(depth: torch.Tensor, rel_jump: float = 0.04) -> torch.Tensor:
+def depth_edges(
+    depth: torch.Tensor, rel_jump: float = 0.04, reference: bool = False
+) -> torch.Tensor:
     """(H, W) bool: pixels next to a depth discontinuity (or with unknown depth).
 
     Tested on the second difference of inverse depth, which is zero on any plane however
     slanted (a floor seen at a grazing angle is not an edge), and about the step size on both
     sides of a discontinuity: ``|d[i-1] - 2 d[i] + d[i+1]| > rel_jump * d[i]``, along x or y.
+    Compiled (:func:`models.geometry.warp_kernels.depth_edges`, the same bits);
+    ``reference=True``: the torch twin below.
     """
+    if not reference:
+        d = np.ascontiguousarray(depth.float().numpy())
+        return torch.from_numpy(wk.depth_edges(d, np.float32(rel_jump)))
     inv = 1.0 / depth.clamp(min=1e-6)
     # Pad by linear extrapolation: a plane stays a plane up to the border (replicate padding
     # would turn the border's second difference into a first difference).
@@ -122,7 +133,11 @@ def depth_edges(depth: torch.Tensor, rel_jump: float = 0.04) -> torch.Tensor:
 
 
 def flying_pixels(
-    depth: torch.Tensor, edges: torch.Tensor | None = None, tol: float = 0.05, jump: float = 0.15
+    depth: torch.Tensor,
+    edges: torch.Tensor | None = None,
+    tol: float = 0.05,
+    jump: float = 0.15,
+    reference: bool = False,
 ) -> torch.Tensor:
     """(H, W) bool: mixed pixels on a depth ramp between two surfaces ("flying pixels").
 
@@ -131,12 +146,17 @@ def flying_pixels(
     :func:`depth_edges`), its depth lies between the depths two pixels away on either side
     (along x or y) by more than ``tol`` (relative) from both, and those two differ by more than
     ``jump``. The two pixels of a sharp step are not flying (each has its own surface's depth);
-    a plane, however slanted, has no edge nearby.
+    a plane, however slanted, has no edge nearby. Compiled
+    (:func:`models.geometry.warp_kernels.flying_pixels`); ``reference=True``: the torch twin.
     """
     if min(depth.shape) < 5:
         return torch.zeros_like(depth, dtype=torch.bool)
     if edges is None:
-        edges = depth_edges(depth)
+        edges = depth_edges(depth, reference=reference)
+    if not reference:
+        d = np.ascontiguousarray(depth.float().numpy())
+        prm = np.array([1 + tol, 1 - tol, 1 + jump], np.float64).astype(np.float32)
+        return torch.from_numpy(wk.flying_pixels(d, np.ascontiguousarray(edges.numpy()), prm))
     near_edge = box_max(edges.float(), 1) > 0
     d = depth
     out = torch.zeros_like(depth, dtype=torch.bool)
@@ -151,10 +171,17 @@ def flying_pixels(
     return out & near_edge & (depth > 0)
 
 
-def inverse_depth_range(depth: torch.Tensor, radius: int = 2) -> torch.Tensor:
+def inverse_depth_range(
+    depth: torch.Tensor, radius: int = 2, reference: bool = False
+) -> torch.Tensor:
     """(H, W) spread of inverse depth (1/m) over each pixel's (2r+1)^2 window: a camera moving
     by ``b`` metres shifts the two sides of a depth edge there by up to ``b f`` times this many
-    pixels relative to each other. Unknown depth (0) does not count."""
+    pixels relative to each other. Unknown depth (0) does not count. Compiled
+    (:func:`models.geometry.warp_kernels.inverse_depth_range`); ``reference=True``: the torch
+    twin."""
+    if not reference:
+        d = np.ascontiguousarray(depth.float().numpy())
+        return torch.from_numpy(wk.inverse_depth_range(d, int(radius)))
     known = depth > 0
     inv = 1.0 / depth.clamp(min=1e-6)
     hi = box_max(torch.where(known, inv, -math.inf), radius)
@@ -202,14 +229,49 @@ def forward_warp(
         reference: run the torch twin instead of the kernels.
     """
     if edges is None:
-        edges = depth_edges(depth)
+        edges = depth_edges(depth, reference=reference)
     if flying is None:
-        flying = flying_pixels(depth, edges)
+        flying = flying_pixels(depth, edges, reference=reference)
     if inv_range is None:
-        inv_range = inverse_depth_range(depth)
+        inv_range = inverse_depth_range(depth, reference=reference)
     T = _relative(c2w_src, c2w_tgt)
     run = _warp_torch if reference else _warp_compiled
     return run(rgb, depth, K_src, T, K_tgt, width, height, depth_tol, edges, flying, inv_range)
+
+
+# Threads warping memory frames at once (the kernels release the GIL): one per core, at most
+# one per retrieved frame (4). LOCI_WARP_THREADS=1 warps one frame at a time.
+WARP_THREADS = int(os.environ.get("LOCI_WARP_THREADS", "0")) or min(4, os.cpu_count() or 1)
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor | None:
+    global _pool
+    if WARP_THREADS < 2:
+        return None
+    with _pool_lock:
+        # A forked child inherits the pool but not its threads: it makes its own.
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(WARP_THREADS, thread_name_prefix="loci-warp"))
+    return _pool[1]
+
+
+def forward_warps(jobs: Sequence[dict[str, Any]], reference: bool = False) -> Iterator[WarpResult]:
+    """:func:`forward_warp` of each job (its keyword arguments), yielded in order.
+
+    The compiled warps run in parallel threads (``WARP_THREADS``), each a pure function of its
+    frame: every result is the one a lone call gives, whatever the scheduling. Yielded as each
+    is done, so the caller composites the first while the next ones are warped.
+    """
+    pool = None if reference or len(jobs) < 2 else _executor()
+    if pool is None:
+        for job in jobs:
+            yield forward_warp(**job, reference=reference)
+        return
+    futures = [pool.submit(forward_warp, **job) for job in jobs]
+    for future in futures:
+        yield future.result()
 
 
 def forward_warp_torch(*args: Any, **kwargs: Any) -> WarpResult:
@@ -387,8 +449,9 @@ _warmed = False
 
 
 def warm_up(background: bool = False) -> threading.Thread | None:
-    """Compile (or load from the disk cache) the warp and composite kernels by warping a tiny
-    frame once per process. With ``background`` it runs in a daemon thread, returned (None
+    """Compile (or load from the disk cache) the warp, composite and crack-routing kernels (and
+    those of a frame's edges, flying pixels and inverse-depth range) on a tiny frame, once per
+    process. With ``background`` it runs in a daemon thread, returned (None
     when already done)."""
     global _warmed
     if _warmed:
@@ -401,6 +464,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         if _warmed:
             return None
         from models.geometry.composite import Composite
+        from models.geometry.cracks import warm_up_cracks
 
         K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
         side, ahead = np.eye(4), np.eye(4)
@@ -414,6 +478,9 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         frame = SimpleNamespace(
             rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
         )
-        Composite(48, 32, 40.0).add(0, w, frame)
+        comp = Composite(48, 32, 40.0)
+        comp.add(0, w, frame)
+        comp.cohere()  # its kernels too: the first composite of a session must not compile
+        warm_up_cracks(K, rgb, depth)
         _warmed = True
     return None

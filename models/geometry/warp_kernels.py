@@ -16,6 +16,9 @@ depth edges and mixed pixels; ``inv_range`` (Hs, Ws) float32 (:func:`moved`). ``
 camera projected into. Serial loops: the min-reduce of the splat is order-independent and every
 other output is per pixel, so the result is deterministic.
 
+The entry points release the GIL (``nogil``): :func:`models.geometry.warp.forward_warps` runs
+the warps of several memory frames in parallel threads, each the same as a lone call.
+
 Compiled once per machine (``cache=True``); :func:`models.geometry.warp.warm_up` does it ahead of
 time, in a background thread if asked, so the first frame of a session does not wait for the
 compiler.
@@ -40,7 +43,7 @@ def _project_px(d, x, y, m, t, k):
     return X * inv_z * k[0] + k[2], Y * inv_z * k[1] + k[3], Z
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def land_box(depth, m, t, k, width, height, near):
     """(y0, y1, x0, x1) bounding rows/columns (end exclusive) of the source pixels that land in
     the target grown by 3-4 pixels; y1 = 0 when none does."""
@@ -74,7 +77,7 @@ def _pair_norms(u, v, depth, front, same, dy, dx):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def splat(depth, m, t, k, flying, inv_range, width, height, prm):
     """Footprints and tangent-plane z-buffer splat (``zbuffer.splat_frame``).
 
@@ -101,6 +104,7 @@ def splat(depth, m, t, k, flying, inv_range, width, height, prm):
     inf = np.float32(np.inf)
     one, zero, half_ = _f32(1.0), _f32(0.0), _f32(0.5)
     two_r, reach = _f32(2 * R), _f32(R + 0.5)
+    eps = _f32(1e-4)
     lo_u, lo_v, hi_u, hi_v = _f32(-1.0), _f32(-1.0), _f32(width), _f32(height)
     for y in range(Hs):
         for x in range(Ws):
@@ -150,10 +154,13 @@ def splat(depth, m, t, k, flying, inv_range, width, height, prm):
             ix, iy = int(bu), int(bv)
             if 0 <= iy < height and 0 <= ix < width and zc < zbuf[iy, ix]:
                 zbuf[iy, ix] = zc
-            # Offsets that reach along each axis: |f + o| <= h, a range around -f (one spare
-            # step each side for rounding; the exact test decides).
-            ox0, ox1 = max(-R, int(np.floor(-hx - fx)) - 1), min(R, int(np.ceil(hx - fx)) + 1)
-            oy0, oy1 = max(-R, int(np.floor(-hy - fy)) - 1), min(R, int(np.ceil(hy - fy)) + 1)
+            # Offsets that reach along each axis: |f + o| <= h, the integers in [-h - f, h - f]
+            # widened by ``eps`` (float rounding of f + o is below 1e-6 here; the exact test
+            # decides). The bounds visit about half the offsets a spare step each side did.
+            ox0 = max(-R, int(np.ceil(-hx - fx - eps)))
+            ox1 = min(R, int(np.floor(hx - fx + eps)))
+            oy0 = max(-R, int(np.ceil(-hy - fy - eps)))
+            oy1 = min(R, int(np.floor(hy - fy + eps)))
             ox0, ox1 = max(ox0, -ix), min(ox1, width - 1 - ix)
             oy0, oy1 = max(oy0, -iy), min(oy1, height - 1 - iy)
             for oy in range(oy0, oy1 + 1):
@@ -176,7 +183,7 @@ def splat(depth, m, t, k, flying, inv_range, width, height, prm):
     return zbuf, stretch
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def close_cracks(zbuf, tol1):
     """``zbuffer.close_cracks``: each empty pixel between an opposite pair of neighbours on one
     surface (max <= min * ``tol1``) gets the pair's harmonic mean (the nearest such pair)."""
@@ -238,7 +245,7 @@ def moved(inv_range, y, x, bf, parallax):
     return inv_range[y, x] * bf > parallax
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sample_back(zbuf, rgb, u8, depth, edges, flying, inv_range, stretch, m, t, k, prm, offset):
     """Backward sampling and depth check (the second half of ``warp.forward_warp_torch``).
 
@@ -309,3 +316,122 @@ def sample_back(zbuf, rgb, u8, depth, edges, flying, inv_range, stretch, m, t, k
             st[y, x] = stretch[ni, nj]
             edge[y, x] = edges[ni, nj]
     return out_rgb, out_depth, valid, uv, scale, st, edge
+
+
+# -- A source frame's per-pixel quantities (computed once, when it joins memory) ----------------
+
+
+@njit(cache=True)
+def depth_edges(depth, rel_jump):
+    """``warp.depth_edges``: (H, W) bool, the second difference of inverse depth along x or y
+    above ``rel_jump`` (float32) times the inverse depth, or unknown depth. Borders are padded
+    by linear extrapolation (corners replicated), as the torch twin pads them."""
+    H, W = depth.shape
+    inv = np.empty((H + 2, W + 2), np.float32)
+    for y in range(H):
+        for x in range(W):
+            inv[y + 1, x + 1] = _f32(1.0) / max(depth[y, x], _f32(1e-6))
+    two = _f32(2.0)
+    for x in range(W + 2):  # replicate, then the sides (not the corners) extrapolated
+        inv[0, x] = inv[1, min(max(x, 1), W)]
+        inv[H + 1, x] = inv[H, min(max(x, 1), W)]
+    for y in range(H + 2):
+        inv[y, 0] = inv[min(max(y, 1), H), 1]
+        inv[y, W + 1] = inv[min(max(y, 1), H), W]
+    if min(H, W) >= 2:
+        for x in range(1, W + 1):
+            inv[0, x] = two * inv[1, x] - inv[2, x]
+            inv[H + 1, x] = two * inv[H, x] - inv[H - 1, x]
+        for y in range(1, H + 1):
+            inv[y, 0] = two * inv[y, 1] - inv[y, 2]
+            inv[y, W + 1] = two * inv[y, W] - inv[y, W - 1]
+    out = np.empty((H, W), np.bool_)
+    for y in range(H):
+        for x in range(W):
+            c = inv[y + 1, x + 1]
+            d2x = abs(inv[y + 1, x] - two * c + inv[y + 1, x + 2])
+            d2y = abs(inv[y, x + 1] - two * c + inv[y + 2, x + 1])
+            out[y, x] = max(d2x, d2y) > rel_jump * c or depth[y, x] <= 0
+    return out
+
+
+@njit(cache=True)
+def _dilate_x(mask, radius):
+    """(H, W) bool: any of ``mask`` within ``radius`` along the row (clipped to the frame)."""
+    H, W = mask.shape
+    out = np.zeros((H, W), np.bool_)
+    for y in range(H):
+        for x in range(W):
+            if mask[y, x]:
+                for xx in range(max(x - radius, 0), min(x + radius + 1, W)):
+                    out[y, xx] = True
+    return out
+
+
+@njit(cache=True)
+def _window_any(mask, radius):
+    """(H, W) bool: any of ``mask`` in each pixel's (2r+1)^2 window clipped to the frame
+    (``zbuffer.box_max`` of the mask > 0): rows, then columns."""
+    return _dilate_x(_dilate_x(mask, radius).T, radius).T
+
+
+@njit(cache=True)
+def flying_pixels(depth, edges, prm):
+    """``warp.flying_pixels``; ``prm`` float32 (1 + tol, 1 - tol, 1 + jump)."""
+    H, W = depth.shape
+    up, down, jump = prm[0], prm[1], prm[2]
+    near_edge = _window_any(edges, 1)
+    out = np.zeros((H, W), np.bool_)
+    for y in range(H):
+        for x in range(W):
+            mid = depth[y, x]
+            if not (near_edge[y, x] and mid > 0):
+                continue
+            hit = False
+            if 2 <= x < W - 2:
+                a, b = depth[y, x - 2], depth[y, x + 2]
+                lo, hi = min(a, b), max(a, b)
+                hit = mid > lo * up and mid < hi * down and hi > lo * jump and lo > 0
+            if not hit and 2 <= y < H - 2:
+                a, b = depth[y - 2, x], depth[y + 2, x]
+                lo, hi = min(a, b), max(a, b)
+                hit = mid > lo * up and mid < hi * down and hi > lo * jump and lo > 0
+            out[y, x] = hit
+    return out
+
+
+@njit(cache=True)
+def inverse_depth_range(depth, radius):
+    """``warp.inverse_depth_range``: (H, W) float32 max - min of the known inverse depths in
+    each pixel's (2r+1)^2 window clipped to the frame, 0 where none is known."""
+    H, W = depth.shape
+    inf = np.float32(np.inf)
+    hi_k = np.empty((H, W), np.float32)  # the inverse depth where known, else -inf / +inf
+    lo_k = np.empty((H, W), np.float32)
+    for y in range(H):
+        for x in range(W):
+            d = depth[y, x]
+            iv = _f32(1.0) / max(d, _f32(1e-6))
+            hi_k[y, x], lo_k[y, x] = (iv, iv) if d > 0 else (-inf, inf)
+    # Separable: along rows, then along columns (inner loops over x, contiguous).
+    hi_r, lo_r = hi_k.copy(), lo_k.copy()
+    for y in range(H):
+        for o in range(1, radius + 1):
+            for x in range(W - o):
+                hi_r[y, x] = max(hi_r[y, x], hi_k[y, x + o])
+                lo_r[y, x] = min(lo_r[y, x], lo_k[y, x + o])
+            for x in range(o, W):
+                hi_r[y, x] = max(hi_r[y, x], hi_k[y, x - o])
+                lo_r[y, x] = min(lo_r[y, x], lo_k[y, x - o])
+    out = np.empty((H, W), np.float32)
+    hi_c, lo_c = np.empty(W, np.float32), np.empty(W, np.float32)
+    for y in range(H):
+        hi_c[:], lo_c[:] = hi_r[y], lo_r[y]
+        for yy in range(max(y - radius, 0), min(y + radius + 1, H)):
+            for x in range(W):
+                hi_c[x] = max(hi_c[x], hi_r[yy, x])
+                lo_c[x] = min(lo_c[x], lo_r[yy, x])
+        for x in range(W):
+            hi, lo = hi_c[x], lo_c[x]
+            out[y, x] = max(hi - lo, _f32(0.0)) if hi > -inf and lo < inf else _f32(0.0)
+    return out

@@ -11,7 +11,15 @@ Conventions (models/cameras.py): OpenCV cameras, ``c2w`` 4x4, ``K`` 3x3 in pixel
 metres. Voxel (i, j, k) of block (bx, by, bz) sits at world ``((bx, by, bz) * b + (i, j, k)) *
 voxel_size`` (voxel corners on a global lattice, so volumes built by different code agree
 voxel-for-voxel). The signed distance is the *z-difference* ``depth - z_cam`` (as Open3D does),
-clipped to +1 in front and only observed down to ``-trunc`` behind the surface.
+divided by the pixel's truncation band, clipped to +1 in front and only observed down to -1 behind
+the surface.
+
+Depth-proportional truncation: the band of a pixel with depth ``d`` is ``max(trunc, rel_trunc *
+d)``. Depth estimates err in proportion to depth (a monocular or aligned estimate is off by a few
+per cent, not a few centimetres), so a fixed band thin enough for near detail lets the frames of a
+far facade, which disagree by metres, carve each other's surface away (holes); a band that grows
+with depth fuses them, while near surfaces keep the thin band of ``trunc``. ``max_band`` caps it:
+the blocks a pixel touches grow with its band.
 
 Mesh extraction (marching cubes) works on dense *tiles* of up to ``tile_blocks``^3 blocks, each
 padded with one voxel of its +x/+y/+z neighbours, so a cube straddling a block or tile seam sees
@@ -101,6 +109,10 @@ class TSDFVolume:
     voxel_size: float
     trunc: float
     block_size: int = 8
+    # Band grows with depth: min(max(trunc, rel_trunc * depth), max_band) per pixel (rel_trunc
+    # 0 = fixed band). max_band bounds the cost of far surfaces (blocks grow with the band).
+    rel_trunc: float = 0.0
+    max_band: float = float("inf")
     num_blocks: int = 0
     keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
     tsdf: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
@@ -117,11 +129,21 @@ class TSDFVolume:
             )
         if not (np.isfinite(self.trunc) and self.trunc >= self.voxel_size):
             raise TSDFError(f"trunc ({self.trunc}) must be at least one voxel ({self.voxel_size})")
+        if not (np.isfinite(self.rel_trunc) and 0.0 <= self.rel_trunc < 1.0):
+            raise TSDFError(f"rel_trunc must be in [0, 1), got {self.rel_trunc}")
+        if not self.max_band >= self.trunc:
+            raise TSDFError(f"max_band ({self.max_band}) must be at least trunc ({self.trunc})")
         b = self.block_size
         if self.tsdf.size == 0:
             self.tsdf = np.zeros((0, b, b, b), np.float32)
             self.weight = np.zeros((0, b, b, b), np.float32)
             self.color = np.zeros((0, b, b, b, 3), np.float32)
+
+    def band(self, depth: np.ndarray) -> np.ndarray:
+        """Truncation band (metres) of pixels at ``depth`` (any shape):
+        min(max(trunc, rel_trunc * depth), max_band)."""
+        band = np.maximum(np.float32(self.trunc), np.float32(self.rel_trunc) * depth)
+        return np.minimum(band, np.float32(min(self.max_band, 3e38)))
 
     @property
     def block_length(self) -> float:
@@ -189,6 +211,7 @@ class TSDFVolume:
         w2c = np.linalg.inv(c2w)
         R, t = w2c[:3, :3], w2c[:3, 3]
         fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        f_min = min(fx, fy)
         b = self.block_size
         grid = np.stack(np.meshgrid(*[np.arange(b)] * 3, indexing="ij"), -1).reshape(-1, 3)
         # Camera coords = R @ (block_origin + local) + t: per-block part + per-voxel part, so the
@@ -196,6 +219,7 @@ class TSDFVolume:
         local_cam = (grid * self.voxel_size) @ R.T  # (b^3, 3)
         lx, ly, lz = (local_cam[:, i].astype(np.float32)[None] for i in range(3))
         depth_flat = depth.ravel()
+        band_flat = self.band(depth_flat)
         rgb_flat = None if rgb is None else np.asarray(rgb).reshape(-1, 3)
         # 1-D views: one flat gather/scatter index is cheaper than (block, voxel) pairs.
         tsdf_flat = self.tsdf.reshape(-1)
@@ -211,19 +235,26 @@ class TSDFVolume:
             u = (origin_cam[:, 0:1].astype(np.float32) + lx) * inv_z * fx + cx
             v = (origin_cam[:, 1:2].astype(np.float32) + ly) * inv_z * fy + cy
             # Nearest pixel, bounds checked after rounding (as the reference does) and before the
-            # int cast (astype truncates -0.7 to a false 0).
+            # int cast (astype truncates -0.7 to a false 0). A voxel up to one voxel footprint
+            # (``edge`` pixels) outside the image takes the border pixel: otherwise the cubes
+            # at the frustum's edge miss a corner and the mesh stops short of the image border.
             np.rint(u, out=u)
             np.rint(v, out=v)
-            inside = (z > 0) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+            edge = np.float32(self.voxel_size * f_min) * inv_z
+            inside = (z > 0) & (u >= -edge) & (u <= width - 1 + edge)
+            inside &= (v >= -edge) & (v <= height - 1 + edge)
+            np.clip(u, 0, width - 1, out=u)
+            np.clip(v, 0, height - 1, out=v)
             sel = np.flatnonzero(inside)
             pix = v.ravel()[sel].astype(np.int64) * width
             pix += u.ravel()[sel].astype(np.int64)
             d = depth_flat[pix]
+            tau = band_flat[pix]
             sdf = d - z.ravel()[sel]
-            keep = (d > 0) & (sdf >= -self.trunc)
-            sel, pix, sdf = sel[keep], pix[keep], sdf[keep]
+            keep = (d > 0) & (sdf >= -tau)
+            sel, pix, sdf, tau = sel[keep], pix[keep], sdf[keep], tau[keep]
             flat = idx[sel // b**3] * b**3 + sel % b**3  # voxel index in the flat arrays
-            obs = np.minimum(sdf / self.trunc, 1.0).astype(np.float32)
+            obs = np.minimum(sdf / tau, 1.0).astype(np.float32)
             w_old = weight_flat[flat]
             w_new = w_old + 1.0
             # Running weighted means (weight 1 per observation, as Open3D integrates).
@@ -242,8 +273,9 @@ class TSDFVolume:
     ) -> np.ndarray:
         """(N, 3) unique keys of the blocks that the truncation band of this frame crosses.
 
-        As in voxel hashing, each sampled pixel's ray is walked from ``depth - trunc`` to
-        ``depth + trunc`` in steps of at most half a block, and the blocks of the samples are
+        As in voxel hashing, each sampled pixel's ray is walked from ``depth - band`` to
+        ``depth + band`` (its own band, ``band(depth)``) in steps of at most half a block, and the
+        blocks of the samples are
         touched; blocks merely near the band laterally are not (their voxels would only see
         tsdf = +1 or nothing). Pixels are subsampled with a stride whose spacing at the far depths
         stays under half a block (at most 4 px, Open3D's default).
@@ -255,10 +287,14 @@ class TSDFVolume:
         d = depth[::stride, ::stride][sub].astype(np.float64)
         vs, us = np.nonzero(sub)
         ray = np.stack([(us * stride - K[0, 2]) / K[0, 0], (vs * stride - K[1, 2]) / K[1, 1]], 1)
-        steps = int(np.ceil(2 * self.trunc / half_block)) + 1
+        tau = self.band(d)
+        # Per pixel: n samples spread evenly over [-band, +band] (n >= 2, spacing <= half_block).
+        n = np.ceil(2 * tau / half_block).astype(np.int64) + 1
         keys = []
-        for s in np.linspace(-self.trunc, self.trunc, steps):
-            z = d + s
+        for j in range(int(n.max())):
+            live = n > j  # pixels that still have a j-th sample
+            ray, d, tau, n = ray[live], d[live], tau[live], n[live]
+            z = d - tau + j * (2 * tau / (n - 1))
             xyz_cam = np.concatenate([ray * z[:, None], z[:, None]], 1)
             xyz_world = xyz_cam @ c2w[:3, :3].T + c2w[:3, 3]
             keys.append(_pack(np.floor(xyz_world / self.block_length).astype(np.int64)))
@@ -280,12 +316,21 @@ def fuse(
     trunc: float | None = None,
     max_depth: float | None = None,
     block_size: int = 8,
+    rel_trunc: float = 0.0,
+    max_band: float = float("inf"),
 ) -> TSDFVolume:
     """Fuse frames (rgb (H, W, 3) uint8 or None, depth (H, W) m, K (3, 3), c2w (4, 4)) into a
-    sparse TSDF. ``trunc`` defaults to 4 voxels; ``max_depth`` None = per-frame
-    ``auto_max_depth`` (drops sky / backdrop depths). Raises TSDFError if nothing was fused."""
+    sparse TSDF. ``trunc`` (the near band) defaults to 4 voxels; each pixel's band is
+    ``min(max(trunc, rel_trunc * depth), max_band)``; ``max_depth`` None = per-frame ``auto_max_depth`` (drops
+    sky / backdrop depths). Raises TSDFError if nothing was fused."""
     trunc = 4.0 * voxel_size if trunc is None else float(trunc)
-    volume = TSDFVolume(voxel_size=float(voxel_size), trunc=trunc, block_size=block_size)
+    volume = TSDFVolume(
+        voxel_size=float(voxel_size),
+        trunc=trunc,
+        block_size=block_size,
+        rel_trunc=rel_trunc,
+        max_band=max_band,
+    )
     total = 0
     for rgb, depth, K, c2w in frames:
         total += volume.integrate(rgb, depth, K, c2w, max_depth=max_depth)
@@ -301,6 +346,8 @@ def fuse_reference(
     shape: tuple[int, int, int],
     trunc: float | None = None,
     max_depth: float | None = None,
+    rel_trunc: float = 0.0,
+    max_band: float = float("inf"),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slow obvious twin of ``fuse`` on a dense grid: one Python loop step per voxel per frame.
 
@@ -326,12 +373,18 @@ def fuse_reference(
                         continue
                     u = round(K[0, 0] * x / z + K[0, 2])
                     v = round(K[1, 1] * y / z + K[1, 2])
-                    if not (0 <= u < width and 0 <= v < height):
+                    # Up to one voxel footprint outside the image: the border pixel.
+                    edge = voxel_size * min(K[0, 0], K[1, 1]) / z
+                    if not (-edge <= u <= width - 1 + edge and -edge <= v <= height - 1 + edge):
                         continue
+                    u, v = min(max(u, 0), width - 1), min(max(v, 0), height - 1)
                     d = float(depth[v, u])
-                    if not (np.isfinite(d) and 0 < d <= far) or d - z < -trunc:
+                    if not (np.isfinite(d) and 0 < d <= far):
                         continue
-                    obs = min((d - z) / trunc, 1.0)
+                    band = min(max(trunc, rel_trunc * d), max_band)  # this pixel's band
+                    if d - z < -band:
+                        continue
+                    obs = min((d - z) / band, 1.0)
                     w = weight[i, j, k]
                     tsdf[i, j, k] = (tsdf[i, j, k] * w + obs) / (w + 1)
                     if rgb is not None:

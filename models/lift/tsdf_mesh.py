@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 # tsdf value of a voxel never observed (real values are in [-1, 1]).
 UNOBSERVED = 2.0
 
-__all__ = ["UNOBSERVED", "decimate", "extract_mesh", "extract_mesh_reference", "volume_to_dense"]
+__all__ = [
+    "UNOBSERVED",
+    "decimate",
+    "extract_mesh",
+    "extract_mesh_reference",
+    "fill_unobserved",
+    "volume_to_dense",
+]
 
 Mesh = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -47,6 +54,35 @@ def volume_to_dense(
     view[rel[:, 0], rel[:, 1], rel[:, 2]] = tsdf[sel]
     off = origin_index - lo_blk * b
     return grid[off[0] : off[0] + shape[0], off[1] : off[1] + shape[1], off[2] : off[2] + shape[2]]
+
+
+def fill_unobserved(tsdf: np.ndarray, iterations: int) -> np.ndarray:
+    """Close cracks: ``iterations`` passes in which every unobserved voxel (``UNOBSERVED``) with
+    observed 6-neighbours takes their mean. tsdf (X, Y, Z) float32 -> a new array.
+
+    Why: a cube is meshed only when its 8 corners were observed, so a surface stops up to a voxel
+    short of an occlusion edge (the far wall behind a lamp post, the post's own silhouette) and
+    the render shows a crack of background colour or black there. One pass extends observed
+    values by one voxel: the far surface reaches under the occluder and the near one closes its
+    rim, while space no camera came near stays empty (no phantom walls beyond a voxel).
+    """
+    t = np.asarray(tsdf, np.float32).copy()
+    for _ in range(iterations):
+        ok = t <= 1.0
+        vals = np.where(ok, t, 0.0).astype(np.float32)
+        total = np.zeros_like(t)
+        count = np.zeros_like(t)
+        for axis in range(3):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            total[tuple(hi)] += vals[tuple(lo)]  # neighbour at -1 along the axis
+            count[tuple(hi)] += ok[tuple(lo)]
+            total[tuple(lo)] += vals[tuple(hi)]  # neighbour at +1
+            count[tuple(lo)] += ok[tuple(hi)]
+        grow = ~ok & (count > 0)
+        t[grow] = total[grow] / count[grow]
+    return t
 
 
 def _march(tsdf: np.ndarray, owned: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -77,13 +113,15 @@ def _march(tsdf: np.ndarray, owned: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return verts.astype(np.float64), faces
 
 
-def _voxel_colors(volume: TSDFVolume, index: np.ndarray) -> np.ndarray:
-    """(N, 3) float colours of voxels at global lattice indices (N, 3) int64 (all allocated)."""
+def _voxel_colors(volume: TSDFVolume, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) float colours and (N,) weights (0 = never observed or not allocated) of voxels at
+    global lattice indices (N, 3) int64."""
     b = volume.block_size
     blk = np.floor_divide(index, b)
     local = index - blk * b
     bi = volume.lookup(blk)
-    return volume.color[np.maximum(bi, 0), local[:, 0], local[:, 1], local[:, 2]]
+    at = (np.maximum(bi, 0), local[:, 0], local[:, 1], local[:, 2])
+    return volume.color[at], np.where(bi >= 0, volume.weight[at], 0.0)
 
 
 def _vertex_colors(volume: TSDFVolume, verts: np.ndarray) -> np.ndarray:
@@ -97,7 +135,21 @@ def _vertex_colors(volume: TSDFVolume, verts: np.ndarray) -> np.ndarray:
     t = frac[np.arange(len(verts)), axis][:, None]
     b_idx = a.copy()
     b_idx[np.arange(len(verts)), axis] += (t[:, 0] > 0).astype(np.int64)
-    cols = (1 - t) * _voxel_colors(volume, a) + t * _voxel_colors(volume, b_idx)
+    ca, wa = _voxel_colors(volume, a)
+    cb, wb = _voxel_colors(volume, b_idx)
+    # A voxel filled by ``fill_unobserved`` has no colour: the observed end gives it alone.
+    wa, wb = (1 - t) * (wa[:, None] > 0), t * (wb[:, None] > 0)
+    total = wa + wb
+    cols = (wa * ca + wb * cb) / np.maximum(total, 1e-12)
+    lost = np.flatnonzero(total[:, 0] <= 0)
+    if lost.size:  # both ends filled: the mean observed colour of their 6-neighbours
+        acc, n = np.zeros((lost.size, 3)), np.zeros((lost.size, 1))
+        for end in (a[lost], b_idx[lost]):
+            for step in np.concatenate([np.eye(3, dtype=np.int64), -np.eye(3, dtype=np.int64)]):
+                c, w = _voxel_colors(volume, end + step)
+                acc += c * (w[:, None] > 0)
+                n += w[:, None] > 0
+        cols[lost] = np.where(n > 0, acc / np.maximum(n, 1), 128.0)
     return np.clip(np.rint(cols), 0, 255).astype(np.uint8)
 
 
@@ -128,12 +180,13 @@ def _finish(volume: TSDFVolume, parts: list[tuple[np.ndarray, np.ndarray]], seam
     return (verts * volume.voxel_size).astype(np.float32), faces.astype(np.int32), colors
 
 
-def extract_mesh(volume: TSDFVolume, tile_blocks: int = 16) -> Mesh:
+def extract_mesh(volume: TSDFVolume, tile_blocks: int = 16, fill: int = 0) -> Mesh:
     """Triangle mesh of the zero level set of a sparse TSDF.
 
-    Returns vertices (V, 3) float32 world metres, faces (F, 3) int32 (wound counter-clockwise
-    seen from the observed side), colors (V, 3) uint8. Raises ValueError when the volume holds
-    no surface.
+    ``fill``: passes of ``fill_unobserved`` before meshing (each tile is loaded ``fill`` voxels
+    wider on every side, so tiles agree with one dense grid exactly). Returns vertices (V, 3)
+    float32 world metres, faces (F, 3) int32 (wound counter-clockwise seen from the observed
+    side), colors (V, 3) uint8. Raises ValueError when the volume holds no surface.
     """
     b = volume.block_size
     keys = volume.active()[0].astype(np.int64)
@@ -150,13 +203,25 @@ def extract_mesh(volume: TSDFVolume, tile_blocks: int = 16) -> Mesh:
         lo = mine.min(0) * b
         owned = (mine.max(0) + 1) * b - lo  # cube origins this tile owns, per axis
         shape = tuple(int(s) for s in owned + 1)  # + the neighbours' first voxel layer
-        res = _march(volume_to_dense(volume, lo, shape), owned)  # type: ignore[arg-type]
+        res = _march(_dense_filled(volume, lo, shape, fill), owned)
         if res is not None:
             parts.append((res[0] + lo, res[1]))
     return _finish(volume, parts, tile_blocks * b)
 
 
-def extract_mesh_reference(volume: TSDFVolume) -> Mesh:
+def _dense_filled(
+    volume: TSDFVolume, lo: np.ndarray, shape: tuple[int, ...], fill: int
+) -> np.ndarray:
+    """``volume_to_dense`` of [lo, lo + shape) after ``fill`` passes of ``fill_unobserved``,
+    computed on a grid ``fill`` voxels wider on every side (exact at the crop's border)."""
+    if fill <= 0:
+        return volume_to_dense(volume, lo, shape)  # type: ignore[arg-type]
+    wide = tuple(int(s) + 2 * fill for s in shape)
+    grid = fill_unobserved(volume_to_dense(volume, np.asarray(lo) - fill, wide), fill)  # type: ignore[arg-type]
+    return grid[fill:-fill, fill:-fill, fill:-fill]
+
+
+def extract_mesh_reference(volume: TSDFVolume, fill: int = 0) -> Mesh:
     """Slow obvious twin of ``extract_mesh``: one dense grid over the whole bounding box, one
     marching-cubes call, no tiles and no welding. Same outputs; for tests on small volumes."""
     b = volume.block_size
@@ -165,7 +230,7 @@ def extract_mesh_reference(volume: TSDFVolume) -> Mesh:
         raise ValueError("the fused volume is empty")
     lo = keys.min(0) * b
     shape = tuple(int(s) for s in (keys.max(0) + 1) * b - lo)
-    res = _march(volume_to_dense(volume, lo, shape), np.asarray(shape))  # type: ignore[arg-type]
+    res = _march(_dense_filled(volume, lo, shape, fill), np.asarray(shape))
     return _finish(volume, [] if res is None else [(res[0] + lo, res[1])], 1)
 
 
@@ -176,7 +241,8 @@ def decimate(
 
     Vertices are snapped to a cubic grid, each occupied cell becomes one vertex at the mean
     position (and mean colour) of its members, and faces that collapse are dropped. The cell size
-    starts from the mean face area and grows by 25 % until the face budget is met. Vertex
+    starts from the mean face area, grows by 25 % until the face budget is met, and is then
+    bisected between the last two sizes (the result lands just under the budget). Vertex
     clustering is robust on the non-manifold bits TSDF meshes have; quadric edge collapse keeps
     sharp features better but needs a compiled extension this project does not depend on.
     vertices (V, 3), faces (F, 3), colors (V, 3) uint8 or None -> same layout, colors None ->
@@ -193,22 +259,55 @@ def decimate(
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     # A cell of edge c holds ~c^2 / area_per_face faces: pick c for the ratio, then refine.
     cell = float(np.sqrt(max(area.sum(), 1e-12) / target_faces)) * 0.75
-    for _ in range(60):
-        q = np.floor(vertices / cell).astype(np.int64)
-        _, inverse, counts = np.unique(q, axis=0, return_inverse=True, return_counts=True)
+    lo = vertices.min(0)
+
+    def cluster(cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = np.floor((vertices - lo) / cell).astype(np.int64)
+        # One int64 key per cell (21 bits per axis) makes np.unique 1-D: several times faster
+        # than unique rows on 1M+ vertices, and the same cells.
+        if q.max() < (1 << 21):
+            key = (q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2]
+            _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        else:  # a scene over 2M cells wide: unique rows (slower, same result)
+            _, inverse, counts = np.unique(q, axis=0, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
         new_faces = inverse[faces]
         good = (new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2])
         good &= new_faces[:, 0] != new_faces[:, 2]
-        new_faces = np.unique(new_faces[good], axis=0)  # faces of a collapsed strip coincide
-        if len(new_faces) <= target_faces:
+        new_faces = new_faces[good]
+        # Faces of a collapsed strip coincide: keep one per vertex triple (in any order).
+        tri = np.sort(new_faces, 1)
+        n = len(counts)
+        if n < (1 << 21):
+            _, first = np.unique((tri[:, 0] * n + tri[:, 1]) * n + tri[:, 2], return_index=True)
+        else:
+            _, first = np.unique(tri, axis=0, return_index=True)
+        return new_faces[np.sort(first)], inverse, counts
+
+    # Grow the cell by 25 % until the budget is met, then bisect between the last two sizes
+    # (4 steps): the result lands within a few per cent under the budget, not up to 40 %.
+    small, result = None, cluster(cell)
+    for _ in range(60):
+        if len(result[0]) <= target_faces:
             break
-        cell *= 1.25
+        small, cell = cell, cell * 1.25
+        result = cluster(cell)
+    if small is not None:
+        big = cell
+        for _ in range(4):
+            mid = float(np.sqrt(small * big))
+            trial = cluster(mid)
+            if len(trial[0]) <= target_faces:
+                big, result = mid, trial
+            else:
+                small = mid
+    new_faces, inverse, counts = result
     n = len(counts)
-    new_v = np.zeros((n, 3))
-    new_c = np.zeros((n, 3))
-    np.add.at(new_v, inverse, vertices)
-    np.add.at(new_c, inverse, colors.astype(np.float64))
+    # Per-cell means (bincount: an order of magnitude faster than np.add.at on 1M vertices).
+    new_v = np.stack([np.bincount(inverse, vertices[:, k], n) for k in range(3)], 1)
+    new_c = np.stack(
+        [np.bincount(inverse, colors[:, k].astype(np.float64), n) for k in range(3)], 1
+    )
     new_v /= counts[:, None]
     new_c /= counts[:, None]
     # Drop cells no face uses any more, renumbering the rest.

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,9 @@ def srgb_to_linear(rgb_u8: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
+Part = tuple[str, np.ndarray, np.ndarray, np.ndarray | None]
+
+
 def write_glb(
     path: str | os.PathLike[str],
     vertices: np.ndarray,
@@ -70,44 +74,55 @@ def write_glb(
     colors: np.ndarray | None = None,
     *,
     name: str = "loci_mesh",
+    extra: Sequence[Part] = (),
 ) -> Path:
-    """Binary glTF 2.0 with one mesh: POSITION (float), COLOR_0 (linear RGBA as normalized
-    uint16), uint32 indices, and one double-sided unlit material (the colours are photographs:
-    their light is already in them; viewers without ``KHR_materials_unlit`` fall back to a
-    rough, non-metallic surface).
+    """Binary glTF 2.0, one node and mesh per part: POSITION (float), COLOR_0 (linear RGBA as
+    normalized uint16), uint32 indices, and one double-sided unlit material (the colours are
+    photographs: their light is already in them; viewers without ``KHR_materials_unlit`` fall
+    back to a rough, non-metallic surface).
 
     vertices (V, 3) in glTF's Y-up frame, faces (F, 3) counter-clockwise = front, colors (V, 3)
-    sRGB uint8 or None. The node is named ``name``. Returns the written path.
+    sRGB uint8 or None; the node is named ``name``. ``extra``: more parts ``(name, vertices,
+    faces, colors)`` written as their own nodes (e.g. a sky backdrop kept apart from the
+    surface). Returns the written path.
     """
-    v, f, c = _validate(vertices, faces, colors)
-    blobs = [f.astype("<u4").tobytes(), v.astype("<f4").tobytes()]
-    if c is not None:
-        linear = np.concatenate([srgb_to_linear(c), np.ones((len(c), 1), np.float32)], 1)
-        blobs.append(np.round(linear * 65535.0).astype("<u2").tobytes())
-    views, offset = [], 0
-    for blob, target in zip(blobs, (34963, 34962, 34962), strict=False):
+    parts = [(name, *_validate(vertices, faces, colors))]
+    parts += [(n, *_validate(v, f, c)) for n, v, f, c in extra]
+    blobs, views, accessors, meshes, offset = [], [], [], [], 0
+
+    def add(blob: bytes, target: int) -> int:
+        nonlocal offset
+        blobs.append(blob)
         views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(blob),
                       "target": target})  # fmt: skip
         offset += len(blob)  # every blob is a multiple of 4 bytes long
-    accessors = [
-        {"bufferView": 0, "componentType": 5125, "count": int(f.size), "type": "SCALAR",
-         "min": [int(f.min())], "max": [int(f.max())]},
-        {"bufferView": 1, "componentType": 5126, "count": len(v), "type": "VEC3",
-         "min": v.min(0).tolist(), "max": v.max(0).tolist()},
-    ]  # fmt: skip
-    attributes = {"POSITION": 1}
-    if c is not None:
-        accessors.append({"bufferView": 2, "componentType": 5123, "normalized": True,
-                          "count": len(v), "type": "VEC4"})  # fmt: skip
-        attributes["COLOR_0"] = 2
+        return len(views) - 1
+
+    for part_name, v, f, c in parts:
+        accessors.append({"bufferView": add(f.astype("<u4").tobytes(), 34963),
+                          "componentType": 5125, "count": int(f.size), "type": "SCALAR",
+                          "min": [int(f.min())], "max": [int(f.max())]})  # fmt: skip
+        attributes = {"POSITION": len(accessors)}
+        accessors.append({"bufferView": add(v.astype("<f4").tobytes(), 34962),
+                          "componentType": 5126, "count": len(v), "type": "VEC3",
+                          "min": v.min(0).tolist(), "max": v.max(0).tolist()})  # fmt: skip
+        if c is not None:
+            linear = np.concatenate([srgb_to_linear(c), np.ones((len(c), 1), np.float32)], 1)
+            attributes["COLOR_0"] = len(accessors)
+            accessors.append({"bufferView": add(np.round(linear * 65535.0).astype("<u2").tobytes(),
+                                                34962),
+                              "componentType": 5123, "normalized": True, "count": len(v),
+                              "type": "VEC4"})  # fmt: skip
+        meshes.append({"name": part_name, "primitives": [
+            {"attributes": attributes, "indices": attributes["POSITION"] - 1, "mode": 4,
+             "material": 0}]})  # fmt: skip
     doc = {
         "asset": {"version": "2.0", "generator": "Loci"},
         "extensionsUsed": ["KHR_materials_unlit"],
         "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": name, "mesh": 0}],
-        "meshes": [{"name": name, "primitives": [
-            {"attributes": attributes, "indices": 0, "mode": 4, "material": 0}]}],
+        "scenes": [{"nodes": list(range(len(parts)))}],
+        "nodes": [{"name": p[0], "mesh": i} for i, p in enumerate(parts)],
+        "meshes": meshes,
         "materials": [{"name": f"{name}_vertex_colours", "doubleSided": True,
                        "pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1],
                                                 "metallicFactor": 0.0, "roughnessFactor": 1.0},
@@ -130,17 +145,26 @@ def write_obj(
     vertices: np.ndarray,
     faces: np.ndarray,
     colors: np.ndarray | None = None,
+    *,
+    name: str = "loci_mesh",
+    extra: Sequence[Part] = (),
 ) -> Path:
     """Wavefront .obj: ``v x y z [r g b]`` (colours as 0..1 floats, the common extension read
-    by MeshLab, Blender and trimesh) and 1-based ``f a b c``. No .mtl is written."""
-    v, f, c = _validate(vertices, faces, colors)
+    by MeshLab, Blender and trimesh) and 1-based ``f a b c``, one ``o`` object per part (the
+    mesh named ``name``, then ``extra`` parts ``(name, vertices, faces, colors)``). No .mtl."""
+    parts = [(name, *_validate(vertices, faces, colors))]
+    parts += [(n, *_validate(v, f, c)) for n, v, f, c in extra]
     buf = io.BytesIO()
     buf.write(b"# Loci mesh\n")
-    if c is None:
-        np.savetxt(buf, v, fmt="v %.6f %.6f %.6f")
-    else:
-        np.savetxt(buf, np.hstack([v, c / 255.0]), fmt="v %.6f %.6f %.6f %.4f %.4f %.4f")
-    np.savetxt(buf, f.astype(np.int64) + 1, fmt="f %d %d %d")
+    base = 1  # OBJ indices are 1-based and global over the file
+    for part_name, v, f, c in parts:
+        buf.write(f"o {part_name}\n".encode())
+        if c is None:
+            np.savetxt(buf, v, fmt="v %.6f %.6f %.6f")
+        else:
+            np.savetxt(buf, np.hstack([v, c / 255.0]), fmt="v %.6f %.6f %.6f %.4f %.4f %.4f")
+        np.savetxt(buf, f.astype(np.int64) + base, fmt="f %d %d %d")
+        base += len(v)
     return atomic_write_bytes(path, buf.getvalue())
 
 

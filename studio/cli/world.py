@@ -206,6 +206,8 @@ def cmd_lift(args: argparse.Namespace) -> int:
         parts.append(f"{info['splats']['count']} splats")
     if "mesh" in info:
         parts.append(f"a mesh of {info['mesh']['faces']} faces")
+    if info.get("backdrop"):
+        parts.append(f"a sky / far backdrop of {info['backdrop']['faces']} faces (backdrop.ply)")
     print(f"lifted {args.dir}: {', '.join(parts)}", file=sys.stderr)
     return 0
 

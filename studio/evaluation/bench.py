@@ -6,7 +6,8 @@ run and reported as a ratio (machine noise cancels out of ratios, not out of wal
 * seed: photo -> frame 0 (depth, memory insertion) at 512 px;
 * exploration: frames/s along a forward walk, against a memory-less naive baseline (one
   1-pixel forward splat of the previous frame + OpenCV inpainting);
-* warp: our forward-backward warp against the naive 1-pixel splat, on TUM frame 0 -> 2;
+* warp: our forward-backward warp against the naive 1-pixel splat, on TUM frame 0 -> 2, and
+  the correspondence (warp, composite, crack routing) against its torch twins;
 * retrieval: 100 / 1k / 10k memory frames (synthetic: real retrieval cost, tiny images),
   against brute force (no frustum culling);
 * peak memory of a long walkthrough (a separate process, so the figure is its own);
@@ -106,7 +107,14 @@ def bench_warp(repeats: int) -> dict:
     # The torch twin the compiled warp is tested against: what the kernels buy.
     ref = _median_time(lambda: forward_warp_torch(t_rgb, t_d, K, c0, K, c2, 512, 384), repeats)
     naive = _median_time(lambda: naive_splat(rgb, depth, K, c0, K, c2, 512, 384), repeats)
+    # The whole correspondence (warp, composite, crack routing) against its torch twins.
+    mem, cam = SpatialMemory(), Camera(K, c2, 512, 384)
+    mem.insert(0, Camera(K, c0, 512, 384), torch.from_numpy(rgb), t_d)
+    corr = _median_time(lambda: mem.correspond(cam, [0]), repeats)
+    corr_ref = _median_time(lambda: mem.correspond(cam, [0], reference=True), repeats)
     return {
+        "correspond_ms": corr * 1e3,
+        "correspond_torch_ms": corr_ref * 1e3,
         "warp_ms": ours * 1e3,
         "warp_torch_ms": ref * 1e3,
         "ratio_vs_torch": ours / ref,
@@ -425,6 +433,11 @@ def format_report(r: dict) -> str:
         lines.append(
             f"{'warp TUM 0->2 (ms) vs its torch twin':44s} {w['warp_ms']:12.1f} "
             f"{w['warp_torch_ms']:12.1f} {w['ratio_vs_torch']:8.2f}"
+        )
+    if "correspond_torch_ms" in w:
+        lines.append(
+            f"{'correspond TUM 0->2 (ms) vs torch twins':44s} {w['correspond_ms']:12.1f} "
+            f"{w['correspond_torch_ms']:12.1f} {w['correspond_ms'] / w['correspond_torch_ms']:8.2f}"
         )
     for k, v in p["explore_ms_per_frame_steps"].items():
         lines.append(f"{'  per frame: ' + k + ' (ms)':44s} {v:12.1f}")
