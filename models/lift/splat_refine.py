@@ -17,10 +17,22 @@ from models.lift.splats import Frame, Gaussians
 
 
 def _gsplat_render(
-    params: dict[str, torch.Tensor], c2w: torch.Tensor, K: torch.Tensor, w: int, h: int
+    params: dict[str, torch.Tensor],
+    c2w: torch.Tensor,
+    K: torch.Tensor,
+    w: int,
+    h: int,
+    sh_rest: torch.Tensor | None = None,
 ):
-    """gsplat.rasterization (CUDA) with our pixel-centre convention: shift K by half a pixel."""
+    """gsplat.rasterization (CUDA) with our pixel-centre convention: shift K by half a pixel.
+    ``sh_rest`` (N, K, 3) fixed higher-order SH (degree from K), or None."""
     import gsplat
+
+    coeffs = params["sh0"][:, None, :]
+    degree = 0
+    if sh_rest is not None and sh_rest.shape[1] > 0:
+        coeffs = torch.cat([coeffs, sh_rest], 1)
+        degree = {3: 1, 8: 2, 15: 3}[sh_rest.shape[1]]
 
     K_gs = K.clone()
     K_gs[0, 2] += 0.5
@@ -30,12 +42,12 @@ def _gsplat_render(
         params["quats"],
         params["log_scales"].exp(),
         torch.sigmoid(params["opacity_logits"]),
-        params["sh0"][:, None, :],
+        coeffs,
         torch.linalg.inv(c2w)[None],
         K_gs[None],
         w,
         h,
-        sh_degree=0,
+        sh_degree=degree,
     )
     return rgb[0]
 
@@ -79,16 +91,19 @@ def refine(
         )
         for rgb, _, K, c2w, _ in frames
     ]
+    rest = None
+    if gaussians.sh_rest is not None:  # view-dependent colour is rendered, and kept as it is
+        rest = torch.tensor(np.asarray(gaussians.sh_rest), dtype=torch.float32, device=dev)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         target, c2w, K = targets[int(rng.integers(len(targets)))]
         h, w = target.shape[:2]
         if use_cuda:
-            pred = _gsplat_render(params, c2w, K, w, h)
+            pred = _gsplat_render(params, c2w, K, w, h, rest)
         else:
             pred = render(
                 params["means"], params["quats"], params["log_scales"],
-                params["opacity_logits"], params["sh0"], c2w, K, w, h,
+                params["opacity_logits"], params["sh0"], c2w, K, w, h, sh_rest=rest,
             )["rgb"]  # fmt: skip
         loss = (pred - target).abs().mean()
         opt.zero_grad(set_to_none=True)

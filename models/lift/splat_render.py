@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.lift.splats import SH_C0, Gaussians
+from models.lift.splats import SH_C0, Gaussians, sh_basis
 
 __all__ = [
     "Projected",
@@ -52,6 +52,9 @@ ALPHA_MAX = 0.99  # gsplat clamps so one splat never makes a pixel fully opaque
 T_MIN = 1e-4  # gsplat stops a pixel when transmittance would fall to this
 EPS2D = 0.3  # gsplat's screen-space dilation (px²): every splat covers at least ~a pixel
 NEAR = 0.01
+# Blending weights below this are left out of ``contributions`` (a third of them, about 0.2/255
+# of a pixel's value on the street walk; a colour solve does not need them).
+CONTRIB_MIN = 1e-3
 
 
 @dataclass
@@ -176,11 +179,12 @@ def _pixel_features(tile: int, dtype: torch.dtype) -> torch.Tensor:
 
 def _composite_block(
     expo: torch.Tensor, feats: torch.Tensor, trans_in: torch.Tensor, inplace: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Composite one depth block: expo (k, P, B) = log o - σ, feats (k, B, F), trans_in (k, P).
 
     trans_in is 0 for pixels that already stopped. Returns accumulated features (k, P, F), weight
-    sums (k, P) and the transmittance after the block (k, P), 0 where the pixel stopped in it.
+    sums (k, P), the transmittance after the block (k, P), 0 where the pixel stopped in it, and
+    the blending weights (k, P, B) themselves.
     """
     if inplace:  # no autograd: reuse buffers, fewer passes over memory
         alpha = expo.exp_().clamp_max_(ALPHA_MAX)
@@ -197,7 +201,7 @@ def _composite_block(
         weights = alpha * before * (trans > T_MIN)
     last = trans[..., -1]
     trans_out = torch.where(last > T_MIN, last, torch.zeros((), dtype=last.dtype))
-    return torch.matmul(weights, feats), weights.sum(-1), trans_out
+    return torch.matmul(weights, feats), weights.sum(-1), trans_out, weights
 
 
 def rasterize(
@@ -210,13 +214,17 @@ def rasterize(
     tile: int = TILE,
     block: int = BLOCK,
     chunk_elems: int = CHUNK_ELEMS,
+    contributions: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Front-to-back alpha compositing of projected Gaussians, vectorised over groups of tiles.
 
     opacities (N,) in (0, 1), colors (N, C). Each tile's depth-sorted list is consumed in blocks
     of ``block`` Gaussians; a tile leaves the loop once all its pixels have stopped. Returns rgb
     (H, W, C), alpha (H, W), depth (H, W) (expected z of what was drawn, 0 where nothing was).
-    Differentiable in means2d, conics, depths, opacities and colors.
+    Differentiable in means2d, conics, depths, opacities and colors. With ``contributions`` it
+    also returns every blending weight above ``CONTRIB_MIN`` as ``"pixel"`` (M,) flat index y·W + x,
+    ``"gaussian"`` (M,) and ``"weight"`` (M,): the image is linear in the colours,
+    rgb[pixel] = Σ weight · colors[gaussian] (+ background), which a colour solve needs.
     """
     dtype = colors.dtype
     channels = colors.shape[1]
@@ -237,7 +245,7 @@ def rasterize(
     # Similar list lengths in one group keep the padding of the last block small.
     busy = busy[torch.argsort(tile_count[busy], descending=True, stable=True)]
     group = max(1, chunk_elems // (ppt * block))
-    out_tiles, out_vals = [], []
+    out_tiles, out_vals, contrib = [], [], []
     for g0 in range(0, len(busy), group):
         tiles = busy[g0 : g0 + group]
         count, start = tile_count[tiles], tile_start[tiles]
@@ -275,7 +283,10 @@ def rasterize(
             )  # (k, 6, B)
             coefs = torch.where(real[:, None, :], coefs, pad_coef)
             expo = torch.matmul(pix, coefs)  # (k, P, B)
-            fsum, wsum, t_out = _composite_block(expo, feats[gid], pick(trans), inplace)
+            fsum, wsum, t_out, weights = _composite_block(expo, feats[gid], pick(trans), inplace)
+            if contributions:
+                k, pp, bb = torch.nonzero(weights > CONTRIB_MIN, as_tuple=True)
+                contrib.append((pick(tiles)[k], pp, gid[k, bb], weights[k, pp, bb].detach()))
             step = torch.cat([fsum, wsum[..., None]], -1)
             if sel is None:
                 trans, acc = t_out, acc + step
@@ -295,7 +306,25 @@ def rasterize(
     if background is not None:
         rgb = rgb + (1 - alpha)[..., None] * background.to(dtype)
     depth = torch.where(alpha > 1e-6, zsum / alpha.clamp_min(1e-6), torch.zeros((), dtype=dtype))
-    return {"rgb": rgb, "alpha": alpha, "depth": depth}
+    out = {"rgb": rgb, "alpha": alpha, "depth": depth}
+    if contributions:
+        out.update(_flat_contributions(contrib, tiles_x, tile, width, height))
+    return out
+
+
+def _flat_contributions(
+    parts: list[tuple[torch.Tensor, ...]], tiles_x: int, tile: int, width: int, height: int
+) -> dict[str, torch.Tensor]:
+    """(tile, pixel-in-tile, gaussian, weight) blocks -> flat pixel index y·W + x, gaussian,
+    weight (M,) each, pixels of partial edge tiles that fall outside the image dropped."""
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return {"pixel": empty, "gaussian": empty, "weight": torch.zeros(0)}
+    t, p, g, w = (torch.cat(x) for x in zip(*parts, strict=True))
+    x = (t % tiles_x) * tile + p % tile
+    y = (t // tiles_x) * tile + p // tile
+    ok = (x < width) & (y < height)
+    return {"pixel": (y * width + x)[ok], "gaussian": g[ok], "weight": w[ok]}
 
 
 def _as_tensor(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -314,12 +343,16 @@ def render(
     height: int,
     background: Any = None,
     tile: int = TILE,
+    sh_rest: Any = None,
+    contributions: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Render Gaussians (torch tensors or arrays; float32 unless given otherwise) at one camera.
 
     means (N, 3), quats (N, 4) wxyz, log_scales (N, 3), opacity_logits (N,), sh0 (N, 3) DC
-    coefficients, c2w (4, 4) OpenCV, K (3, 3). Colour = max(sh0·C0 + 0.5, 0) as gsplat does for
-    degree 0. Returns {"rgb" (H, W, 3), "alpha" (H, W), "depth" (H, W)} tensors, float [0, 1]-ish.
+    coefficients, sh_rest (N, K, 3) higher-order coefficients or None, c2w (4, 4) OpenCV,
+    K (3, 3). Colour = max(sh0·C0 + Σ basis(view dir)·sh_rest + 0.5, 0) as gsplat does (view
+    direction: camera centre to Gaussian, world frame). Returns {"rgb" (H, W, 3), "alpha" (H, W),
+    "depth" (H, W)} tensors, float [0, 1]-ish (plus ``rasterize``'s ``contributions``).
     """
     means = _as_tensor(means)
     dtype = means.dtype
@@ -329,10 +362,17 @@ def render(
     p = project_gaussians(
         means, _as_tensor(quats, dtype), _as_tensor(log_scales, dtype), w2c, K_t, width, height
     )
-    colors = (_as_tensor(sh0, dtype) * SH_C0 + 0.5).clamp_min(0)
+    colors = _as_tensor(sh0, dtype) * SH_C0 + 0.5
+    if sh_rest is not None and _as_tensor(sh_rest, dtype).shape[1] > 0:
+        rest = _as_tensor(sh_rest, dtype)
+        dirs = means - c2w_t[:3, 3].to(dtype)
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        basis = torch.stack(sh_basis(dirs, rest.shape[1]), -1)  # (N, K)
+        colors = colors + (basis[:, :, None] * rest).sum(1)
+    colors = colors.clamp_min(0)
     opac = torch.sigmoid(_as_tensor(opacity_logits, dtype))
     bg = None if background is None else _as_tensor(background, dtype)
-    return rasterize(p, opac, colors, width, height, bg, tile)
+    return rasterize(p, opac, colors, width, height, bg, tile, contributions=contributions)
 
 
 def render_gaussians(
@@ -340,7 +380,10 @@ def render_gaussians(
 ) -> dict[str, np.ndarray]:
     """numpy convenience: rgb uint8 (H, W, 3), alpha float32 (H, W), depth float32 (H, W)."""
     with torch.no_grad():
-        out = render(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, width, height)
+        out = render(
+            g.means, g.quats, g.log_scales, g.opacity_logits, g.sh0, c2w, K, width, height,
+            sh_rest=g.sh_rest,
+        )  # fmt: skip
     rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     return {"rgb": rgb, "alpha": out["alpha"].numpy(), "depth": out["depth"].numpy()}
 

@@ -15,7 +15,9 @@ Frames overlap (a later frame re-sees what memory already holds), so they are fu
 (``models.lift.splat_fusion``): per voxel the best frame's Gaussians are kept unaveraged (the
 photo's pixels first: every later copy is resampled), a Gaussian whose surface point another
 frame saw better is dropped, and sky / far backdrop pixels form a shell (one Gaussian per
-direction) instead of a black hole. All steps are deterministic.
+direction) instead of a black hole. All steps are deterministic. The lift then solves the
+colours by least squares against the frames (``models.lift.splat_colors``): the fused colours
+here are its starting point and its prior.
 
 Arrays are float32 numpy; the renderer and refinement live in ``models.lift.splat_render``.
 """
@@ -37,6 +39,7 @@ __all__ = [
     "quat_multiply",
     "rgb_to_sh0",
     "sh0_to_rgb",
+    "sh_basis",
 ]
 
 SH_C0 = 0.28209479177387814  # Y_0^0: colour = sh0 * C0 + 0.5 (3DGS convention)
@@ -92,6 +95,32 @@ def rgb_to_sh0(rgb01: np.ndarray) -> np.ndarray:
 def sh0_to_rgb(sh0: np.ndarray) -> np.ndarray:
     """Colours in [0, 1] (..., 3) from DC coefficients (clipped, as viewers display them)."""
     return np.clip(np.asarray(sh0, np.float32) * SH_C0 + 0.5, 0.0, 1.0)
+
+
+_SH_C1 = 0.4886025119029199
+_SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792,
+          0.5462742152960396)  # fmt: skip
+_SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+          -0.4570457994644658, 1.445305721320277, -0.5900435899266435)  # fmt: skip
+
+
+def sh_basis(dirs, n_rest: int) -> list:
+    """The ``n_rest`` (3, 8 or 15) real SH basis values beyond the DC term, 3DGS's order and
+    signs, for unit directions ``dirs`` (..., 3) from the camera to the Gaussian (numpy or torch):
+    colour = sh0·C0 + Σ_k basis[k]·sh_rest[:, k] + 0.5. Returned as a list of (...,) arrays."""
+    x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
+    out = [-_SH_C1 * y, _SH_C1 * z, -_SH_C1 * x]
+    if n_rest > 3:
+        xx, yy, zz = x * x, y * y, z * z
+        c = _SH_C2
+        out += [c[0] * x * y, c[1] * y * z, c[2] * (2 * zz - xx - yy), c[3] * x * z,
+                c[4] * (xx - yy)]  # fmt: skip
+    if n_rest > 8:
+        c = _SH_C3
+        out += [c[0] * y * (3 * xx - yy), c[1] * x * y * z, c[2] * y * (4 * zz - xx - yy),
+                c[3] * z * (2 * zz - 3 * xx - 3 * yy), c[4] * x * (4 * zz - xx - yy),
+                c[5] * z * (xx - yy), c[6] * x * (xx - 3 * yy)]  # fmt: skip
+    return out[:n_rest]
 
 
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
