@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from models.geometry.cameras import invert_pose, project_points, transform_points
+
 __all__ = [
     "backdrop_consensus",
     "backdrop_consensus_reference",
@@ -99,12 +101,9 @@ def _covered(xyz_world: np.ndarray, seen: list[tuple]) -> np.ndarray:
     """(N,) bool: the points fall on a backdrop node region of an earlier frame."""
     hit = np.zeros(len(xyz_world), bool)
     for K, c2w, width, height, stride, mask in seen:
-        w2c = np.linalg.inv(c2w)
-        cam = xyz_world @ w2c[:3, :3].T + w2c[:3, 3]
-        z = cam[:, 2]
+        uv, z = project_points(transform_points(invert_pose(c2w), xyz_world), K)
+        u, v = uv[:, 0], uv[:, 1]
         ok = z > 1e-6
-        u = np.where(ok, cam[:, 0] / np.where(ok, z, 1) * K[0, 0] + K[0, 2], -1)
-        v = np.where(ok, cam[:, 1] / np.where(ok, z, 1) * K[1, 1] + K[1, 2], -1)
         ok &= (u >= -0.5) & (u <= width - 0.5) & (v >= -0.5) & (v <= height - 0.5)
         # Nearest node of that frame's grid (its last node sits at the last pixel).
         iu = np.clip(np.rint(np.where(ok, u, 0) / stride).astype(np.int64), 0, mask.shape[1] - 1)
@@ -144,7 +143,7 @@ def backdrop_mesh(
         z = np.clip(z, far, top) * (1.0 + _PUSH * j)
         uu, vv = np.meshgrid(_positions(us), _positions(vs))
         xyz_cam = np.stack([(uu - K[0, 2]) / K[0, 0] * z, (vv - K[1, 2]) / K[1, 1] * z, z], -1)
-        xyz = xyz_cam.reshape(-1, 3) @ c2w[:3, :3].T + c2w[:3, 3]
+        xyz = transform_points(c2w, xyz_cam.reshape(-1, 3))
         ny, nx = mask.shape
         new = mask.reshape(-1) & ~_covered(xyz, seen) if seen else mask.reshape(-1)
         new = new.reshape(ny, nx)
@@ -190,13 +189,10 @@ def backdrop_consensus(
     total = np.zeros((len(xyz), 3))
     count = np.zeros(len(xyz))
     for rgb, depth, K, c2w in frames:
-        w2c = np.linalg.inv(np.asarray(c2w, np.float64))
-        cam = xyz @ w2c[:3, :3].T + w2c[:3, 3]
-        z = np.maximum(cam[:, 2], 1e-9)
-        u = np.rint(cam[:, 0] / z * K[0][0] + K[0][2])
-        v = np.rint(cam[:, 1] / z * K[1][1] + K[1][2])
+        uv, z = project_points(transform_points(invert_pose(c2w), xyz), K)
+        u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
         height, width = depth.shape
-        ok = (cam[:, 2] > 1e-6) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+        ok = (z > 1e-6) & (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
         idx = np.flatnonzero(ok)
         pu, pv = u[idx].astype(np.int64), v[idx].astype(np.int64)
         d = np.asarray(depth)[pv, pu]

@@ -73,6 +73,17 @@ def lift_frames(bundle: BundleInfo, max_frames: int = 24) -> list[int]:
     return idx
 
 
+def posed_frames(
+    bundle: BundleInfo, max_frames: int = 24
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(rgb, depth, K, c2w)`` of each of :func:`lift_frames` (depth checked): what the mesh
+    and its backdrop are built from."""
+    return [
+        (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
+        for i in lift_frames(bundle, max_frames)
+    ]
+
+
 def scene_depth(bundle: BundleInfo) -> float:
     d = _check_depth(bundle, bundle.indices[0])
     return float(np.median(d[d > 0]))
@@ -175,10 +186,7 @@ def make_mesh(
     are the backdrop (``make_backdrop``), not the surface. The surface is decimated to
     ``target_faces`` (None: never)."""
     voxel = mesh_voxel(bundle, voxel)
-    frames = [
-        (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
-        for i in lift_frames(bundle, max_frames)
-    ]
+    frames = posed_frames(bundle, max_frames)
     # One far limit for every frame (not each frame's own median): what is beyond it is the
     # backdrop part (make_backdrop), so the two never overlap or leave a gap in depth.
     volume = fuse(frames, voxel_size=voxel, max_depth=mesh_far(bundle, voxel),
@@ -197,10 +205,7 @@ def make_backdrop(
     """The sky and far backdrop (depth beyond ``mesh_far``) as a textured shell mesh (world
     frame, models.lift.backdrop), separate from the surface mesh so physics never uses it.
     ``voxel``: the surface mesh's (default ``mesh_voxel``). None when nothing is that far."""
-    frames = [
-        (bundle.frame_rgb(i), _check_depth(bundle, i), bundle.K(i), bundle.c2w(i))
-        for i in lift_frames(bundle, max_frames)
-    ]
+    frames = posed_frames(bundle, max_frames)
     far = mesh_far(bundle, mesh_voxel(bundle, voxel))
     back = backdrop_mesh(frames, far=far)
     if back is None:
