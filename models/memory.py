@@ -27,6 +27,7 @@ import torch
 from models.geometry.cameras import Camera, transform_points, unproject_depth
 from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
+from models.geometry.reliability import MIN_RELIABILITY, claim_reliability
 from models.geometry.warp import (
     depth_edges,
     flying_pixels,
@@ -378,8 +379,13 @@ class SpatialMemory:
         warps = forward_warps(jobs, reference=reference)
         for fid, f, w in zip(frame_ids, frames, warps, strict=True):
             if bool(w.valid.any()):
-                comp.add(fid, w, f)
+                # how well this frame's depth places its pixels here (grazing, wide baseline)
+                rel = claim_reliability(
+                    w, f.depth, f.camera.K, f.camera.c2w, target.K, target.c2w
+                )
+                comp.add(fid, w, f, rel)
         comp.cohere()
+        comp.drop_unreliable(MIN_RELIABILITY)
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)

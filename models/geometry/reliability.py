@@ -1,0 +1,117 @@
+"""How far a routed pixel can be trusted, from the geometry the memory already has.
+
+A memory frame's pixel lands in a target view through its depth. Depth is never exact (sensor
+noise and quantisation, a few per cent of a monocular estimate's scale), and an error ``dz``
+along the *source* ray moves the landing point across the *target* image by about
+``f_t * dz * sin(alpha) / z_t`` pixels, ``alpha`` the angle at the surface point between the
+source and target rays (a wide baseline for the depth). The error itself grows where the source
+saw the surface at grazing incidence (``dz / cos(theta_s)``: depth on a slanted surface, and a
+normal from it, are the least certain). Seen head-on from about the same place, a routed pixel
+is exact; seen across the room at 80 degrees, it lands several pixels (on TUM, tens) from where
+it belongs: shards of the wrong surface, visibly wrong and far busier than the truth.
+
+:func:`claim_reliability` turns that expected landing error into a factor in (0, 1] that scales
+a claim's quality in the composite (:class:`models.geometry.composite.Composite`): a better
+placed claim wins, and where none is reliable the pixel is handed to the painter
+(:meth:`Composite.drop_unreliable`). Decided from geometry only (depths, normals from them, camera
+centres), never by comparing with images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.geometry.cameras import unproject_depth
+from models.geometry.warp import relative_transform
+
+# Relative depth error of a memory frame's depth along its rays (sensor depth after filtering,
+# a monocular estimate after scale alignment: a few per cent).
+DEPTH_REL_ERROR = 0.02
+# A claim whose expected landing error is ``RELIABLE_PX`` pixels keeps exp(-1) of its quality.
+RELIABLE_PX = 4.0
+# Below this factor (expected error > ~3 RELIABLE_PX) a claim is not routed at all: painted.
+MIN_RELIABILITY = 0.05
+# cos(theta_s) floor: beyond ~84 degrees the normal itself is noise.
+MIN_COS = 0.1
+NORMAL_STEP = 2  # pixels between the depth samples a normal is taken from (noise vs detail)
+
+
+def depth_normals(depth: torch.Tensor, K: np.ndarray, step: int = NORMAL_STEP) -> torch.Tensor:
+    """Unit surface normals (H, W, 3) in the camera frame of a z-depth map (H, W), from central
+    differences ``step`` pixels apart (replicated at the border). Where depth is missing the
+    normal faces the camera (0, 0, -1)."""
+    P = unproject_depth(depth.float(), K)  # (H, W, 3)
+    Pp = torch.nn.functional.pad(P.permute(2, 0, 1)[None], (step,) * 4, mode="replicate")[0]
+    Pp = Pp.permute(1, 2, 0)
+    H, W = depth.shape
+    s = step
+    dx = Pp[s : s + H, 2 * s :] - Pp[s : s + H, : W]
+    dy = Pp[2 * s :, s : s + W] - Pp[:H, s : s + W]
+    n = torch.linalg.cross(dx, dy, dim=-1)
+    norm = n.norm(dim=-1, keepdim=True)
+    ok = (norm[..., 0] > 1e-12) & (depth > 0)
+    n = torch.where(ok[..., None], n / norm.clamp(min=1e-12), torch.tensor([0.0, 0.0, -1.0]))
+    return n
+
+
+def landing_error_px(
+    xyz_tgt: torch.Tensor,
+    n_tgt: torch.Tensor,
+    src_centre_tgt: torch.Tensor,
+    f_t: float,
+    rel_error: float = DEPTH_REL_ERROR,
+) -> torch.Tensor:
+    """Expected target-image displacement (..., ) in pixels of points ``xyz_tgt`` (..., 3)
+    (target camera frame) routed from a source camera whose centre is ``src_centre_tgt`` (3,)
+    in that frame, with surface normals ``n_tgt`` (..., 3), for a relative source-depth error
+    ``rel_error``: ``f_t * rel_error * z_s / max(cos theta_s, MIN_COS) * sin(alpha) / z_t``.
+    """
+    to_src = xyz_tgt - src_centre_tgt
+    r_s = to_src.norm(dim=-1).clamp(min=1e-6)
+    r_t = xyz_tgt.norm(dim=-1).clamp(min=1e-6)
+    ray_s, ray_t = to_src / r_s[..., None], xyz_tgt / r_t[..., None]
+    sin_a = torch.linalg.cross(ray_s, ray_t, dim=-1).norm(dim=-1)
+    cos_s = (n_tgt * ray_s).sum(-1).abs().clamp(min=MIN_COS)
+    z_t = xyz_tgt[..., 2].clamp(min=1e-6)
+    # A range error along the source ray: rel_error of the range (z-depth error / cos of the
+    # off-axis angle is the same fraction of the range).
+    return f_t * rel_error * r_s / cos_s * sin_a / z_t
+
+
+def claim_reliability(
+    w: Any,
+    src_depth: torch.Tensor,
+    K_src: np.ndarray,
+    c2w_src: np.ndarray,
+    K_tgt: np.ndarray,
+    c2w_tgt: np.ndarray,
+    normals: torch.Tensor | None = None,
+    rel_error: float = DEPTH_REL_ERROR,
+    scale_px: float = RELIABLE_PX,
+) -> torch.Tensor:
+    """(H, W) float32 in (0, 1]: ``exp(-landing_error_px / scale_px)`` for each valid pixel of
+    warp ``w`` (a ``WarpResult`` of a source frame with z-depth ``src_depth`` (Hs, Ws) into the
+    target (H, W)); 1 where ``w`` is invalid. ``normals`` (Hs, Ws, 3): the source frame's
+    :func:`depth_normals` when already computed."""
+    H, W = w.depth.shape
+    out = torch.ones(H, W)
+    if not bool(w.valid.any()):
+        return out
+    if normals is None:
+        normals = depth_normals(src_depth, K_src)
+    T = relative_transform(c2w_src, c2w_tgt)  # source camera -> target camera
+    R, C_s = T[:3, :3], T[:3, 3]
+    f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
+    Hs, Ws = src_depth.shape
+    m = w.valid
+    ui = w.src_uv[..., 0][m].round().long().clamp(0, Ws - 1)
+    vi = w.src_uv[..., 1][m].round().long().clamp(0, Hs - 1)
+    n_tgt = normals[vi, ui] @ R.T
+    xyz = unproject_depth(w.depth, K_tgt)[m]
+    err = landing_error_px(xyz, n_tgt, C_s, f_t, rel_error)
+    out[m] = torch.exp(-err / scale_px)
+    return out
