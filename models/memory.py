@@ -27,7 +27,7 @@ import torch
 from models.geometry.cameras import Camera, transform_points, unproject_depth
 from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
-from models.geometry.reliability import MIN_RELIABILITY, claim_reliability
+from models.geometry.reliability import MIN_RELIABILITY, claim_reliability, depth_normals
 from models.geometry.warp import (
     depth_edges,
     flying_pixels,
@@ -37,6 +37,7 @@ from models.geometry.warp import (
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 PAINT_NEAREST_STRETCH = 1.25  # earlier paint magnified less than this is copied, not resampled
+NORMAL_CACHE = 32  # memory frames whose normals are kept (retrieval revisits recent ones)
 CRACK_PASSES = 8  # cracks close pass by pass from their sides (each pass next to the last)
 
 
@@ -331,6 +332,18 @@ class SpatialMemory:
         coverage = float((best_q > 0).float().mean())
         return RetrievalResult(ids, gains, coverage, int(cand.numel()))
 
+    def _normals(self, f: MemoryFrame) -> torch.Tensor:
+        """(Hs, Ws, 3) camera-frame normals of memory frame ``f``'s depth, computed once per
+        frame (cached while its depth tensor is the same object)."""
+        cache = self.__dict__.setdefault("_normal_cache", {})
+        hit = cache.pop(f.frame_id, None)
+        if hit is None or hit[0] is not f.depth:
+            hit = (f.depth, depth_normals(f.depth, f.camera.K).half())  # 1.2 MB at 512x384
+        cache[f.frame_id] = hit  # most recently used last
+        while len(cache) > NORMAL_CACHE:
+            cache.pop(next(iter(cache)))
+        return hit[1].float()
+
     # -----------------------------------------------------------------------------------------
     def correspond(
         self,
@@ -381,7 +394,14 @@ class SpatialMemory:
             if bool(w.valid.any()):
                 # how well this frame's depth places its pixels here (grazing, wide baseline)
                 rel = claim_reliability(
-                    w, f.depth, f.camera.K, f.camera.c2w, target.K, target.c2w
+                    w,
+                    f.depth,
+                    f.camera.K,
+                    f.camera.c2w,
+                    target.K,
+                    target.c2w,
+                    self._normals(f),
+                    reference=reference,
                 )
                 comp.add(fid, w, f, rel)
         comp.cohere()

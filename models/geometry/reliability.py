@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
 
 from models.geometry.cameras import unproject_depth
 from models.geometry.warp import relative_transform
@@ -50,7 +51,7 @@ def depth_normals(depth: torch.Tensor, K: np.ndarray, step: int = NORMAL_STEP) -
     Pp = Pp.permute(1, 2, 0)
     H, W = depth.shape
     s = step
-    dx = Pp[s : s + H, 2 * s :] - Pp[s : s + H, : W]
+    dx = Pp[s : s + H, 2 * s :] - Pp[s : s + H, :W]
     dy = Pp[2 * s :, s : s + W] - Pp[:H, s : s + W]
     n = torch.linalg.cross(dx, dy, dim=-1)
     norm = n.norm(dim=-1, keepdim=True)
@@ -83,6 +84,41 @@ def landing_error_px(
     return f_t * rel_error * r_s / cos_s * sin_a / z_t
 
 
+@njit(cache=True)
+def reliability_kernel(depth, valid, uv, normals, R, C, k_t, prm, out):
+    """Compiled :func:`claim_reliability` over the valid pixels of a warp, in place on ``out``
+    (H, W) float32. ``depth``, ``valid`` (H, W), ``uv`` (H, W, 2): the warp; ``normals``
+    (Hs, Ws, 3) float32 of the source; ``R`` (3, 3), ``C`` (3,) source -> target rotation and
+    source centre in the target frame; ``k_t`` (fx, fy, cx, cy); ``prm`` (f_t, rel_error,
+    scale_px, min_cos)."""
+    H, W = depth.shape
+    Hs, Ws = normals.shape[0], normals.shape[1]
+    fx, fy, cx, cy = k_t[0], k_t[1], k_t[2], k_t[3]
+    f_t, rel, scale, min_cos = prm[0], prm[1], prm[2], prm[3]
+    for y in range(H):
+        for x in range(W):
+            if not valid[y, x]:
+                continue
+            ui = min(max(int(np.rint(uv[y, x, 0])), 0), Ws - 1)
+            vi = min(max(int(np.rint(uv[y, x, 1])), 0), Hs - 1)
+            z = depth[y, x]
+            px, py, pz = (x - cx) / fx * z, (y - cy) / fy * z, z
+            n0, n1, n2 = normals[vi, ui, 0], normals[vi, ui, 1], normals[vi, ui, 2]
+            nx = R[0, 0] * n0 + R[0, 1] * n1 + R[0, 2] * n2
+            ny = R[1, 0] * n0 + R[1, 1] * n1 + R[1, 2] * n2
+            nz = R[2, 0] * n0 + R[2, 1] * n1 + R[2, 2] * n2
+            sx, sy, sz = px - C[0], py - C[1], pz - C[2]
+            r_s = max(np.sqrt(sx * sx + sy * sy + sz * sz), 1e-6)
+            r_t = max(np.sqrt(px * px + py * py + pz * pz), 1e-6)
+            sx, sy, sz = sx / r_s, sy / r_s, sz / r_s
+            tx, ty, tz = px / r_t, py / r_t, pz / r_t
+            c0, c1, c2 = sy * tz - sz * ty, sz * tx - sx * tz, sx * ty - sy * tx
+            sin_a = np.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+            cos_s = max(abs(nx * sx + ny * sy + nz * sz), min_cos)
+            err = f_t * rel * r_s / cos_s * sin_a / max(pz, 1e-6)
+            out[y, x] = np.exp(-err / scale)
+
+
 def claim_reliability(
     w: Any,
     src_depth: torch.Tensor,
@@ -93,11 +129,13 @@ def claim_reliability(
     normals: torch.Tensor | None = None,
     rel_error: float = DEPTH_REL_ERROR,
     scale_px: float = RELIABLE_PX,
+    reference: bool = False,
 ) -> torch.Tensor:
     """(H, W) float32 in (0, 1]: ``exp(-landing_error_px / scale_px)`` for each valid pixel of
     warp ``w`` (a ``WarpResult`` of a source frame with z-depth ``src_depth`` (Hs, Ws) into the
     target (H, W)); 1 where ``w`` is invalid. ``normals`` (Hs, Ws, 3): the source frame's
-    :func:`depth_normals` when already computed."""
+    :func:`depth_normals` when already computed. ``reference``: the torch form (whole-array
+    operations, the obvious twin of :func:`reliability_kernel`)."""
     H, W = w.depth.shape
     out = torch.ones(H, W)
     if not bool(w.valid.any()):
@@ -108,11 +146,26 @@ def claim_reliability(
     R, C_s = T[:3, :3], T[:3, 3]
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     Hs, Ws = src_depth.shape
+    if not reference:
+        k_t = np.array([K_tgt[0, 0], K_tgt[1, 1], K_tgt[0, 2], K_tgt[1, 2]], np.float32)
+        prm = np.array([f_t, rel_error, scale_px, MIN_COS], np.float32)
+        arrs = [a.contiguous().numpy() for a in (w.depth, w.valid, w.src_uv, normals.float())]
+        reliability_kernel(*arrs, R.numpy(), C_s.numpy(), k_t, prm, out.numpy())
+        return out
     m = w.valid
     ui = w.src_uv[..., 0][m].round().long().clamp(0, Ws - 1)
     vi = w.src_uv[..., 1][m].round().long().clamp(0, Hs - 1)
     n_tgt = normals[vi, ui] @ R.T
-    xyz = unproject_depth(w.depth, K_tgt)[m]
+    # the valid pixels' target-frame points (only those: a warp is often mostly empty)
+    yy, xx = torch.nonzero(m, as_tuple=True)
+    z = w.depth[m]
+    fx, fy, cx, cy = (
+        float(K_tgt[0, 0]),
+        float(K_tgt[1, 1]),
+        float(K_tgt[0, 2]),
+        float(K_tgt[1, 2]),
+    )
+    xyz = torch.stack([(xx.float() - cx) / fx * z, (yy.float() - cy) / fy * z, z], -1)
     err = landing_error_px(xyz, n_tgt, C_s, f_t, rel_error)
     out[m] = torch.exp(-err / scale_px)
     return out
