@@ -72,13 +72,13 @@ def test_depth_normals_of_a_slanted_plane():
 
 @pytest.mark.parametrize(
     "deg,radius,expect",
-    [(0, PLANE_Z - 0.05, "reliable"), (80, PLANE_Z, "dropped"), (40, PLANE_Z, "weaker")],
+    [(0, PLANE_Z - 0.05, "reliable"), (80, 3.0, "dropped"), (60, 3.0, "weaker"), (40, 2.0, "ok")],
 )
 def test_plane_head_on_vs_grazing(deg, radius, expect):
     """The target looks at the plane head-on from 2 m. A source 5 cm behind it routes exactly
-    (reliability about 1); one that saw the plane at 80 degrees from 2 m away would land its
-    pixels about 20 px off at f = 200 (below MIN_RELIABILITY: painted); at 40 degrees the
-    claim is weaker but kept."""
+    (reliability about 1); one that saw the plane at 80 degrees from 3 m away would land its
+    pixels about 35 px off at f = 200 (below MIN_RELIABILITY: painted); at 60 degrees from 3 m,
+    about 10 px: weaker but kept; at 40 degrees from 2 m, about 3 px: within EXACT_PX."""
     c2w_src, c2w_tgt = _orbit(deg, radius), np.eye(4)
     depth = _plane_depth(c2w_src)
     rgb = torch.rand(H, W, 3, generator=torch.Generator().manual_seed(0))
@@ -89,6 +89,8 @@ def test_plane_head_on_vs_grazing(deg, radius, expect):
     med = float(vals.median())
     if expect == "reliable":
         assert med > 0.95
+    elif expect == "ok":
+        assert med > 0.9
     elif expect == "dropped":
         # incidence runs from about 71 to 89 degrees across the source's field of view
         assert med < MIN_RELIABILITY / 2 and float((vals < MIN_RELIABILITY).float().mean()) > 0.7
