@@ -355,12 +355,14 @@ class SpatialMemory:
         """Warp ``frame_ids`` into ``target`` and composite them (nearest surface, best pixel).
 
         Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2)``
-        (resampling and magnification both lose detail). A nearer surface occludes unless it is
-        a far weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a
-        footprint spilling over a better observation), or a weaker frame's claim against a
-        frame that would have seen it (its parallax at that depth under half a pixel: seen from
-        about the target's centre, nothing nearer was there). Those two kept pure rotations
-        from returning exactly. On the same surface the better pixel
+        (resampling and magnification both lose detail) times its reliability (how well its depth
+        places it here: grazing incidence and wide baselines land pixels off,
+        :mod:`models.geometry.reliability`); where no claim is reliable the pixel is painted. A
+        nearer surface occludes unless it is a far weaker guess (``2 q < q_best``), only the
+        depth-edge rim of a weaker frame (a footprint spilling over a better observation), or a
+        weaker frame's claim against a frame that would have seen it (its parallax at that depth
+        under half a pixel: seen from about the target's centre, nothing nearer was there). Those
+        two kept pure rotations from returning exactly. On the same surface the better pixel
         wins (by 5 %: near-ties keep the earlier frame, so regions stay coherent); apart from
         such ties the result does not depend on the order of ``frame_ids``
         (:mod:`models.geometry.composite`). A coherence pass then removes speckle: pixels

@@ -1,10 +1,12 @@
 """Compositing the warps of several memory frames into one target view (the correspondence).
 
-Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2)``
-(resampling and magnification both lose detail). A nearer surface occludes unless it is a far
-weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a footprint spilling
-over a better observation), or a weaker frame's claim against a frame that would have seen it
-(its parallax at that depth under half a pixel: seen from about the target's centre, nothing
+Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2) * r``
+(resampling and magnification both lose detail; ``r`` in (0, 1], how well the frame's geometry
+places the pixel here: :mod:`models.geometry.reliability`; a pixel whose claim has ``r`` below a
+floor is handed to the painter, :meth:`Composite.drop_unreliable`). A nearer surface occludes unless
+it is a far weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a footprint
+spilling over a better observation), or a weaker frame's claim against a frame that would have seen
+it (its parallax at that depth under half a pixel: seen from about the target's centre, nothing
 nearer was there). On the same surface the better pixel wins (by 5 %: near-ties keep the earlier
 frame, so regions stay coherent).
 

@@ -138,9 +138,9 @@ def claim_reliability(
     reference: bool = False,
 ) -> torch.Tensor:
     """(H, W) float32 in (0, 1]: ``exp(-max(landing_error_px - EXACT_PX, 0) / scale_px)`` for
-    each valid pixel of warp ``w`` (a ``WarpResult`` of a source frame with z-depth
-    ``src_depth`` (Hs, Ws) into the target (H, W)); 1 where ``w`` is invalid. ``normals`` (Hs, Ws, 3): the source frame's
-    :func:`depth_normals` when already computed. ``reference``: the torch form (whole-array
+    each valid pixel of warp ``w`` (a ``WarpResult`` of a source frame with z-depth ``src_depth``
+    (Hs, Ws) into the target (H, W)); 1 where ``w`` is invalid. ``normals`` (Hs, Ws, 3): the source
+    frame's :func:`depth_normals` when already computed. ``reference``: the torch form (whole-array
     operations, the obvious twin of :func:`reliability_kernel`)."""
     H, W = w.depth.shape
     out = torch.ones(H, W)
