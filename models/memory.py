@@ -29,6 +29,7 @@ from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
 from models.geometry.warp import (
     depth_edges,
+    executor,
     flying_pixels,
     forward_warps,
     inverse_depth_range,
@@ -379,7 +380,7 @@ class SpatialMemory:
         for fid, f, w in zip(frame_ids, frames, warps, strict=True):
             if bool(w.valid.any()):
                 comp.add(fid, w, f)
-        comp.cohere()
+        comp.cohere(pool=None if reference else executor())
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
