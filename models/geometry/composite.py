@@ -226,6 +226,16 @@ def flat_picks(pick):
     return out
 
 
+def warm_up_cohere(comp: Composite) -> None:
+    """Compile (or load) :func:`cohere_apply` on ``comp`` (after an :meth:`Composite.add`),
+    which :meth:`Composite.cohere` only calls once a pixel switches: copies nothing."""
+    out = comp._arrays("rgb", "depth", "src", "uv", "conf", "observed", "stretch", "base_px")
+    c = comp.claims[0]
+    pick = np.full(out[1].shape, -1, np.int16)
+    idx = np.zeros(0, np.int64)
+    cohere_apply(out, (c[3], c[2], c[4], c[5], c[6], c[7]), int(c[0]), 0.0, 0, pick, pick, idx)
+
+
 class Composite:
     """The running composite of a target view (H, W): call :meth:`add` per warped frame, in
     retrieval order, then read the tensors (``rgb`` (H, W, 3) float32, ``depth``, ``src``

@@ -466,7 +466,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
     with _warm:
         if _warmed:
             return None
-        from models.geometry.composite import Composite
+        from models.geometry.composite import Composite, warm_up_cohere
         from models.geometry.cracks import warm_up_cracks
 
         K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
@@ -484,6 +484,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         comp = Composite(48, 32, 40.0)
         comp.add(0, w, frame)
         comp.cohere()  # its kernels too: the first composite of a session must not compile
+        warm_up_cohere(comp)
         warm_up_cracks(K, rgb, depth)
         _warmed = True
     return None
