@@ -378,7 +378,7 @@ class SpatialMemory:
         # Warped in parallel threads, composited in retrieval order (the same result).
         warps = forward_warps(jobs, reference=reference)
         for fid, f, w in zip(frame_ids, frames, warps, strict=True):
-            if bool(w.valid.any()):
+            if w.valid.numpy().any():  # numpy: stops at the first hit, no torch threads
                 comp.add(fid, w, f)
         comp.cohere(pool=None if reference else executor())
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
