@@ -383,7 +383,8 @@ class SpatialMemory:
         comp.cohere(pool=None if reference else executor())
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
-        corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
+        valid = torch.from_numpy(depth.numpy() > 0)  # numpy: one thread, no pool to wake
+        corr = Correspondence(rgb.contiguous(), depth, valid, src, uv, conf, observed, stretch)
         # The composite's tensors are this call's own: routed in place (no copy).
         return route_cracks(
             corr, target, self.frames, passes=CRACK_PASSES, reference=reference, copy=False
