@@ -189,3 +189,18 @@ def test_cohere_row_bands_in_threads_equal_one_pass_and_torch_twin():
             assert torch.equal(one.src, ref.src) and torch.equal(one.depth, ref.depth)
             assert torch.equal(one.uv, ref.uv) and torch.equal(one.base_px, ref.base_px)
             assert torch.equal(one.observed, ref.observed) and torch.equal(one.rgb, ref.rgb)
+
+
+def test_warm_up_compiles_every_coherence_kernel_a_composite_calls():
+    """After the warp warm-up, a composite that switches pixels compiles nothing new (the
+    first composite of a session does not wait for the compiler)."""
+    from models.geometry import composite
+    from models.geometry.warp import warm_up
+
+    warm_up()
+    kernels = ("cohere_kernel", "cohere_apply", "frame_index", "flat_picks", "composite_kernel")
+    before = {k: list(getattr(composite, k).signatures) for k in kernels}
+    assert all(before.values()), before
+    comp = _speckled(False)
+    comp.cohere()
+    assert {k: list(getattr(composite, k).signatures) for k in kernels} == before
