@@ -131,6 +131,7 @@ def cohere_kernel(out, cand, fids, k_in, prm, active, pick, rows):
     H, W = src_in.shape
     score = np.zeros(F, np.int64)
     cds = np.zeros(F, np.float32)
+    lim = np.zeros(F, np.float32)  # a neighbour's depth within lim[k] of claim k's: support
     for y in range(rows[0], rows[1]):
         for x in range(W):
             cur = k_in[y, x]
@@ -142,12 +143,15 @@ def cohere_kernel(out, cand, fids, k_in, prm, active, pick, rows):
                 # to fix (a pure rotation back to a frame returns it exactly)
                 continue
             for k in range(F):
-                score[k] = 0 if k_valid[k, y, x] else -1
+                ok = k_valid[k, y, x]
+                score[k] = 0 if ok else -1
                 cds[k] = k_depth[k, y, x]
+                # an invalid claim gets no support (no |difference| is <= -1): score stays -1
+                lim[k] = tol * cds[k] if ok else _f32(-1.0)
             for yy in range(max(y - r, 0), min(y + r + 1, H)):
                 for xx in range(max(x - r, 0), min(x + r + 1, W)):
                     k = k_in[yy, xx]
-                    if k >= 0 and score[k] >= 0 and abs(depth_in[yy, xx] - cds[k]) <= tol * cds[k]:
+                    if k >= 0 and abs(depth_in[yy, xx] - cds[k]) <= lim[k]:
                         score[k] += 1
             best = -1
             for k in range(F):
