@@ -58,6 +58,7 @@ __all__ = [
     "forward_warp",
     "forward_warp_reference",
     "forward_warp_torch",
+    "executor",
     "forward_warps",
     "relative_transform",
     "warm_up",
@@ -246,7 +247,9 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it
 _pool_lock = threading.Lock()
 
 
-def _executor() -> ThreadPoolExecutor | None:
+def executor() -> ThreadPoolExecutor | None:
+    """The process's pool of ``WARP_THREADS`` threads (None when ``WARP_THREADS`` < 2): the
+    warps, and the coherence pass's row bands (:meth:`Composite.cohere`), run in it."""
     global _pool
     if WARP_THREADS < 2:
         return None
@@ -264,7 +267,7 @@ def forward_warps(jobs: Sequence[dict[str, Any]], reference: bool = False) -> It
     frame: every result is the one a lone call gives, whatever the scheduling. Yielded as each
     is done, so the caller composites the first while the next ones are warped.
     """
-    pool = None if reference or len(jobs) < 2 else _executor()
+    pool = None if reference or len(jobs) < 2 else executor()
     if pool is None:
         for job in jobs:
             yield forward_warp(**job, reference=reference)
@@ -463,7 +466,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
     with _warm:
         if _warmed:
             return None
-        from models.geometry.composite import Composite
+        from models.geometry.composite import Composite, warm_up_cohere
         from models.geometry.cracks import warm_up_cracks
 
         K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
@@ -481,6 +484,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         comp = Composite(48, 32, 40.0)
         comp.add(0, w, frame)
         comp.cohere()  # its kernels too: the first composite of a session must not compile
+        warm_up_cohere(comp)
         warm_up_cracks(K, rgb, depth)
         _warmed = True
     return None
