@@ -371,7 +371,7 @@ class SpatialMemory:
                 height=H,
                 edges=f.edges,
                 flying=f.flying,
-                inv_range=None if f.inv_range is None else f.inv_range.float(),
+                inv_range=f.inv_range,  # float16: each warp converts the part it reads
             )
             for f in frames
         ]

@@ -291,7 +291,7 @@ class Composite:
             "rgb", "depth", "src", "uv", "quality", "conf", "observed", "stretch", "rim", "base_px"
         )
         prm = np.array([self.tol, w.baseline * self.f_t, self.nearest, 1 - self.tol], np.float32)
-        f = (frame.rgb.numpy(), frame.confidence.float().numpy(), frame.observed.numpy())
+        f = (frame.rgb.numpy(), frame.confidence.numpy().astype(_f32), frame.observed.numpy())
         warp = [
             a.contiguous().numpy() for a in (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
         ]

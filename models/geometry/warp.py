@@ -320,7 +320,7 @@ def _warp_torch(
             x0 = y0 = 0
     Hs, Ws = depth.shape
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
-    moved = inv_range * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
+    moved = inv_range.float() * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
     sp = splat_frame(depth, K_src, T, K_tgt, width, height, flying & moved, planes)
     zbuf = close_cracks(sp.zbuf)
 
@@ -414,7 +414,9 @@ def _warp_compiled(
     f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     baseline = float(np.linalg.norm(T[:3, 3]))
-    fly, inv_r = flying.numpy()[crop], inv_range.float().numpy()[crop]
+    # numpy converts (memory keeps inv_range in float16) on this thread: torch's .float() woke
+    # its thread pool for every warp. Cropped after converting: the kernels see the same layout.
+    fly, inv_r = flying.numpy()[crop], inv_range.numpy().astype(np.float32)[crop]
     m, t = _ray_map(K_src, T)
     par = [baseline * f_t, PARALLAX_PX]
     prm = np.array([NEAR, SAME_SURFACE, f_t / f_s, 3, 0.25, *par], np.float32)
