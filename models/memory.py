@@ -30,6 +30,7 @@ from models.geometry.cracks import route_cracks
 from models.geometry.reliability import MIN_RELIABILITY, claim_reliability, depth_normals
 from models.geometry.warp import (
     depth_edges,
+    executor,
     flying_pixels,
     forward_warps,
     inverse_depth_range,
@@ -338,11 +339,12 @@ class SpatialMemory:
         cache = self.__dict__.setdefault("_normal_cache", {})
         hit = cache.pop(f.frame_id, None)
         if hit is None or hit[0] is not f.depth:
-            hit = (f.depth, depth_normals(f.depth, f.camera.K).half())  # 1.2 MB at 512x384
+            # float16 numpy: 1.2 MB at 512x384, widened by numpy (no torch thread pool per warp)
+            hit = (f.depth, depth_normals(f.depth, f.camera.K).numpy().astype(np.float16))
         cache[f.frame_id] = hit  # most recently used last
         while len(cache) > NORMAL_CACHE:
             cache.pop(next(iter(cache)))
-        return hit[1].float()
+        return torch.from_numpy(hit[1].astype(np.float32))
 
     # -----------------------------------------------------------------------------------------
     def correspond(
@@ -386,14 +388,14 @@ class SpatialMemory:
                 height=H,
                 edges=f.edges,
                 flying=f.flying,
-                inv_range=None if f.inv_range is None else f.inv_range.float(),
+                inv_range=f.inv_range,  # float16: each warp converts the part it reads
             )
             for f in frames
         ]
         # Warped in parallel threads, composited in retrieval order (the same result).
         warps = forward_warps(jobs, reference=reference)
         for fid, f, w in zip(frame_ids, frames, warps, strict=True):
-            if bool(w.valid.any()):
+            if w.valid.numpy().any():  # numpy: stops at the first hit, no torch threads
                 # how well this frame's depth places its pixels here (grazing, wide baseline)
                 rel = claim_reliability(
                     w,
@@ -406,11 +408,12 @@ class SpatialMemory:
                     reference=reference,
                 )
                 comp.add(fid, w, f, rel)
-        comp.cohere()
+        comp.cohere(pool=None if reference else executor())
         comp.drop_unreliable(MIN_RELIABILITY)
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
-        corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
+        valid = torch.from_numpy(depth.numpy() > 0)  # numpy: one thread, no pool to wake
+        corr = Correspondence(rgb.contiguous(), depth, valid, src, uv, conf, observed, stretch)
         # The composite's tensors are this call's own: routed in place (no copy).
         return route_cracks(
             corr, target, self.frames, passes=CRACK_PASSES, reference=reference, copy=False

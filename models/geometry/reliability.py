@@ -144,7 +144,7 @@ def claim_reliability(
     operations, the obvious twin of :func:`reliability_kernel`)."""
     H, W = w.depth.shape
     out = torch.ones(H, W)
-    if not bool(w.valid.any()):
+    if not w.valid.numpy().any():
         return out
     if normals is None:
         normals = depth_normals(src_depth, K_src)
@@ -155,7 +155,7 @@ def claim_reliability(
     if not reference:
         k_t = np.array([K_tgt[0, 0], K_tgt[1, 1], K_tgt[0, 2], K_tgt[1, 2]], np.float32)
         prm = np.array([f_t, rel_error, scale_px, MIN_COS, EXACT_PX], np.float32)
-        arrs = [a.contiguous().numpy() for a in (w.depth, w.valid, w.src_uv, normals.float())]
+        arrs = [a.contiguous().numpy() for a in (w.depth, w.valid, w.src_uv, normals)]
         reliability_kernel(*arrs, R.numpy(), C_s.numpy(), k_t, prm, out.numpy())
         return out
     m = w.valid
