@@ -27,6 +27,7 @@ import torch
 from models.geometry.cameras import Camera, transform_points, unproject_depth
 from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
+from models.geometry.reliability import MIN_RELIABILITY, claim_reliability, depth_normals
 from models.geometry.warp import (
     depth_edges,
     executor,
@@ -37,6 +38,7 @@ from models.geometry.warp import (
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 PAINT_NEAREST_STRETCH = 1.25  # earlier paint magnified less than this is copied, not resampled
+NORMAL_CACHE = 32  # memory frames whose normals are kept (retrieval revisits recent ones)
 CRACK_PASSES = 8  # cracks close pass by pass from their sides (each pass next to the last)
 
 
@@ -331,6 +333,19 @@ class SpatialMemory:
         coverage = float((best_q > 0).float().mean())
         return RetrievalResult(ids, gains, coverage, int(cand.numel()))
 
+    def _normals(self, f: MemoryFrame) -> torch.Tensor:
+        """(Hs, Ws, 3) camera-frame normals of memory frame ``f``'s depth, computed once per
+        frame (cached while its depth tensor is the same object)."""
+        cache = self.__dict__.setdefault("_normal_cache", {})
+        hit = cache.pop(f.frame_id, None)
+        if hit is None or hit[0] is not f.depth:
+            # float16 numpy: 1.2 MB at 512x384, widened by numpy (no torch thread pool per warp)
+            hit = (f.depth, depth_normals(f.depth, f.camera.K).numpy().astype(np.float16))
+        cache[f.frame_id] = hit  # most recently used last
+        while len(cache) > NORMAL_CACHE:
+            cache.pop(next(iter(cache)))
+        return torch.from_numpy(hit[1].astype(np.float32))
+
     # -----------------------------------------------------------------------------------------
     def correspond(
         self,
@@ -342,12 +357,14 @@ class SpatialMemory:
         """Warp ``frame_ids`` into ``target`` and composite them (nearest surface, best pixel).
 
         Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2)``
-        (resampling and magnification both lose detail). A nearer surface occludes unless it is
-        a far weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a
-        footprint spilling over a better observation), or a weaker frame's claim against a
-        frame that would have seen it (its parallax at that depth under half a pixel: seen from
-        about the target's centre, nothing nearer was there). Those two kept pure rotations
-        from returning exactly. On the same surface the better pixel
+        (resampling and magnification both lose detail) times its reliability (how well its depth
+        places it here: grazing incidence and wide baselines land pixels off,
+        :mod:`models.geometry.reliability`); where no claim is reliable the pixel is painted. A
+        nearer surface occludes unless it is a far weaker guess (``2 q < q_best``), only the
+        depth-edge rim of a weaker frame (a footprint spilling over a better observation), or a
+        weaker frame's claim against a frame that would have seen it (its parallax at that depth
+        under half a pixel: seen from about the target's centre, nothing nearer was there). Those
+        two kept pure rotations from returning exactly. On the same surface the better pixel
         wins (by 5 %: near-ties keep the earlier frame, so regions stay coherent); apart from
         such ties the result does not depend on the order of ``frame_ids``
         (:mod:`models.geometry.composite`). A coherence pass then removes speckle: pixels
@@ -379,8 +396,20 @@ class SpatialMemory:
         warps = forward_warps(jobs, reference=reference)
         for fid, f, w in zip(frame_ids, frames, warps, strict=True):
             if w.valid.numpy().any():  # numpy: stops at the first hit, no torch threads
-                comp.add(fid, w, f)
+                # how well this frame's depth places its pixels here (grazing, wide baseline)
+                rel = claim_reliability(
+                    w,
+                    f.depth,
+                    f.camera.K,
+                    f.camera.c2w,
+                    target.K,
+                    target.c2w,
+                    self._normals(f),
+                    reference=reference,
+                )
+                comp.add(fid, w, f, rel)
         comp.cohere(pool=None if reference else executor())
+        comp.drop_unreliable(MIN_RELIABILITY)
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
         valid = torch.from_numpy(depth.numpy() > 0)  # numpy: one thread, no pool to wake

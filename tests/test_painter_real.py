@@ -104,21 +104,19 @@ def test_tum_exemplar_painter_beats_the_naive_baseline_and_the_smooth_painter():
     assert med["exemplar_beats_splat_telea_psnr"] >= 12
     assert med["swd_exemplar"] < med["swd_smooth"]
     assert med["exemplar_beats_smooth_swd"] >= 12
-    # Texture, not a smear: the smooth painter is at 0.05. The issue's bar is 0.6; measured
-    # 0.50 here (1.01 on frames 1..8, 0.41 on 9..16; the real frames' pixels: 0.90), so this
-    # guards the level reached, not the bar.
-    assert med["grad_ratio_exemplar"] >= 0.45
+    # Texture, not a smear: the smooth painter is at 0.12. The issue's bar is 0.6: 0.78 here
+    # (0.50 before routed pixels were weighed by how well their geometry places them; frames
+    # 1..12, which that rule was tuned on, 0.96; 13..16, held out, 0.46; real frames 0.91).
+    assert med["grad_ratio_exemplar"] >= 0.6
     assert med["grad_ratio_smooth"] < 0.2
     # That ratio's denominator, the routed seen pixels, carried routing speckle on TUM (3.0x
     # the real frame's gradient energy on the same pixels); the sensor-depth filter and the
-    # composite's coherence pass brought it to 1.5x (1.07x on frames 1..8). Against the real
-    # frames' same pixels the paint has the truth's texture strength; the smooth fill is a smear.
-    assert med["seen_energy_vs_truth_exemplar"] < 2.0
-    # On frames 1..8 (what the filter and the coherence pass were tuned on) the bar is met:
-    # 1.01, seen pixels 1.07x the truth's energy; 9..16 (held out) 0.41 and 2.96x.
-    print(json.dumps({k: rep[k] for k in ("median_1_8", "median_9_16")}, indent=1))
+    # composite's coherence pass brought it to 1.5x, the reliability rule (grazing, wide
+    # baseline: shards of the wrong surface lose or are painted) to 1.16x (1..8: 0.92x).
+    assert med["seen_energy_vs_truth_exemplar"] < 1.3
+    print(json.dumps({k: rep[k] for k in rep if k.startswith("median_")}, indent=1))
     assert rep["median_1_8"]["grad_ratio_exemplar"] >= 0.6
-    assert rep["median_1_8"]["seen_energy_vs_truth_exemplar"] < 1.3
+    assert rep["median_1_8"]["seen_energy_vs_truth_exemplar"] < 1.1
     assert med["grad_vs_truth_exemplar"] >= 0.6
     assert med["grad_vs_truth_smooth"] < 0.3
     # frames 1..4 (small motion): the consistency results stay ahead of the baseline

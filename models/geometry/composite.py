@@ -1,10 +1,12 @@
 """Compositing the warps of several memory frames into one target view (the correspondence).
 
-Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2)``
-(resampling and magnification both lose detail). A nearer surface occludes unless it is a far
-weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a footprint spilling
-over a better observation), or a weaker frame's claim against a frame that would have seen it
-(its parallax at that depth under half a pixel: seen from about the target's centre, nothing
+Per pixel, a frame's claim has a quality ``q = confidence * exp(-|log stretch| / 2) * r``
+(resampling and magnification both lose detail; ``r`` in (0, 1], how well the frame's geometry
+places the pixel here: :mod:`models.geometry.reliability`; a pixel whose claim has ``r`` below a
+floor is handed to the painter, :meth:`Composite.drop_unreliable`). A nearer surface occludes unless
+it is a far weaker guess (``2 q < q_best``), only the depth-edge rim of a weaker frame (a footprint
+spilling over a better observation), or a weaker frame's claim against a frame that would have seen
+it (its parallax at that depth under half a pixel: seen from about the target's centre, nothing
 nearer was there). On the same surface the better pixel wins (by 5 %: near-ties keep the earlier
 frame, so regions stay coherent).
 
@@ -42,13 +44,15 @@ COHERE_BANDS = 4
 
 @njit(cache=True)
 def composite_kernel(
-    state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, frame, prm, fid, claim
+    state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, w_rel, frame, prm, fid, claim
 ):
     """Fold one warp into the composite, in place.
 
     ``state`` = (rgb (H, W, 3), depth, src int64, uv (H, W, 2), quality, conf, observed bool,
     stretch, rim bool, base_px); the warp's arrays as in ``WarpResult`` (``w_rgb`` is updated
-    where earlier paint is copied instead of resampled); ``frame`` = (rgb uint8 (Hs, Ws, 3),
+    where earlier paint is copied instead of resampled); ``w_rel`` (H, W) float32 the claim's
+    geometric reliability (:mod:`models.geometry.reliability`: a factor of its quality);
+    ``frame`` = (rgb uint8 (Hs, Ws, 3),
     confidence (Hs, Ws) float32, observed (Hs, Ws) bool); ``prm`` float32 (depth_tol,
     baseline * f_t, paint_nearest_stretch, 1 - depth_tol); ``claim`` = (conf, observed) (H, W)
     outputs: this warp's claim at every valid pixel (``w_rgb`` holds its colour), kept
@@ -69,7 +73,7 @@ def composite_kernel(
             vi = min(max(int(np.rint(w_uv[y, x, 1])), 0), Hs - 1)
             c = f_conf[vi, ui]
             s_ = max(w_stretch[y, x], _f32(1e-6))
-            q = c * np.sqrt(min(s_, _f32(1.0) / s_))
+            q = c * np.sqrt(min(s_, _f32(1.0) / s_)) * w_rel[y, x]
             obs = f_obs[vi, ui]
             if not obs and w_stretch[y, x] <= nearest:
                 # Earlier paint is copied from the nearest source pixel, not resampled (a
@@ -276,16 +280,21 @@ class Composite:
         # coherence pass after the last add.
         self.claims: list[tuple] = []
         self.claim_base: list[float] = []
+        self.claim_rel: list[torch.Tensor] = []  # each claim's reliability (H, W)
 
     def _arrays(self, *names: str) -> tuple[np.ndarray, ...]:
         """Numpy views (shared memory) of the named state tensors, for the kernels."""
         return tuple(getattr(self, n).numpy() for n in names)
 
-    def add(self, fid: int, w: Any, frame: Any) -> None:
+    def add(self, fid: int, w: Any, frame: Any, reliability: torch.Tensor | None = None) -> None:
         """Fold in warp ``w`` (a ``WarpResult``) of memory frame ``frame`` (``rgb`` uint8,
-        ``confidence``, ``observed``) whose id is ``fid``."""
+        ``confidence``, ``observed``) whose id is ``fid``. ``reliability`` (H, W) float32 in
+        (0, 1]: a factor of the claim's quality for how well its geometry places it
+        (:func:`models.geometry.reliability.claim_reliability`; None: 1 everywhere)."""
+        rel = torch.ones_like(w.depth) if reliability is None else reliability.float()
+        self.claim_rel.append(rel)
         if self.reference:
-            self._add_torch(fid, w, frame)
+            self._add_torch(fid, w, frame, rel)
             return
         state = self._arrays(
             "rgb", "depth", "src", "uv", "quality", "conf", "observed", "stretch", "rim", "base_px"
@@ -296,12 +305,12 @@ class Composite:
             a.contiguous().numpy() for a in (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
         ]
         claim = (np.zeros(warp[1].shape, _f32), np.zeros(warp[1].shape, np.bool_))
-        composite_kernel(state, *warp, f, prm, fid, claim)
+        composite_kernel(state, *warp, rel.contiguous().numpy(), f, prm, fid, claim)
         # the kernel wrote the claim's colour (earlier paint copied) into warp[0]
         self.claims.append((fid, warp[2], warp[1], warp[0], warp[3], *claim, warp[4]))
         self.claim_base.append(w.baseline * self.f_t)
 
-    def _add_torch(self, fid: int, w: Any, frame: Any) -> None:
+    def _add_torch(self, fid: int, w: Any, frame: Any, rel: torch.Tensor) -> None:
         """The torch reference of :func:`composite_kernel` (whole-image operations)."""
         Hs, Ws = frame.depth.shape
         ui = w.src_uv[..., 0].round().long().clamp(0, Ws - 1)
@@ -309,7 +318,7 @@ class Composite:
         flat = vi * Ws + ui
         c = frame.confidence.reshape(-1)[flat].float()
         s_ = w.stretch.clamp(min=1e-6)
-        q = c * torch.minimum(s_, 1.0 / s_).sqrt()  # = c exp(-|log stretch| / 2)
+        q = c * torch.minimum(s_, 1.0 / s_).sqrt() * rel  # = c exp(-|log stretch| / 2) rel
         obs = frame.observed.reshape(-1)[flat]
         hop = w.valid & ~obs & (w.stretch <= self.nearest)
         w_rgb = w.rgb.clone()
@@ -448,3 +457,29 @@ class Composite:
         self.stretch = torch.where(switch, pick(7), self.stretch)
         k_base = torch.tensor(self.claim_base, dtype=torch.float32)
         self.base_px = torch.where(switch, k_base[best], self.base_px)
+
+    def reliability(self) -> torch.Tensor:
+        """(H, W) float32: the reliability of each pixel's current claim (that of the frame it
+        comes from, after :meth:`cohere`; 0 where no frame claims it)."""
+        src = self.src.numpy()  # numpy throughout: no torch thread pool to wake per frame
+        out = np.zeros(src.shape, _f32)
+        for (fid, *_), rel in zip(self.claims, self.claim_rel, strict=True):
+            m = src == fid
+            out[m] = rel.numpy()[m]
+        return torch.from_numpy(out)
+
+    def drop_unreliable(self, min_reliability: float) -> torch.Tensor:
+        """Un-route the pixels whose claim's reliability is below ``min_reliability`` (after
+        :meth:`cohere`): no frame places them well enough (a surface seen at grazing incidence
+        across a wide baseline lands shards of the wrong surface), so the painter fills them
+        from reliable context instead. Returns the (H, W) bool mask of dropped pixels."""
+        drop = (self.src.numpy() >= 0) & (self.reliability().numpy() < min_reliability)
+        if drop.any():
+            # in place through numpy views of the state tensors
+            for name, value in (
+                ("rgb", 0.0), ("depth", 0.0), ("src", -1), ("uv", -1.0), ("quality", -1.0),
+                ("conf", 0.0), ("observed", False), ("stretch", 0.0), ("rim", False),
+                ("base_px", 0.0),
+            ):  # fmt: skip
+                getattr(self, name).numpy()[drop] = value
+        return torch.from_numpy(drop)
