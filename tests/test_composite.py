@@ -204,3 +204,7 @@ def test_warm_up_compiles_every_coherence_kernel_a_composite_calls():
     comp = _speckled(False)
     comp.cohere()
     assert {k: list(getattr(composite, k).signatures) for k in kernels} == before
+    # the reliability of each claim (memory.correspond computes it per warp) is warmed up too
+    from models.geometry import reliability
+
+    assert reliability.reliability_kernel.signatures

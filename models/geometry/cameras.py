@@ -101,6 +101,15 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def relative_pose(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> np.ndarray:
+    """(4, 4) float64 source-camera -> target-camera transform ``inv(c2w_tgt) @ c2w_src``.
+
+    Composed in float64, so an identity motion is exactly the identity (a revisited pose
+    reproduces its frame bit for bit).
+    """
+    return np.linalg.inv(np.asarray(c2w_tgt, np.float64)) @ np.asarray(c2w_src, np.float64)
+
+
 # ---------------------------------------------------------------------------------------------
 # Intrinsics
 

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from models.geometry.cameras import unproject_depth
-from models.geometry.warp import relative_transform
+from models.geometry.cameras import relative_pose, unproject_depth
 
 # Relative depth error of a memory frame's depth along its rays (sensor depth after filtering,
 # a monocular estimate after scale alignment: a few per cent).
@@ -148,7 +147,7 @@ def claim_reliability(
         return out
     if normals is None:
         normals = depth_normals(src_depth, K_src)
-    T = relative_transform(c2w_src, c2w_tgt)  # source camera -> target camera
+    T = torch.from_numpy(relative_pose(c2w_src, c2w_tgt).astype(np.float32))  # source -> target
     R, C_s = T[:3, :3], T[:3, 3]
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     Hs, Ws = src_depth.shape

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from models.geometry import warp_kernels as wk
+from models.geometry.cameras import relative_pose
 from models.geometry.zbuffer import (
     NEAR,
     PARALLAX_PX,
@@ -91,17 +92,13 @@ class WarpResult:
     baseline: float = 0.0
 
 
-def _relative(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(np.asarray(c2w_tgt, np.float64)) @ np.asarray(c2w_src, np.float64)
-
-
 def relative_transform(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> torch.Tensor:
     """(4, 4) float32 source-camera -> target-camera transform, composed in float64.
 
     Composing in float64 keeps an identity motion exactly the identity, so a revisited pose
     reproduces its frame bit for bit.
     """
-    return torch.from_numpy(_relative(c2w_src, c2w_tgt).astype(np.float32))
+    return torch.from_numpy(relative_pose(c2w_src, c2w_tgt).astype(np.float32))
 
 
 def depth_edges(
@@ -235,7 +232,7 @@ def forward_warp(
         flying = flying_pixels(depth, edges, reference=reference)
     if inv_range is None:
         inv_range = inverse_depth_range(depth, reference=reference)
-    T = _relative(c2w_src, c2w_tgt)
+    T = relative_pose(c2w_src, c2w_tgt)
     run = _warp_torch if reference else _warp_compiled
     return run(rgb, depth, K_src, T, K_tgt, width, height, depth_tol, edges, flying, inv_range)
 
@@ -445,7 +442,7 @@ def forward_warp_reference(
 ) -> np.ndarray:
     """Slow twin of the warp's splat (no flying pixels, no crack closing): z-buffer (H, W)
     float64, from the poses (see :func:`models.geometry.zbuffer.splat_reference`)."""
-    T = _relative(c2w_src, c2w_tgt)
+    T = relative_pose(c2w_src, c2w_tgt)
     return splat_reference(depth, K_src, T, K_tgt, width, height, max_radius, margin)
 
 
@@ -454,9 +451,9 @@ _warmed = False
 
 
 def warm_up(background: bool = False) -> threading.Thread | None:
-    """Compile (or load from the disk cache) the warp, composite and crack-routing kernels (and
-    those of a frame's edges, flying pixels and inverse-depth range) on a tiny frame, once per
-    process. With ``background`` it runs in a daemon thread, returned (None
+    """Compile (or load from the disk cache) the warp, reliability, composite and crack-routing
+    kernels (and those of a frame's edges, flying pixels and inverse-depth range) on a tiny
+    frame, once per process. With ``background`` it runs in a daemon thread, returned (None
     when already done)."""
     global _warmed
     if _warmed:
@@ -470,6 +467,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
             return None
         from models.geometry.composite import Composite, warm_up_cohere
         from models.geometry.cracks import warm_up_cracks
+        from models.geometry.reliability import claim_reliability
 
         K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
         side, ahead = np.eye(4), np.eye(4)
@@ -484,7 +482,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
             rgb=rgb, confidence=torch.ones(32, 48), observed=torch.ones(32, 48, dtype=torch.bool)
         )
         comp = Composite(48, 32, 40.0)
-        comp.add(0, w, frame)
+        comp.add(0, w, frame, claim_reliability(w, depth, K, np.eye(4), K, side, None))
         comp.cohere()  # its kernels too: the first composite of a session must not compile
         warm_up_cohere(comp)
         warm_up_cracks(K, rgb, depth)
