@@ -47,35 +47,84 @@ def push_pull(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known[..., None], values, out)
 
 
-def _far_field(
-    depth: torch.Tensor, known: torch.Tensor, reach: int, work: int = 4, iters: int = 48
-) -> torch.Tensor:
-    """(H, W) the farthest known depth reachable across unknown regions (at 1/work size).
+def nearest_known(known: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
+    """(H, W) int: coordinate along ``axis`` of the nearest known pixel before each pixel in
+    scan direction (after it when ``reverse``), -1 when there is none."""
+    n = known.shape[axis]
+    coord = np.arange(n).reshape((1, n) if axis == 1 else (n, 1))
+    if not reverse:
+        return np.maximum.accumulate(np.where(known, coord, -1), axis=axis)
+    flipped = np.flip(np.where(known, n - 1 - coord, -1), axis=axis)
+    last = np.flip(np.maximum.accumulate(flipped, axis=axis), axis=axis)
+    return np.where(last >= 0, n - 1 - last, -1)
 
-    Max-pooled to a coarse grid, then repeatedly dilated through unknown cells only, so a hole
-    of any width carries the depth of its far border over to its near border, and then on for
-    ``reach`` more pixels into the known side.
+
+def hole_crossings(
+    depth: np.ndarray, known: np.ndarray, step: float = 0.08
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each hole pixel's hole is crossed, and which border of the crossing is the occluder.
+
+    Along the row and the column through an unknown pixel, the nearest known pixels with depth
+    on its two sides bound the hole there. The pixel takes the *shorter* of the two crossings
+    (both when equally long): that is the hole's own width at the pixel. A vertical strip
+    opened beside a pole is crossed along its rows, from the pole to the surface behind it, so
+    it takes that surface's depth however far up the strip reaches into the sky; it takes the
+    sky only on rows where the sky is beside it. A hole with known pixels on one side only
+    (the frame's edge after a turn, the floor below a new view) is not a disocclusion.
+
+    Args:
+        depth: (H, W) float, z-depth (0 = unknown depth); known: (H, W) bool.
+        step: relative depth difference above which the nearer end of a crossing occludes.
+    Returns:
+        far: (H, W) float32, for unknown pixels the farther end's depth of their crossing (what
+            the hole reveals), 0 where no axis has known pixels on both sides;
+        occluder: (H, W) float32, for known pixels that are the nearer end (by more than
+            ``step``) of a crossing, the largest depth across it; 0 elsewhere.
     """
     H, W = depth.shape
-    d = torch.where(known, depth, torch.zeros_like(depth))[None, None]
-    coarse = F.max_pool2d(d, work, ceil_mode=True)
-    hole = F.max_pool2d((~known).float()[None, None], work, ceil_mode=True) > 0
-    for _ in range(iters):
-        grown = F.max_pool2d(coarse, 3, stride=1, padding=1)
-        nxt = torch.where(hole, torch.maximum(coarse, grown), coarse)
-        if torch.equal(nxt, coarse):
-            break
-        coarse = nxt
-    r = -(-reach // work) + 1  # coarse cells covering ``reach`` pixels from any offset
-    coarse = F.max_pool2d(coarse, 2 * r + 1, stride=1, padding=r)
-    return F.interpolate(coarse, size=(H, W), mode="nearest")[0, 0]
+    depth = np.asarray(depth, np.float32)
+    kd = known & (depth > 0)
+    hole = ~known
+    far = np.zeros((H, W), np.float32)
+    occluder = np.zeros((H, W), np.float32)
+    ends, spans = [], []
+    for axis in (1, 0):
+        a = nearest_known(kd, axis, False)
+        b = nearest_known(kd, axis, True)
+        ends.append((a, b))
+        spans.append(np.where(hole & (a >= 0) & (b >= 0), b - a, np.iinfo(np.int64).max))
+    shortest = np.minimum(spans[0], spans[1])
+    for axis, (a, b), span in zip((1, 0), ends, spans):
+        ys, xs = np.nonzero((span == shortest) & (span < np.iinfo(np.int64).max))
+        ia, ib = a[ys, xs], b[ys, xs]
+        pa = (ys, ia) if axis == 1 else (ia, xs)
+        pb = (ys, ib) if axis == 1 else (ib, xs)
+        da, db = depth[pa], depth[pb]
+        np.maximum.at(far, (ys, xs), np.maximum(da, db))
+        for near, d_near, d_far in ((pa, da, db), (pb, db, da)):
+            sel = d_near < d_far * (1 - step)
+            np.maximum.at(occluder, (near[0][sel], near[1][sel]), d_far[sel])
+    return far, occluder
+
+
+def bound_to_crossing(fill: np.ndarray, far: np.ndarray, tol: float = 0.2) -> np.ndarray:
+    """(H, W) float32: ``fill`` depth kept within a factor ``1 + tol`` of the crossing's far
+    depth where there is one (:func:`hole_crossings`), unchanged elsewhere.
+
+    A smooth or planar fill reads the hole's whole border (the sky above a strip, the road
+    below it); the crossing says which surface the hole reveals. Within the factor the fill's
+    own slope is kept (a facade continues in perspective)."""
+    f = np.maximum(far, 1e-6)
+    bounded = np.clip(fill, f / (1 + tol), f * (1 + tol))
+    return np.where(far > 0, bounded, fill).astype(np.float32)
 
 
 def background_known(
     depth: torch.Tensor, known: torch.Tensor, step: float = 0.08, band: int = 8
 ) -> torch.Tensor:
     """The known pixels a hole may be filled from: those within ``band`` px of a hole, minus
-    foreground (``step`` relative nearer than the farthest depth across the hole).
+    foreground (``step`` relative nearer than the far end of a hole crossing they bound, see
+    :func:`hole_crossings`, spread ``band`` px).
 
     Disocclusions open behind foreground objects, so only the background side of their border
     may continue into them; pixels farther than ``band`` from any hole are not sources at all
@@ -83,8 +132,10 @@ def background_known(
     """
     if bool(known.all()) or not bool(known.any()):
         return known
-    far = _far_field(depth, known, band)
+    d = depth.detach().cpu().float().numpy()
+    _, occluder = hole_crossings(d, known.cpu().numpy(), step)
     k = 2 * band + 1
+    far = torch.from_numpy(cv2.dilate(occluder, np.ones((k, k), np.uint8))).to(depth.device)
     near_hole = F.max_pool2d((~known).float()[None, None], k, stride=1, padding=band)[0, 0] > 0
     ring = known & near_hole
     sources = ring & ~(depth < far * (1 - step))
@@ -103,6 +154,8 @@ def fill_depth(depth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     # Log depth: a membrane between near and far borders should not favour either end.
     logd = torch.where(bg, depth.clamp(min=1e-6).log(), torch.zeros_like(depth))
     out = push_pull(logd[..., None], bg)[..., 0].exp()
+    far, _ = hole_crossings(depth.detach().cpu().float().numpy(), known.cpu().numpy())
+    out = torch.from_numpy(bound_to_crossing(out.cpu().numpy(), far)).to(depth)
     return torch.where(known, depth, out)
 
 
