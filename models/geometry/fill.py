@@ -94,7 +94,7 @@ def hole_crossings(
         ends.append((a, b))
         spans.append(np.where(hole & (a >= 0) & (b >= 0), b - a, np.iinfo(np.int64).max))
     shortest = np.minimum(spans[0], spans[1])
-    for axis, (a, b), span in zip((1, 0), ends, spans):
+    for axis, (a, b), span in zip((1, 0), ends, spans, strict=True):
         ys, xs = np.nonzero((span == shortest) & (span < np.iinfo(np.int64).max))
         ia, ib = a[ys, xs], b[ys, xs]
         pa = (ys, ia) if axis == 1 else (ia, xs)
@@ -107,24 +107,43 @@ def hole_crossings(
     return far, occluder
 
 
-def bound_to_crossing(fill: np.ndarray, far: np.ndarray, tol: float = 0.2) -> np.ndarray:
-    """(H, W) float32: ``fill`` depth kept within a factor ``1 + tol`` of the crossing's far
-    depth where there is one (:func:`hole_crossings`), unchanged elsewhere.
+def bound_to_crossing(fill: np.ndarray, far: np.ndarray, tol: float = 0.1) -> np.ndarray:
+    """(H, W) float32: where a pixel has a crossing (``far`` > 0, :func:`hole_crossings`), the
+    ``fill`` depth if it is within a factor ``1 + tol`` of the crossing's far depth, else that
+    far depth; ``fill`` elsewhere.
 
     A smooth or planar fill reads the hole's whole border (the sky above a strip, the road
-    below it); the crossing says which surface the hole reveals. Within the factor the fill's
-    own slope is kept (a facade continues in perspective)."""
-    f = np.maximum(far, 1e-6)
-    bounded = np.clip(fill, f / (1 + tol), f * (1 + tol))
-    return np.where(far > 0, bounded, fill).astype(np.float32)
+    below it); the crossing says which surface the hole reveals. Close to it the fill's own
+    slope is kept (a facade continues in perspective). Not clipped to the band's edge: a
+    target 1 + tol farther than the surface it reveals would make that surface look like a
+    nearer layer to the painter (its ``fg_tol``).
+    """
+    ok = np.abs(np.log(np.maximum(fill, 1e-6) / np.maximum(far, 1e-6))) <= np.log1p(tol)
+    return np.where((far > 0) & ~ok, far, fill).astype(np.float32)
+
+
+def near_side(
+    depth: np.ndarray, known: np.ndarray, step: float = 0.08, band: int = 8, layer: float = 0.5
+) -> np.ndarray:
+    """(H, W) bool: the known pixels on the near side of a disocclusion, never sources for it.
+
+    Those within ``band`` px of an occluding end of a hole crossing (:func:`hole_crossings`)
+    that are nearer than the background it hides (by ``step``) *and* in the occluder's own
+    depth layer (nearer than ``1 + layer`` times its edge): the body of the pole behind its
+    edge, not the wall beside the strip that happens to be near where the pole crosses the sky.
+    """
+    _, occluder = hole_crossings(depth, known, step)
+    k = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    far = cv2.dilate(occluder, k)
+    edge = cv2.dilate(np.where(occluder > 0, depth, 0.0).astype(np.float32), k)
+    return known & (depth > 0) & (depth < far * (1 - step)) & (depth < edge * (1 + layer))
 
 
 def background_known(
     depth: torch.Tensor, known: torch.Tensor, step: float = 0.08, band: int = 8
 ) -> torch.Tensor:
     """The known pixels a hole may be filled from: those within ``band`` px of a hole, minus
-    foreground (``step`` relative nearer than the far end of a hole crossing they bound, see
-    :func:`hole_crossings`, spread ``band`` px).
+    the near side of its disocclusions (:func:`near_side`).
 
     Disocclusions open behind foreground objects, so only the background side of their border
     may continue into them; pixels farther than ``band`` from any hole are not sources at all
@@ -133,12 +152,11 @@ def background_known(
     if bool(known.all()) or not bool(known.any()):
         return known
     d = depth.detach().cpu().float().numpy()
-    _, occluder = hole_crossings(d, known.cpu().numpy(), step)
+    near = torch.from_numpy(near_side(d, known.cpu().numpy(), step, band)).to(known.device)
     k = 2 * band + 1
-    far = torch.from_numpy(cv2.dilate(occluder, np.ones((k, k), np.uint8))).to(depth.device)
     near_hole = F.max_pool2d((~known).float()[None, None], k, stride=1, padding=band)[0, 0] > 0
     ring = known & near_hole
-    sources = ring & ~(depth < far * (1 - step))
+    sources = ring & ~near
     return sources if bool(sources.any()) else ring
 
 

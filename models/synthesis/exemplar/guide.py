@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.geometry.fill import nearest_known, hole_crossings
+from models.geometry.fill import hole_crossings, near_side, nearest_known
 
 EPS = 1e-12
 
@@ -86,13 +86,11 @@ def background_sources(
     depth: np.ndarray, known: np.ndarray, step: float = 0.08, band: int = 8
 ) -> np.ndarray:
     """(H, W) bool: known pixels not on the near side of a disocclusion
-    (:func:`foreground_border`, spread ``band`` px over the pixels nearer than the background
-    they hide). Every known pixel when nothing is left."""
+    (:func:`models.geometry.fill.near_side`: the occluder's layer within ``band`` px of its
+    border, see :func:`foreground_border`). Every known pixel when nothing is left."""
     if known.all() or not known.any():
         return known.copy()
-    k = 2 * band + 1
-    far = cv2.dilate(foreground_border(depth, known, step), np.ones((k, k), np.uint8))
-    src = known & ~((depth > 0) & (depth < far * (1 - step)))
+    src = known & ~near_side(depth, known, step, band)
     return src if src.any() else known.copy()
 
 
