@@ -30,14 +30,14 @@ import torch.nn.functional as F
 
 from models.depth import DepthBackend, DepthResult, create_depth_backend
 from models.depth.layout import frame_hints
-from models.geometry.align import align_scale_shift
+from models.geometry.align import align_scale_shift, far_side
 from models.geometry.cameras import (
     Camera,
     intrinsics_from_exif,
     intrinsics_from_fov,
     scale_intrinsics,
 )
-from models.geometry.fill import background_known, push_pull
+from models.geometry.fill import push_pull
 from models.geometry.warp import warm_up as warp_warm_up
 from models.memory import ROUTE_DECAY, Correspondence, SpatialMemory
 from models.synthesis import (
@@ -389,12 +389,9 @@ class WorldPipeline:
             # border, so the filled surface meets the seen one without a step. Only the
             # background side of the border counts: a disocclusion opens behind the
             # foreground, and a fill bent towards both sides hangs between them (in front of
-            # the background, where other views see it as a ghost). Background is judged
-            # across the hole's own crossing (the facade beside a pole is background even
-            # with the sky a few pixels above it).
+            # the background, where other views see it as a ghost).
             resid = torch.where(known, corr.depth - est, torch.zeros_like(est))
-            side = background_known(corr.depth, known)
-            est = est + push_pull(resid[..., None], side)[..., 0]
+            est = est + push_pull(resid[..., None], far_side(corr.depth, known))[..., 0]
         est = est.clamp(min=1e-3)
         return torch.where(known, corr.depth, est)
 
