@@ -60,7 +60,7 @@ def nearest_known(known: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
 
 
 def hole_crossings(
-    depth: np.ndarray, known: np.ndarray, step: float = 0.08
+    depth: np.ndarray, known: np.ndarray, step: float = 0.08, max_span: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where each hole pixel's hole is crossed, and which border of the crossing is the occluder.
 
@@ -75,9 +75,12 @@ def hole_crossings(
     Args:
         depth: (H, W) float, z-depth (0 = unknown depth); known: (H, W) bool.
         step: relative depth difference above which the nearer end of a crossing occludes.
+        max_span: crossings longer than this (px between their ends) give no ``far`` (a wide
+            gap between two buildings is not a strip beside one; None: no limit).
     Returns:
         far: (H, W) float32, for unknown pixels the farther end's depth of their crossing (what
-            the hole reveals), 0 where no axis has known pixels on both sides;
+            the hole reveals), 0 where no axis has known pixels on both sides (or the crossing
+            is longer than ``max_span``);
         occluder: (H, W) float32, for known pixels that are the nearer end (by more than
             ``step``) of a crossing, the largest depth across it; 0 elsewhere.
     """
@@ -104,6 +107,8 @@ def hole_crossings(
         for near, d_near, d_far in ((pa, da, db), (pb, db, da)):
             sel = d_near < d_far * (1 - step)
             np.maximum.at(occluder, (near[0][sel], near[1][sel]), d_far[sel])
+    if max_span is not None:
+        far[shortest > max_span] = 0.0
     return far, occluder
 
 

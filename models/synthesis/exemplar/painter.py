@@ -154,7 +154,7 @@ def paint_exemplar(
         # ... but not the backdrop seen somewhere around it: a hole whose depth went more than
         # ``cross_ratio`` times past the far end of its own crossing (the sky above a strip
         # beside a pole, while the facade is beside it) reveals that far end (the facade).
-        cross_h, _ = hole_crossings(d_h, has_h)
+        cross_h, _ = hole_crossings(d_h, has_h, max_span=2 * cfg.far_radius)
         beyond = ~has_h & (cross_h > 0) & (dfill_h > cross_h * cfg.cross_ratio)
         dfill_h = np.where(beyond, bound_to_crossing(planar_h, cross_h), dfill_h)
         dfill_h = dfill_h.astype(np.float32)
