@@ -29,6 +29,7 @@ from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
 from models.geometry.warp import (
     depth_edges,
+    executor,
     flying_pixels,
     forward_warps,
     inverse_depth_range,
@@ -370,19 +371,20 @@ class SpatialMemory:
                 height=H,
                 edges=f.edges,
                 flying=f.flying,
-                inv_range=None if f.inv_range is None else f.inv_range.float(),
+                inv_range=f.inv_range,  # float16: each warp converts the part it reads
             )
             for f in frames
         ]
         # Warped in parallel threads, composited in retrieval order (the same result).
         warps = forward_warps(jobs, reference=reference)
         for fid, f, w in zip(frame_ids, frames, warps, strict=True):
-            if bool(w.valid.any()):
+            if w.valid.numpy().any():  # numpy: stops at the first hit, no torch threads
                 comp.add(fid, w, f)
-        comp.cohere()
+        comp.cohere(pool=None if reference else executor())
         rgb, depth, src, uv = comp.rgb, comp.depth, comp.src, comp.uv
         conf, observed, stretch = comp.conf, comp.observed, comp.stretch
-        corr = Correspondence(rgb.contiguous(), depth, depth > 0, src, uv, conf, observed, stretch)
+        valid = torch.from_numpy(depth.numpy() > 0)  # numpy: one thread, no pool to wake
+        corr = Correspondence(rgb.contiguous(), depth, valid, src, uv, conf, observed, stretch)
         # The composite's tensors are this call's own: routed in place (no copy).
         return route_cracks(
             corr, target, self.frames, passes=CRACK_PASSES, reference=reference, copy=False

@@ -138,3 +138,69 @@ def test_cohere_keeps_pixels_seen_along_the_targets_rays():
     assert 0.2 < (src == 0).float().mean().item() < 0.4
     comp.cohere()
     assert torch.equal(comp.src[src == 0], src[src == 0])  # frame 0's exact pixels stay
+
+
+def _speckled(reference: bool, h: int = 160, w: int = 48, seed: int = 0) -> Composite:
+    """Three frames over a sloped wall with a box (noisy depth, confidences flipping pixel by
+    pixel, holes): tall enough for the coherence pass's row bands."""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    comp = Composite(w, h, f_t=50.0, reference=reference)
+    for fid in (3, 7, 5):
+        depth = (2.0 + 0.004 * v + rng.normal(0, 0.01, (h, w))).astype(np.float32)
+        depth[40:90, 10 + fid : 30 + fid] = 1.0  # a box each frame sees a bit shifted
+        valid = rng.uniform(size=(h, w)) > 0.05
+        warp = SimpleNamespace(
+            rgb=torch.from_numpy(rng.uniform(size=(h, w, 3)).astype(np.float32)),
+            depth=torch.from_numpy(np.where(valid, depth, 0).astype(np.float32)),
+            valid=torch.from_numpy(valid),
+            src_uv=torch.from_numpy(np.stack([u, v], -1) + fid / 10),
+            stretch=torch.from_numpy(rng.uniform(0.8, 1.2, (h, w)).astype(np.float32)),
+            edge=torch.zeros(h, w, dtype=torch.bool),
+            baseline=0.1 * fid,
+        )
+        frame = SimpleNamespace(
+            rgb=torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+            depth=torch.from_numpy(depth),
+            confidence=torch.from_numpy(rng.uniform(0.7, 1.0, (h, w)).astype(np.float32)),
+            observed=torch.from_numpy(rng.uniform(size=(h, w)) > 0.2),
+        )
+        comp.add(fid, warp, frame)
+    return comp
+
+
+def test_cohere_row_bands_in_threads_equal_one_pass_and_torch_twin():
+    """The pass decided in row bands on a thread pool gives the one-thread result bit for bit
+    (decisions read snapshots only), and both equal the torch twin."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ("rgb", "depth", "src", "uv", "conf", "observed", "stretch", "base_px")
+    with ThreadPoolExecutor(3) as pool:
+        for seed in range(2):
+            one, banded, ref = _speckled(False, seed=seed), _speckled(False, seed=seed), None
+            before = one.src.clone()
+            one.cohere()
+            banded.cohere(pool=pool)
+            ref = _speckled(True, seed=seed)
+            ref.cohere()
+            assert (one.src != before).float().mean() > 0.01  # the pass did switch pixels
+            for n in names:
+                assert torch.equal(getattr(one, n), getattr(banded, n)), n
+            assert torch.equal(one.src, ref.src) and torch.equal(one.depth, ref.depth)
+            assert torch.equal(one.uv, ref.uv) and torch.equal(one.base_px, ref.base_px)
+            assert torch.equal(one.observed, ref.observed) and torch.equal(one.rgb, ref.rgb)
+
+
+def test_warm_up_compiles_every_coherence_kernel_a_composite_calls():
+    """After the warp warm-up, a composite that switches pixels compiles nothing new (the
+    first composite of a session does not wait for the compiler)."""
+    from models.geometry import composite
+    from models.geometry.warp import warm_up
+
+    warm_up()
+    kernels = ("cohere_kernel", "cohere_apply", "frame_index", "flat_picks", "composite_kernel")
+    before = {k: list(getattr(composite, k).signatures) for k in kernels}
+    assert all(before.values()), before
+    comp = _speckled(False)
+    comp.cohere()
+    assert {k: list(getattr(composite, k).signatures) for k in kernels} == before

@@ -260,3 +260,28 @@ def test_parallel_warps_equal_lone_calls(monkeypatch):
                 assert torch.equal(getattr(a, name), getattr(b, name)), name
     ref = list(warp_module.forward_warps(jobs[:2], reference=True))
     _assert_same(lone[1], ref[1])
+
+
+@pytest.mark.parametrize("u8", [True, False])
+def test_bilinear_inside_equals_the_bounded_form(u8):
+    """The backward sample's fast path (all four corners inside the source, no bound checks)
+    gives the bounded form's value bit for bit, for colour, depth and the edge flag."""
+    from models.geometry.warp_kernels import _bilinear, _bilinear_inside
+
+    rng = np.random.default_rng(3)
+    Hs, Ws = 7, 9
+    rgb = rng.integers(0, 256, (Hs, Ws, 3), dtype=np.uint8)
+    rgb = rgb if u8 else (rgb / 255.0).astype(np.float32)
+    depth = rng.uniform(0.5, 5.0, (Hs, Ws)).astype(np.float32)
+    edges = rng.uniform(size=(Hs, Ws)) < 0.3
+    f32 = np.float32
+    for _ in range(200):
+        ix, iy = f32(rng.uniform(0, Ws - 1)), f32(rng.uniform(0, Hs - 1))
+        x0, y0 = min(int(np.floor(ix)), Ws - 2), min(int(np.floor(iy)), Hs - 2)
+        w_, n_ = ix - f32(x0), iy - f32(y0)
+        e_, s_ = f32(1) - w_, f32(1) - n_
+        wts = (s_ * e_, s_ * w_, n_ * e_, n_ * w_)
+        for c in range(5):
+            a = _bilinear(rgb, depth, edges, u8, c, x0, y0, *wts)
+            b = _bilinear_inside(rgb, depth, edges, u8, c, x0, y0, *wts)
+            assert np.float32(a).tobytes() == np.float32(b).tobytes()

@@ -19,6 +19,7 @@ the tests compare.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any
 
 import cv2
@@ -34,6 +35,9 @@ COHERE_PASSES = 2
 # stays) and the other one well supported. Tuned on TUM fr3 frames 1..8.
 COHERE_SPECK = 4
 COHERE_SUPPORT = 10
+# Row bands of the coherence pass given to a thread pool (more than threads: the pixels to
+# decide cluster at frame boundaries, so equal bands carry unequal work).
+COHERE_BANDS = 4
 
 
 @njit(cache=True)
@@ -98,18 +102,18 @@ def composite_kernel(
             base_px[y, x] = bf
 
 
-@njit(cache=True)
-def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed):
-    """One pass of coherent source selection, in place on ``out``.
+@njit(cache=True, nogil=True)
+def cohere_kernel(out, cand, fids, k_in, prm, active, pick, rows):
+    """Decide one pass of coherent source selection over rows ``rows`` = (y0, y1).
 
-    ``out`` = (rgb (H, W, 3), depth, src, uv (H, W, 2), conf, observed, stretch, base_px): the
-    composite. ``cand`` = (valid, depth, rgb, uv, conf, observed, stretch): every retrieved
-    frame's claim, stacked (F, H, W, ...) in the order of ``fids`` (F,) int64; ``k_base`` (F,)
-    float32 their baselines times the focal length. ``src_in``, ``depth_in`` (H, W): a snapshot
-    of the composite's source and depth (the votes of this pass); ``k_in`` (H, W) int16 the
-    source's index into ``fids`` (-1: none). ``prm`` float32 (depth_tol, radius, speck,
-    support). ``active`` (H, W) bool: the pixels to decide (the others keep their claim);
-    ``changed`` (H, W) bool, output: the pixels that switched.
+    ``out`` = (depth (H, W), src int64, base_px): the composite, read only (this pass's votes);
+    ``cand`` = (valid, depth): every retrieved frame's claim, stacked (F, H, W) in the order of
+    ``fids`` (F,) int64; ``k_in`` (H, W) int16 the source's index into ``fids`` (-1: none).
+    ``prm`` float32 (depth_tol, radius, speck, support). ``active`` (H, W) bool: the pixels to
+    decide (the others keep their claim); ``pick`` (H, W) int16, output: the index into
+    ``fids`` of the claim a pixel switches to (untouched where it keeps its own), applied by
+    :func:`cohere_apply` once the pass is decided. Nothing is written but ``pick``'s own rows:
+    row bands may run in parallel threads, the result is the same whatever the scheduling.
 
     A claim's *support* is the number of pixels in the window (itself included) that the
     composite took from the same frame at the claim's depth (within ``depth_tol``). A pixel
@@ -119,34 +123,35 @@ def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, 
     (a one-pixel line has support 2 r + 1) stay. First frame on a tie. A pixel whose frame saw
     it along the target's rays (parallax under half a pixel) is exact and keeps its claim.
     """
-    rgb, depth, src, uv, conf, observed, stretch, base_px = out
-    k_valid, k_depth, k_rgb, k_uv, k_conf, k_obs, k_stretch = cand
+    depth_in, src_in, base_px = out
+    k_valid, k_depth = cand
     tol, r, speck, need = prm[0], int(prm[1]), prm[2], prm[3]
     half_ = _f32(0.5)
     F = fids.shape[0]
     H, W = src_in.shape
     score = np.zeros(F, np.int64)
     cds = np.zeros(F, np.float32)
-    for y in range(H):
+    lim = np.zeros(F, np.float32)  # a neighbour's depth within lim[k] of claim k's: support
+    for y in range(rows[0], rows[1]):
         for x in range(W):
-            s = src_in[y, x]
-            if s < 0 or not active[y, x]:
+            cur = k_in[y, x]
+            if cur < 0 or not active[y, x]:
                 continue
             d = depth_in[y, x]
             if base_px[y, x] < half_ * d:
                 # its frame saw along the target's rays (parallax < 0.5 px): exact, no speckle
                 # to fix (a pure rotation back to a frame returns it exactly)
                 continue
-            cur = 0
             for k in range(F):
-                score[k] = 0 if k_valid[k, y, x] else -1
+                ok = k_valid[k, y, x]
+                score[k] = 0 if ok else -1
                 cds[k] = k_depth[k, y, x]
-                if fids[k] == s:
-                    cur = k
+                # an invalid claim gets no support (no |difference| is <= -1): score stays -1
+                lim[k] = tol * cds[k] if ok else _f32(-1.0)
             for yy in range(max(y - r, 0), min(y + r + 1, H)):
                 for xx in range(max(x - r, 0), min(x + r + 1, W)):
                     k = k_in[yy, xx]
-                    if k >= 0 and score[k] >= 0 and abs(depth_in[yy, xx] - cds[k]) <= tol * cds[k]:
+                    if k >= 0 and abs(depth_in[yy, xx] - cds[k]) <= lim[k]:
                         score[k] += 1
             best = -1
             for k in range(F):
@@ -157,26 +162,44 @@ def cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, 
                         continue
                 if best < 0 or score[k] > score[best]:
                     best = k
-            if best < 0:
-                continue
-            for ch in range(3):
-                rgb[y, x, ch] = k_rgb[best, y, x, ch]
-            depth[y, x] = k_depth[best, y, x]
-            src[y, x] = fids[best]
-            uv[y, x, 0], uv[y, x, 1] = k_uv[best, y, x, 0], k_uv[best, y, x, 1]
-            conf[y, x] = k_conf[best, y, x]
-            observed[y, x] = k_obs[best, y, x]
-            stretch[y, x] = k_stretch[best, y, x]
-            base_px[y, x] = k_base[best]
-            changed[y, x] = True
+            if best >= 0:
+                pick[y, x] = best
+
+
+@njit(cache=True, nogil=True)
+def cohere_apply(out, claim, fid, base, k, pick, k_in, idx):
+    """Copy claim ``k`` (frame id ``fid``, baseline times focal ``base``) where ``pick`` chose
+    it, in place. ``out`` = (rgb (H, W, 3), depth, src int64, uv (H, W, 2), conf, observed,
+    stretch, base_px); ``claim`` = that frame's (rgb, depth, uv, conf, observed, stretch);
+    ``k_in`` (H, W) int16 is kept up to date; ``idx`` (N,) int64: the flat indices where
+    ``pick`` >= 0."""
+    rgb, depth, src, uv, conf, observed, stretch, base_px = out
+    c_rgb, c_depth, c_uv, c_conf, c_obs, c_stretch = claim
+    W = pick.shape[1]
+    for i in idx:
+        y, x = i // W, i % W
+        if pick[y, x] != k:
+            continue
+        for ch in range(3):
+            rgb[y, x, ch] = c_rgb[y, x, ch]
+        depth[y, x] = c_depth[y, x]
+        src[y, x] = fid
+        uv[y, x, 0], uv[y, x, 1] = c_uv[y, x, 0], c_uv[y, x, 1]
+        conf[y, x] = c_conf[y, x]
+        observed[y, x] = c_obs[y, x]
+        stretch[y, x] = c_stretch[y, x]
+        base_px[y, x] = base
+        k_in[y, x] = k
 
 
 @njit(cache=True)
 def frame_index(src, fids):
     """(H, W) int16: the index into ``fids`` (F,) of each pixel's source frame ``src`` (H, W)
-    int64, -1 where it has none (one pass; ``fids`` holds a handful of ids)."""
+    int64, -1 where it has none (one pass; ``fids`` holds a handful of ids), and (H, W) uint8
+    1 where a 4-neighbour has another source (a boundary between frames, or a hole)."""
     H, W = src.shape
     out = np.full((H, W), -1, np.int16)
+    bound = np.zeros((H, W), np.uint8)
     for y in range(H):
         for x in range(W):
             s = src[y, x]
@@ -184,7 +207,37 @@ def frame_index(src, fids):
                 if fids[k] == s:
                     out[y, x] = k
                     break
+            if x > 0 and s != src[y, x - 1]:
+                bound[y, x] = bound[y, x - 1] = 1
+            if y > 0 and s != src[y - 1, x]:
+                bound[y, x] = bound[y - 1, x] = 1
+    return out, bound
+
+
+@njit(cache=True)
+def flat_picks(pick):
+    """(N,) int64: the flat indices where ``pick`` (H, W) int16 is >= 0, in order."""
+    flat = pick.ravel()
+    n = 0
+    for i in range(flat.size):
+        n += flat[i] >= 0
+    out = np.empty(n, np.int64)
+    n = 0
+    for i in range(flat.size):
+        if flat[i] >= 0:
+            out[n] = i
+            n += 1
     return out
+
+
+def warm_up_cohere(comp: Composite) -> None:
+    """Compile (or load) :func:`cohere_apply` on ``comp`` (after an :meth:`Composite.add`),
+    which :meth:`Composite.cohere` only calls once a pixel switches: copies nothing."""
+    out = comp._arrays("rgb", "depth", "src", "uv", "conf", "observed", "stretch", "base_px")
+    c = comp.claims[0]
+    pick = np.full(out[1].shape, -1, np.int16)
+    idx = np.zeros(0, np.int64)
+    cohere_apply(out, (c[3], c[2], c[4], c[5], c[6], c[7]), int(c[0]), 0.0, 0, pick, pick, idx)
 
 
 class Composite:
@@ -238,7 +291,7 @@ class Composite:
             "rgb", "depth", "src", "uv", "quality", "conf", "observed", "stretch", "rim", "base_px"
         )
         prm = np.array([self.tol, w.baseline * self.f_t, self.nearest, 1 - self.tol], np.float32)
-        f = (frame.rgb.numpy(), frame.confidence.float().numpy(), frame.observed.numpy())
+        f = (frame.rgb.numpy(), frame.confidence.numpy().astype(_f32), frame.observed.numpy())
         warp = [
             a.contiguous().numpy() for a in (w.rgb, w.depth, w.valid, w.src_uv, w.stretch, w.edge)
         ]
@@ -294,6 +347,7 @@ class Composite:
         passes: int = COHERE_PASSES,
         speck: int = COHERE_SPECK,
         support: int = COHERE_SUPPORT,
+        pool: Executor | None = None,
     ) -> None:
         """Coherent source selection, after the last :meth:`add` (rules in
         :func:`cohere_kernel`): on one surface a pixel takes the frame most of its neighbours
@@ -306,7 +360,8 @@ class Composite:
         another; per-pixel choices that flip from pixel to pixel are visible speckle (on TUM
         it held most of the routed pixels' excess gradient energy). Occlusion boundaries and
         thin structures stay (a switch of layer needs a speck and a clear majority).
-        ``passes`` Jacobi passes (each votes on the previous pass's result).
+        ``passes`` Jacobi passes (each votes on the previous pass's result). ``pool``: threads
+        that decide row bands in parallel (the result does not depend on it).
         """
         if not self.claims:
             return
@@ -315,29 +370,38 @@ class Composite:
                 self._cohere_torch(radius, speck, support)
             return
         fids = np.array([c[0] for c in self.claims], np.int64)
-        cand = tuple(np.stack([np.asarray(c[j]) for c in self.claims]) for j in range(1, 8))
+        # Decisions read only every claim's valid and depth (stacked: the kernel's votes);
+        # a switched pixel then copies the rest of its new claim, frame by frame.
+        cand = tuple(np.stack([np.asarray(c[j]) for c in self.claims]) for j in (1, 2))
         out = self._arrays("rgb", "depth", "src", "uv", "conf", "observed", "stretch", "base_px")
         prm = np.array([self.tol, radius, speck, support], np.float32)
-        k_base = np.array(self.claim_base, np.float32)
         box = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        H = out[2].shape[0]
         # Only a window holding two frames can vote for a switch: pixels within ``radius`` of a
         # source boundary (most pixels are not, and the kernel skips them).
-        src = out[2]
-        bound = np.zeros(src.shape, np.bool_)
-        bound[:, 1:] |= src[:, 1:] != src[:, :-1]
-        bound[:, :-1] |= src[:, :-1] != src[:, 1:]
-        bound[1:] |= src[1:] != src[:-1]
-        bound[:-1] |= src[:-1] != src[1:]
-        active = cv2.dilate(bound.view(np.uint8), box).view(np.bool_)
+        k_in, bound = frame_index(out[2], fids)
+        active = cv2.dilate(bound, box).view(np.bool_)
+        # Row bands decided in parallel threads where a pool is given (the kernel releases
+        # the GIL and writes only its rows of ``pick``: the same result whatever the order).
+        n_bands = 1 if pool is None or H < 64 else COHERE_BANDS
+        cuts = np.linspace(0, H, n_bands + 1).astype(np.int64)
+        bands = [cuts[i : i + 2].copy() for i in range(n_bands)]
+        votes = (out[1], out[2], out[7])  # depth, src, base_px: read only while deciding
         for _ in range(passes):
-            changed = np.zeros(self.src.shape, np.bool_)
-            src_in, depth_in = out[2].copy(), out[1].copy()
-            k_in = frame_index(src_in, fids)
-            cohere_kernel(out, cand, fids, k_base, src_in, k_in, depth_in, prm, active, changed)
-            if not changed.any():
+            pick = np.full(k_in.shape, -1, np.int16)
+            args = (votes, cand, fids, k_in, prm, active, pick)
+            if n_bands == 1:
+                cohere_kernel(*args, bands[0])
+            else:
+                list(pool.map(lambda rows, a=args: cohere_kernel(*a, rows), bands))
+            idx = flat_picks(pick)
+            if not len(idx):
                 break
+            for k, c in enumerate(self.claims):
+                claim = (c[3], c[2], c[4], c[5], c[6], c[7])  # rgb, depth, uv, conf, obs, stretch
+                cohere_apply(out, claim, int(c[0]), float(self.claim_base[k]), k, pick, k_in, idx)
             # only windows where something changed can decide differently in the next pass
-            active = cv2.dilate(changed.view(np.uint8), box).view(np.bool_)
+            active = cv2.dilate((pick >= 0).view(np.uint8), box).view(np.bool_)
 
     def _cohere_torch(self, radius: int, speck: int, support: int) -> None:
         """The torch reference of one :func:`cohere_kernel` pass (shifted whole images)."""

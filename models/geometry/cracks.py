@@ -209,7 +209,8 @@ def route_cracks(
     caller that drops the unrouted correspondence (a copy of a 512x768 one costs 5 ms).
     """
     valid = corr.valid
-    if bool(valid.all()) or not bool(valid.any()):
+    v = valid.numpy()  # numpy's all/any stop at the first miss/hit (torch's wake its threads)
+    if v.all() or not v.any():
         return corr
     H, W = valid.shape
     tensors = {k: v for k, v in vars(corr).items() if isinstance(v, torch.Tensor)}

@@ -58,6 +58,7 @@ __all__ = [
     "forward_warp",
     "forward_warp_reference",
     "forward_warp_torch",
+    "executor",
     "forward_warps",
     "relative_transform",
     "warm_up",
@@ -246,7 +247,9 @@ _pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it
 _pool_lock = threading.Lock()
 
 
-def _executor() -> ThreadPoolExecutor | None:
+def executor() -> ThreadPoolExecutor | None:
+    """The process's pool of ``WARP_THREADS`` threads (None when ``WARP_THREADS`` < 2): the
+    warps, and the coherence pass's row bands (:meth:`Composite.cohere`), run in it."""
     global _pool
     if WARP_THREADS < 2:
         return None
@@ -264,7 +267,7 @@ def forward_warps(jobs: Sequence[dict[str, Any]], reference: bool = False) -> It
     frame: every result is the one a lone call gives, whatever the scheduling. Yielded as each
     is done, so the caller composites the first while the next ones are warped.
     """
-    pool = None if reference or len(jobs) < 2 else _executor()
+    pool = None if reference or len(jobs) < 2 else executor()
     if pool is None:
         for job in jobs:
             yield forward_warp(**job, reference=reference)
@@ -317,7 +320,7 @@ def _warp_torch(
             x0 = y0 = 0
     Hs, Ws = depth.shape
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
-    moved = inv_range * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
+    moved = inv_range.float() * (float(np.linalg.norm(T[:3, 3])) * f_t) > PARALLAX_PX
     sp = splat_frame(depth, K_src, T, K_tgt, width, height, flying & moved, planes)
     zbuf = close_cracks(sp.zbuf)
 
@@ -411,7 +414,9 @@ def _warp_compiled(
     f_s = math.sqrt(float(K_src[0, 0] * K_src[1, 1]))
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     baseline = float(np.linalg.norm(T[:3, 3]))
-    fly, inv_r = flying.numpy()[crop], inv_range.float().numpy()[crop]
+    # numpy converts (memory keeps inv_range in float16) on this thread: torch's .float() woke
+    # its thread pool for every warp. Cropped after converting: the kernels see the same layout.
+    fly, inv_r = flying.numpy()[crop], inv_range.numpy().astype(np.float32)[crop]
     m, t = _ray_map(K_src, T)
     par = [baseline * f_t, PARALLAX_PX]
     prm = np.array([NEAR, SAME_SURFACE, f_t / f_s, 3, 0.25, *par], np.float32)
@@ -463,7 +468,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
     with _warm:
         if _warmed:
             return None
-        from models.geometry.composite import Composite
+        from models.geometry.composite import Composite, warm_up_cohere
         from models.geometry.cracks import warm_up_cracks
 
         K = np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
@@ -481,6 +486,7 @@ def warm_up(background: bool = False) -> threading.Thread | None:
         comp = Composite(48, 32, 40.0)
         comp.add(0, w, frame)
         comp.cohere()  # its kernels too: the first composite of a session must not compile
+        warm_up_cohere(comp)
         warm_up_cracks(K, rgb, depth)
         _warmed = True
     return None

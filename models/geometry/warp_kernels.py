@@ -239,6 +239,17 @@ def _bilinear(rgb, depth, edges, u8, c, x0, y0, nw, ne, sw, se):
 
 
 @njit(cache=True)
+def _bilinear_inside(rgb, depth, edges, u8, c, x0, y0, nw, ne, sw, se):
+    """:func:`_bilinear` where all four corners are inside the frame: the same sum, in the
+    same order, without the bound checks."""
+    v_nw = _channel(rgb, depth, edges, y0, x0, c, u8)
+    v_ne = _channel(rgb, depth, edges, y0, x0 + 1, c, u8)
+    v_sw = _channel(rgb, depth, edges, y0 + 1, x0, c, u8)
+    v_se = _channel(rgb, depth, edges, y0 + 1, x0 + 1, c, u8)
+    return v_nw * nw + v_ne * ne + v_sw * sw + v_se * se
+
+
+@njit(cache=True)
 def moved(inv_range, y, x, bf, parallax):
     """Whether parallax could have moved a depth edge at (y, x): the spread of inverse depth
     there times baseline * focal exceeds ``parallax`` pixels."""
@@ -297,9 +308,17 @@ def sample_back(zbuf, rgb, u8, depth, edges, flying, inv_range, stretch, m, t, k
             e_, s_ = one - w_, one - n_
             nw, ne, sw, se = s_ * e_, s_ * w_, n_ * e_, n_ * w_
             x0, y0 = int(fx0), int(fy0)
-            on_edge = _bilinear(rgb, depth, edges, u8, 4, x0, y0, nw, ne, sw, se) > zero
+            # All four corners inside the source (nearly every pixel): the same sums without
+            # the bound checks (a quarter of the kernel's time).
+            inner = x0 >= 0 and y0 >= 0 and x0 + 1 < Ws and y0 + 1 < Hs
+            if inner:
+                on_edge = _bilinear_inside(rgb, depth, edges, u8, 4, x0, y0, nw, ne, sw, se) > zero
+            else:
+                on_edge = _bilinear(rgb, depth, edges, u8, 4, x0, y0, nw, ne, sw, se) > zero
             if on_edge:
                 d_src = d_near
+            elif inner:
+                d_src = _bilinear_inside(rgb, depth, edges, u8, 3, x0, y0, nw, ne, sw, se)
             else:
                 d_src = _bilinear(rgb, depth, edges, u8, 3, x0, y0, nw, ne, sw, se)
             if not abs(d_src - z_s) <= tol * z_s:
@@ -308,6 +327,10 @@ def sample_back(zbuf, rgb, u8, depth, edges, flying, inv_range, stretch, m, t, k
             for c in range(3):
                 if on_edge:
                     out_rgb[y, x, c] = _channel(rgb, depth, edges, ni, nj, c, u8)
+                elif inner:
+                    out_rgb[y, x, c] = _bilinear_inside(
+                        rgb, depth, edges, u8, c, x0, y0, nw, ne, sw, se
+                    )
                 else:
                     out_rgb[y, x, c] = _bilinear(rgb, depth, edges, u8, c, x0, y0, nw, ne, sw, se)
             out_depth[y, x] = zt
