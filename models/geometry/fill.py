@@ -47,35 +47,108 @@ def push_pull(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known[..., None], values, out)
 
 
-def _far_field(
-    depth: torch.Tensor, known: torch.Tensor, reach: int, work: int = 4, iters: int = 48
-) -> torch.Tensor:
-    """(H, W) the farthest known depth reachable across unknown regions (at 1/work size).
+def nearest_known(known: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
+    """(H, W) int: coordinate along ``axis`` of the nearest known pixel before each pixel in
+    scan direction (after it when ``reverse``), -1 when there is none."""
+    n = known.shape[axis]
+    coord = np.arange(n).reshape((1, n) if axis == 1 else (n, 1))
+    if not reverse:
+        return np.maximum.accumulate(np.where(known, coord, -1), axis=axis)
+    flipped = np.flip(np.where(known, n - 1 - coord, -1), axis=axis)
+    last = np.flip(np.maximum.accumulate(flipped, axis=axis), axis=axis)
+    return np.where(last >= 0, n - 1 - last, -1)
 
-    Max-pooled to a coarse grid, then repeatedly dilated through unknown cells only, so a hole
-    of any width carries the depth of its far border over to its near border, and then on for
-    ``reach`` more pixels into the known side.
+
+def hole_crossings(
+    depth: np.ndarray, known: np.ndarray, step: float = 0.08, max_span: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each hole pixel's hole is crossed, and which border of the crossing is the occluder.
+
+    Along the row and the column through an unknown pixel, the nearest known pixels with depth
+    on its two sides bound the hole there. The pixel takes the *shorter* of the two crossings
+    (both when equally long): that is the hole's own width at the pixel. A vertical strip
+    opened beside a pole is crossed along its rows, from the pole to the surface behind it, so
+    it takes that surface's depth however far up the strip reaches into the sky; it takes the
+    sky only on rows where the sky is beside it. A hole with known pixels on one side only
+    (the frame's edge after a turn, the floor below a new view) is not a disocclusion.
+
+    Args:
+        depth: (H, W) float, z-depth (0 = unknown depth); known: (H, W) bool.
+        step: relative depth difference above which the nearer end of a crossing occludes.
+        max_span: crossings longer than this (px between their ends) give no ``far`` (a wide
+            gap between two buildings is not a strip beside one; None: no limit).
+    Returns:
+        far: (H, W) float32, for unknown pixels the farther end's depth of their crossing (what
+            the hole reveals), 0 where no axis has known pixels on both sides (or the crossing
+            is longer than ``max_span``);
+        occluder: (H, W) float32, for known pixels that are the nearer end (by more than
+            ``step``) of a crossing, the largest depth across it; 0 elsewhere.
     """
     H, W = depth.shape
-    d = torch.where(known, depth, torch.zeros_like(depth))[None, None]
-    coarse = F.max_pool2d(d, work, ceil_mode=True)
-    hole = F.max_pool2d((~known).float()[None, None], work, ceil_mode=True) > 0
-    for _ in range(iters):
-        grown = F.max_pool2d(coarse, 3, stride=1, padding=1)
-        nxt = torch.where(hole, torch.maximum(coarse, grown), coarse)
-        if torch.equal(nxt, coarse):
-            break
-        coarse = nxt
-    r = -(-reach // work) + 1  # coarse cells covering ``reach`` pixels from any offset
-    coarse = F.max_pool2d(coarse, 2 * r + 1, stride=1, padding=r)
-    return F.interpolate(coarse, size=(H, W), mode="nearest")[0, 0]
+    depth = np.asarray(depth, np.float32)
+    kd = known & (depth > 0)
+    hole = ~known
+    far = np.zeros((H, W), np.float32)
+    occluder = np.zeros((H, W), np.float32)
+    ends, spans = [], []
+    for axis in (1, 0):
+        a = nearest_known(kd, axis, False)
+        b = nearest_known(kd, axis, True)
+        ends.append((a, b))
+        spans.append(np.where(hole & (a >= 0) & (b >= 0), b - a, np.iinfo(np.int64).max))
+    shortest = np.minimum(spans[0], spans[1])
+    for axis, (a, b), span in zip((1, 0), ends, spans, strict=True):
+        ys, xs = np.nonzero((span == shortest) & (span < np.iinfo(np.int64).max))
+        ia, ib = a[ys, xs], b[ys, xs]
+        pa = (ys, ia) if axis == 1 else (ia, xs)
+        pb = (ys, ib) if axis == 1 else (ib, xs)
+        da, db = depth[pa], depth[pb]
+        np.maximum.at(far, (ys, xs), np.maximum(da, db))
+        for near, d_near, d_far in ((pa, da, db), (pb, db, da)):
+            sel = d_near < d_far * (1 - step)
+            np.maximum.at(occluder, (near[0][sel], near[1][sel]), d_far[sel])
+    if max_span is not None:
+        far[shortest > max_span] = 0.0
+    return far, occluder
+
+
+def bound_to_crossing(fill: np.ndarray, far: np.ndarray, tol: float = 0.1) -> np.ndarray:
+    """(H, W) float32: where a pixel has a crossing (``far`` > 0, :func:`hole_crossings`), the
+    ``fill`` depth if it is within a factor ``1 + tol`` of the crossing's far depth, else that
+    far depth; ``fill`` elsewhere.
+
+    A smooth or planar fill reads the hole's whole border (the sky above a strip, the road
+    below it); the crossing says which surface the hole reveals. Close to it the fill's own
+    slope is kept (a facade continues in perspective). Not clipped to the band's edge: a
+    target 1 + tol farther than the surface it reveals would make that surface look like a
+    nearer layer to the painter (its ``fg_tol``).
+    """
+    ok = np.abs(np.log(np.maximum(fill, 1e-6) / np.maximum(far, 1e-6))) <= np.log1p(tol)
+    return np.where((far > 0) & ~ok, far, fill).astype(np.float32)
+
+
+def near_side(
+    depth: np.ndarray, known: np.ndarray, step: float = 0.08, band: int = 8, layer: float = 0.5
+) -> np.ndarray:
+    """(H, W) bool: the known pixels on the near side of a disocclusion, never sources for it.
+
+    Those within ``band`` px of an occluding end of a hole crossing (:func:`hole_crossings`)
+    that are nearer than the background it hides (by ``step``) *and* in the occluder's own
+    depth layer (nearer than ``1 + layer`` times its edge): the body of the pole behind its
+    edge, not the wall beside the strip that happens to be near where the pole crosses the sky.
+    """
+    _, occluder = hole_crossings(depth, known, step)
+    k = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    far = cv2.dilate(occluder, k)
+    edge = cv2.dilate(np.where(occluder > 0, depth, 0.0).astype(np.float32), k)
+    return known & (depth > 0) & (depth < far * (1 - step)) & (depth < edge * (1 + layer))
 
 
 def background_known(
     depth: torch.Tensor, known: torch.Tensor, step: float = 0.08, band: int = 8
 ) -> torch.Tensor:
     """The known pixels a hole may be filled from: those within ``band`` px of a hole, minus
-    foreground (``step`` relative nearer than the farthest depth across the hole).
+    the near side of its disocclusions (:func:`near_side`).
 
     Disocclusions open behind foreground objects, so only the background side of their border
     may continue into them; pixels farther than ``band`` from any hole are not sources at all
@@ -83,11 +156,12 @@ def background_known(
     """
     if bool(known.all()) or not bool(known.any()):
         return known
-    far = _far_field(depth, known, band)
+    d = depth.detach().cpu().float().numpy()
+    near = torch.from_numpy(near_side(d, known.cpu().numpy(), step, band)).to(known.device)
     k = 2 * band + 1
     near_hole = F.max_pool2d((~known).float()[None, None], k, stride=1, padding=band)[0, 0] > 0
     ring = known & near_hole
-    sources = ring & ~(depth < far * (1 - step))
+    sources = ring & ~near
     return sources if bool(sources.any()) else ring
 
 
@@ -103,6 +177,8 @@ def fill_depth(depth: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     # Log depth: a membrane between near and far borders should not favour either end.
     logd = torch.where(bg, depth.clamp(min=1e-6).log(), torch.zeros_like(depth))
     out = push_pull(logd[..., None], bg)[..., 0].exp()
+    far, _ = hole_crossings(depth.detach().cpu().float().numpy(), known.cpu().numpy())
+    out = torch.from_numpy(bound_to_crossing(out.cpu().numpy(), far)).to(depth)
     return torch.where(known, depth, out)
 
 

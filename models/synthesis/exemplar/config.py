@@ -31,6 +31,10 @@ class PainterConfig:
     band: width (px) of the seen ring around a hole that smooth fills read.
     far_radius: the hole's depth is at least the farthest seen border depth within this many
         half-size px (0: off): beside a near object the background continues, not the object.
+    cross_ratio: where that makes a hole more than this many times deeper than the far end of
+        its own crossing (row or column, the shorter; ``models.geometry.fill.hole_crossings``),
+        it read the backdrop around the hole, not what is beside it: the crossing's far end
+        decides (a strip beside a pole below the sky line takes the facade, not the sky).
     """
 
     patch: int = 7
@@ -53,3 +57,4 @@ class PainterConfig:
     max_stretch: float = 2.5
     band: int = 8
     far_radius: int = 24
+    cross_ratio: float = 2.0

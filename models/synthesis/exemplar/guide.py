@@ -1,6 +1,6 @@
 """What the geometry tells the painter: which pixels may be copied, where, and how far away.
 
-All numpy/OpenCV (no torch), on full-size (H, W) maps:
+All numpy/OpenCV (no torch tensors), on full-size (H, W) maps:
 
 * :func:`background_sources`: the known pixels a hole may be filled from. Disocclusions open
   *behind* foreground objects, so the near side of a depth step across a hole is excluded
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from models.geometry.fill import hole_crossings, near_side, nearest_known
 
 EPS = 1e-12
 
@@ -59,45 +61,19 @@ def push_pull_np(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return filled.astype(np.float32)
 
 
-def _nearest_known(known: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
-    """(H, W) int: coordinate along ``axis`` of the nearest known pixel before each pixel in
-    scan direction (after it when ``reverse``), -1 when there is none."""
-    n = known.shape[axis]
-    coord = np.arange(n).reshape((1, n) if axis == 1 else (n, 1))
-    if not reverse:
-        return np.maximum.accumulate(np.where(known, coord, -1), axis=axis)
-    flipped = np.flip(np.where(known, n - 1 - coord, -1), axis=axis)
-    last = np.flip(np.maximum.accumulate(flipped, axis=axis), axis=axis)
-    return np.where(last >= 0, n - 1 - last, -1)
-
-
 def foreground_border(depth: np.ndarray, known: np.ndarray, step: float = 0.08) -> np.ndarray:
     """(H, W) float32: for known pixels on the near side of a disocclusion, the depth of the
     background across the hole (0 elsewhere).
 
-    A disocclusion is a hole *between* a near surface and a far one: along a row (or column)
-    through a hole pixel, the nearest known pixels on its two sides are compared, and the one
-    more than ``step`` nearer than the other is the occluder's border. A hole with seen pixels
-    on one side only (the frame's edge after a turn, the floor below a new view) has no
-    occluder: each border pixel continues its own surface (no far wall smeared over a floor).
+    A disocclusion is a hole *between* a near surface and a far one: each hole pixel is crossed
+    along its row or its column, whichever is shorter (the hole's own width there, see
+    :func:`models.geometry.fill.hole_crossings`), and the end more than ``step`` nearer than
+    the other is the occluder's border. A strip beside a pole that reaches up to the sky is
+    crossed from the pole to the surface behind it, never from the road below to the sky
+    above. A hole with seen pixels on one side only (the frame's edge after a turn, the floor
+    below a new view) has no occluder: each border pixel continues its own surface.
     """
-    H, W = depth.shape
-    kd = known & (depth > 0)
-    far = np.zeros((H, W), np.float32)
-    hole = ~known
-    for axis in (1, 0):
-        a = _nearest_known(kd, axis, False)
-        b = _nearest_known(kd, axis, True)
-        both = hole & (a >= 0) & (b >= 0)
-        ys, xs = np.nonzero(both)
-        ia, ib = a[ys, xs], b[ys, xs]
-        pa = (ys, ia) if axis == 1 else (ia, xs)
-        pb = (ys, ib) if axis == 1 else (ib, xs)
-        da, db = depth[pa], depth[pb]
-        for near, d_near, d_far in ((pa, da, db), (pb, db, da)):
-            sel = d_near < d_far * (1 - step)
-            np.maximum.at(far, (near[0][sel], near[1][sel]), d_far[sel])
-    return far
+    return hole_crossings(depth, known, step)[1]
 
 
 def near_hole(known: np.ndarray, band: int) -> np.ndarray:
@@ -110,13 +86,11 @@ def background_sources(
     depth: np.ndarray, known: np.ndarray, step: float = 0.08, band: int = 8
 ) -> np.ndarray:
     """(H, W) bool: known pixels not on the near side of a disocclusion
-    (:func:`foreground_border`, spread ``band`` px over the pixels nearer than the background
-    they hide). Every known pixel when nothing is left."""
+    (:func:`models.geometry.fill.near_side`: the occluder's layer within ``band`` px of its
+    border, see :func:`foreground_border`). Every known pixel when nothing is left."""
     if known.all() or not known.any():
         return known.copy()
-    k = 2 * band + 1
-    far = cv2.dilate(foreground_border(depth, known, step), np.ones((k, k), np.uint8))
-    src = known & ~((depth > 0) & (depth < far * (1 - step)))
+    src = known & ~near_side(depth, known, step, band)
     return src if src.any() else known.copy()
 
 
@@ -138,7 +112,7 @@ def extrude_fill(
     wsum = np.zeros(ys.size, np.float64)
     for axis in (1, 0):
         for reverse in (False, True):
-            near = _nearest_known(sources, axis, reverse)[ys, xs]
+            near = nearest_known(sources, axis, reverse)[ys, xs]
             ok = near >= 0
             pos = xs if axis == 1 else ys
             w = np.where(ok, 1.0 / np.maximum(np.abs(pos - near), 1) ** 2, 0.0)

@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from models.geometry.fill import bound_to_crossing, hole_crossings
 from models.synthesis.exemplar import guide
 from models.synthesis.exemplar.complete import (
     Level,
@@ -146,9 +147,17 @@ def paint_exemplar(
         bg_h = guide.background_sources(d_h, has_h, band=band_h)
         ring_h = bg_h & guide.near_hole(has_h, band_h)
         dfill_h = guide.fill_depth_planar(d_h, has_h, ring_h)
+        planar_h = dfill_h
         if cfg.far_radius > 0:  # beside a near object the hole continues what is behind it
             far_h = guide.far_layer(d_h, ring_h, cfg.far_radius)
             dfill_h = np.where(has_h, dfill_h, np.maximum(dfill_h, far_h)).astype(np.float32)
+        # ... but not the backdrop seen somewhere around it: a hole whose depth went more than
+        # ``cross_ratio`` times past the far end of its own crossing (the sky above a strip
+        # beside a pole, while the facade is beside it) reveals that far end (the facade).
+        cross_h, _ = hole_crossings(d_h, has_h, max_span=2 * cfg.far_radius)
+        beyond = ~has_h & (cross_h > 0) & (dfill_h > cross_h * cfg.cross_ratio)
+        dfill_h = np.where(beyond, bound_to_crossing(planar_h, cross_h), dfill_h)
+        dfill_h = dfill_h.astype(np.float32)
     else:
         bg_h, dfill_h = np.ones(d_h.shape, bool), np.ones(d_h.shape, np.float32)
     nrm_h = guide.normals_from_depth(dfill_h, K_h)
