@@ -27,8 +27,9 @@ import torch
 from models.geometry.cameras import Camera, transform_points, unproject_depth
 from models.geometry.composite import Composite
 from models.geometry.cracks import route_cracks
-from models.geometry.reliability import MIN_RELIABILITY, claim_reliability, depth_normals
+from models.geometry.reliability import MIN_RELIABILITY, claim_reliability
 from models.geometry.warp import (
+    WarpResult,
     depth_edges,
     executor,
     flying_pixels,
@@ -38,7 +39,6 @@ from models.geometry.warp import (
 
 ROUTE_DECAY = 0.9  # confidence kept each time a pixel is resampled into a new frame (blur)
 PAINT_NEAREST_STRETCH = 1.25  # earlier paint magnified less than this is copied, not resampled
-NORMAL_CACHE = 32  # memory frames whose normals are kept (retrieval revisits recent ones)
 CRACK_PASSES = 8  # cracks close pass by pass from their sides (each pass next to the last)
 
 
@@ -333,19 +333,6 @@ class SpatialMemory:
         coverage = float((best_q > 0).float().mean())
         return RetrievalResult(ids, gains, coverage, int(cand.numel()))
 
-    def _normals(self, f: MemoryFrame) -> torch.Tensor:
-        """(Hs, Ws, 3) camera-frame normals of memory frame ``f``'s depth, computed once per
-        frame (cached while its depth tensor is the same object)."""
-        cache = self.__dict__.setdefault("_normal_cache", {})
-        hit = cache.pop(f.frame_id, None)
-        if hit is None or hit[0] is not f.depth:
-            # float16 numpy: 1.2 MB at 512x384, widened by numpy (no torch thread pool per warp)
-            hit = (f.depth, depth_normals(f.depth, f.camera.K).numpy().astype(np.float16))
-        cache[f.frame_id] = hit  # most recently used last
-        while len(cache) > NORMAL_CACHE:
-            cache.pop(next(iter(cache)))
-        return torch.from_numpy(hit[1].astype(np.float32))
-
     # -----------------------------------------------------------------------------------------
     def correspond(
         self,
@@ -392,21 +379,22 @@ class SpatialMemory:
             )
             for f in frames
         ]
+
+        def reliability(i: int, w: WarpResult) -> torch.Tensor | None:
+            # how well frame i's depth places its pixels here (grazing, wide baseline); in the
+            # warp's own thread, right after it (a pure function of the warp)
+            if not w.valid.numpy().any():  # numpy: stops at the first hit, no torch threads
+                return None
+            f = frames[i]
+            c = f.camera
+            return claim_reliability(
+                w, f.depth, c.K, c.c2w, target.K, target.c2w, reference=reference
+            )
+
         # Warped in parallel threads, composited in retrieval order (the same result).
-        warps = forward_warps(jobs, reference=reference)
-        for fid, f, w in zip(frame_ids, frames, warps, strict=True):
-            if w.valid.numpy().any():  # numpy: stops at the first hit, no torch threads
-                # how well this frame's depth places its pixels here (grazing, wide baseline)
-                rel = claim_reliability(
-                    w,
-                    f.depth,
-                    f.camera.K,
-                    f.camera.c2w,
-                    target.K,
-                    target.c2w,
-                    self._normals(f),
-                    reference=reference,
-                )
+        warps = forward_warps(jobs, reference=reference, then=reliability)
+        for fid, f, (w, rel) in zip(frame_ids, frames, warps, strict=True):
+            if rel is not None:
                 comp.add(fid, w, f, rel)
         comp.cohere(pool=None if reference else executor())
         comp.drop_unreliable(MIN_RELIABILITY)

@@ -89,39 +89,72 @@ def landing_error_px(
     return f_t * rel_error * r_s / cos_s * sin_a / z_t
 
 
-@njit(cache=True)
-def reliability_kernel(depth, valid, uv, normals, R, C, k_t, prm, out):
+@njit(cache=True, nogil=True)
+def _normal(src_depth, k_s, step, vi, ui):
+    """Unnormalised camera-frame normal of source pixel (vi, ui), as :func:`depth_normals` takes
+    it (central differences ``step`` pixels apart, clamped at the border); (0, 0, -1) where
+    there is no depth or no surface."""
+    Hs, Ws = src_depth.shape
+    ifx, ify, cx, cy = 1.0 / k_s[0], 1.0 / k_s[1], k_s[2], k_s[3]
+    xa, xb = min(ui + step, Ws - 1), max(ui - step, 0)
+    ya, yb = min(vi + step, Hs - 1), max(vi - step, 0)
+    za, zb = src_depth[vi, xa], src_depth[vi, xb]
+    dx0 = (xa - cx) * ifx * za - (xb - cx) * ifx * zb
+    dx1 = (vi - cy) * ify * (za - zb)
+    dx2 = za - zb
+    za, zb = src_depth[ya, ui], src_depth[yb, ui]
+    dy0 = (ui - cx) * ifx * (za - zb)
+    dy1 = (ya - cy) * ify * za - (yb - cy) * ify * zb
+    dy2 = za - zb
+    m0, m1, m2 = dx1 * dy2 - dx2 * dy1, dx2 * dy0 - dx0 * dy2, dx0 * dy1 - dx1 * dy0
+    if src_depth[vi, ui] <= 0 or m0 * m0 + m1 * m1 + m2 * m2 <= 1e-24:
+        return 0.0, 0.0, -1.0
+    return m0, m1, m2
+
+
+@njit(cache=True, nogil=True)
+def reliability_kernel(depth, valid, uv, src_depth, k_s, step, R, C, k_t, prm, out):
     """Compiled :func:`claim_reliability` over the valid pixels of a warp, in place on ``out``
-    (H, W) float32. ``depth``, ``valid`` (H, W), ``uv`` (H, W, 2): the warp; ``normals``
-    (Hs, Ws, 3) float32 of the source; ``R`` (3, 3), ``C`` (3,) source -> target rotation and
-    source centre in the target frame; ``k_t`` (fx, fy, cx, cy); ``prm`` (f_t, rel_error,
-    scale_px, min_cos)."""
+    (H, W) float32. ``depth``, ``valid`` (H, W), ``uv`` (H, W, 2): the warp; ``src_depth``
+    (Hs, Ws) float32 and ``k_s`` (fx, fy, cx, cy) of the source, whose normal at the sampled
+    pixel is taken here (:func:`_normal`: no whole-frame normal map per warp); ``R`` (3, 3),
+    ``C`` (3,) source -> target rotation and source centre in the target frame; ``k_t`` (fx, fy,
+    cx, cy); ``prm`` (f_t, rel_error, scale_px, min_cos, exact_px).
+
+    The same error as the torch form, rewritten without its divisions: ``r_s sin(alpha) =
+    |C x P| / r_t``, so ``err = f_t rel |C x P| / (r_t cos_s z)``. Without the normal
+    (``cos_s >= min_cos``) that bounds the error; pixels whose bound stays under ``exact_px``
+    are exact (1) and skip the rest: most of a frame on a walk."""
     H, W = depth.shape
-    Hs, Ws = normals.shape[0], normals.shape[1]
-    fx, fy, cx, cy = k_t[0], k_t[1], k_t[2], k_t[3]
+    Hs, Ws = src_depth.shape
+    ifx, ify, cx, cy = 1.0 / k_t[0], 1.0 / k_t[1], k_t[2], k_t[3]
     f_t, rel, scale, min_cos, exact = prm[0], prm[1], prm[2], prm[3], prm[4]
+    fr = f_t * rel
+    bound = 0.98 * (exact * min_cos / fr) ** 2  # squared, with a margin for rounding
+    c0, c1, c2 = C[0], C[1], C[2]
     for y in range(H):
         for x in range(W):
             if not valid[y, x]:
                 continue
+            pz = depth[y, x]
+            px, py = (x - cx) * ifx * pz, (y - cy) * ify * pz
+            q0, q1, q2 = c1 * pz - c2 * py, c2 * px - c0 * pz, c0 * py - c1 * px
+            cp2 = q0 * q0 + q1 * q1 + q2 * q2
+            rt2 = px * px + py * py + pz * pz
+            if cp2 <= bound * rt2 * pz * pz:
+                continue
             ui = min(max(int(np.rint(uv[y, x, 0])), 0), Ws - 1)
             vi = min(max(int(np.rint(uv[y, x, 1])), 0), Hs - 1)
-            z = depth[y, x]
-            px, py, pz = (x - cx) / fx * z, (y - cy) / fy * z, z
-            n0, n1, n2 = normals[vi, ui, 0], normals[vi, ui, 1], normals[vi, ui, 2]
-            nx = R[0, 0] * n0 + R[0, 1] * n1 + R[0, 2] * n2
-            ny = R[1, 0] * n0 + R[1, 1] * n1 + R[1, 2] * n2
-            nz = R[2, 0] * n0 + R[2, 1] * n1 + R[2, 2] * n2
-            sx, sy, sz = px - C[0], py - C[1], pz - C[2]
-            r_s = max(np.sqrt(sx * sx + sy * sy + sz * sz), 1e-6)
-            r_t = max(np.sqrt(px * px + py * py + pz * pz), 1e-6)
-            sx, sy, sz = sx / r_s, sy / r_s, sz / r_s
-            tx, ty, tz = px / r_t, py / r_t, pz / r_t
-            c0, c1, c2 = sy * tz - sz * ty, sz * tx - sx * tz, sx * ty - sy * tx
-            sin_a = np.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
-            cos_s = max(abs(nx * sx + ny * sy + nz * sz), min_cos)
-            err = f_t * rel * r_s / cos_s * sin_a / max(pz, 1e-6)
-            out[y, x] = np.exp(-max(err - exact, 0.0) / scale)
+            m0, m1, m2 = _normal(src_depth, k_s, step, vi, ui)
+            nx = R[0, 0] * m0 + R[0, 1] * m1 + R[0, 2] * m2
+            ny = R[1, 0] * m0 + R[1, 1] * m1 + R[1, 2] * m2
+            nz = R[2, 0] * m0 + R[2, 1] * m1 + R[2, 2] * m2
+            sx, sy, sz = px - c0, py - c1, pz - c2
+            ns = np.sqrt((nx * nx + ny * ny + nz * nz) * (sx * sx + sy * sy + sz * sz))
+            cos_s = max(abs(nx * sx + ny * sy + nz * sz) / max(ns, 1e-30), min_cos)
+            err = fr * np.sqrt(cp2 / rt2) / (cos_s * max(pz, 1e-6))
+            if err > exact:  # else exp(-0) = 1, already there
+                out[y, x] = np.exp(-(err - exact) / scale)
 
 
 def claim_reliability(
@@ -139,24 +172,26 @@ def claim_reliability(
     """(H, W) float32 in (0, 1]: ``exp(-max(landing_error_px - EXACT_PX, 0) / scale_px)`` for
     each valid pixel of warp ``w`` (a ``WarpResult`` of a source frame with z-depth ``src_depth``
     (Hs, Ws) into the target (H, W)); 1 where ``w`` is invalid. ``normals`` (Hs, Ws, 3): the source
-    frame's :func:`depth_normals` when already computed. ``reference``: the torch form (whole-array
+    frame's :func:`depth_normals` when already computed (the torch form only: the compiled pass
+    takes the normal at each sampled pixel itself). ``reference``: the torch form (whole-array
     operations, the obvious twin of :func:`reliability_kernel`)."""
     H, W = w.depth.shape
     out = torch.ones(H, W)
     if not w.valid.numpy().any():
         return out
-    if normals is None:
-        normals = depth_normals(src_depth, K_src)
     T = torch.from_numpy(relative_pose(c2w_src, c2w_tgt).astype(np.float32))  # source -> target
     R, C_s = T[:3, :3], T[:3, 3]
     f_t = math.sqrt(float(K_tgt[0, 0] * K_tgt[1, 1]))
     Hs, Ws = src_depth.shape
     if not reference:
         k_t = np.array([K_tgt[0, 0], K_tgt[1, 1], K_tgt[0, 2], K_tgt[1, 2]], np.float32)
+        k_s = np.array([K_src[0, 0], K_src[1, 1], K_src[0, 2], K_src[1, 2]], np.float32)
         prm = np.array([f_t, rel_error, scale_px, MIN_COS, EXACT_PX], np.float32)
-        arrs = [a.contiguous().numpy() for a in (w.depth, w.valid, w.src_uv, normals)]
-        reliability_kernel(*arrs, R.numpy(), C_s.numpy(), k_t, prm, out.numpy())
+        arrs = [a.contiguous().numpy() for a in (w.depth, w.valid, w.src_uv, src_depth.float())]
+        reliability_kernel(*arrs, k_s, NORMAL_STEP, R.numpy(), C_s.numpy(), k_t, prm, out.numpy())
         return out
+    if normals is None:
+        normals = depth_normals(src_depth, K_src)
     m = w.valid
     ui = w.src_uv[..., 0][m].round().long().clamp(0, Ws - 1)
     vi = w.src_uv[..., 1][m].round().long().clamp(0, Hs - 1)

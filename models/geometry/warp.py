@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -257,19 +257,29 @@ def executor() -> ThreadPoolExecutor | None:
     return _pool[1]
 
 
-def forward_warps(jobs: Sequence[dict[str, Any]], reference: bool = False) -> Iterator[WarpResult]:
+def forward_warps(
+    jobs: Sequence[dict[str, Any]],
+    reference: bool = False,
+    then: Callable[[int, WarpResult], Any] | None = None,
+) -> Iterator[WarpResult] | Iterator[tuple[WarpResult, Any]]:
     """:func:`forward_warp` of each job (its keyword arguments), yielded in order.
 
     The compiled warps run in parallel threads (``WARP_THREADS``), each a pure function of its
     frame: every result is the one a lone call gives, whatever the scheduling. Yielded as each
-    is done, so the caller composites the first while the next ones are warped.
+    is done, so the caller composites the first while the next ones are warped. ``then(i, w)``
+    runs in job ``i``'s thread after its warp ``w`` (in parallel too): ``(w, then(i, w))`` yielded.
     """
+
+    def one(i: int, job: dict[str, Any]) -> Any:
+        w = forward_warp(**job, reference=reference)
+        return w if then is None else (w, then(i, w))
+
     pool = None if reference or len(jobs) < 2 else executor()
     if pool is None:
-        for job in jobs:
-            yield forward_warp(**job, reference=reference)
+        for i, job in enumerate(jobs):
+            yield one(i, job)
         return
-    futures = [pool.submit(forward_warp, **job) for job in jobs]
+    futures = [pool.submit(one, i, job) for i, job in enumerate(jobs)]
     for future in futures:
         yield future.result()
 
