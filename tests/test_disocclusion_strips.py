@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.geometry.fill import background_known, fill_depth, hole_crossings, inpaint_rgb
+from models.geometry.fill import (
+    background_known,
+    fill_depth,
+    hole_crossings,
+    hole_crossings_reference,
+    inpaint_rgb,
+)
 from models.synthesis.exemplar import paint_exemplar
 
 H, W = 64, 80
@@ -70,6 +76,23 @@ def test_crossings_take_the_row_beside_the_pole():
     turn[:, 60:] = False
     far, occluder = hole_crossings(depth, turn)
     assert not far.any() and not occluder.any()
+
+
+def test_compiled_crossings_equal_the_numpy_twin():
+    """The compiled scans give the numpy twin's bits: the strip scene, and random holes, depths
+    (some unknown) and span limits."""
+    _, depth, known = _scene()
+    fast, slow = hole_crossings(depth, known), hole_crossings_reference(depth, known)
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        h, w = (int(n) for n in rng.integers(3, 50, 2))
+        d = rng.uniform(0.5, 30.0, (h, w)).astype(np.float32)
+        d[rng.random((h, w)) < 0.05] = 0.0
+        k = rng.random((h, w)) > rng.uniform(0.05, 0.9)
+        span = None if trial % 2 else int(rng.integers(0, 12))
+        fast, slow = hole_crossings(d, k, 0.08, span), hole_crossings_reference(d, k, 0.08, span)
+        assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True)), trial
 
 
 @pytest.mark.parametrize("kernels", ["compiled", "reference"])

@@ -11,6 +11,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
+
+_NONE = 1 << 62  # "no crossing" span
 
 
 def push_pull(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -60,7 +63,11 @@ def nearest_known(known: np.ndarray, axis: int, reverse: bool) -> np.ndarray:
 
 
 def hole_crossings(
-    depth: np.ndarray, known: np.ndarray, step: float = 0.08, max_span: int | None = None
+    depth: np.ndarray,
+    known: np.ndarray,
+    step: float = 0.08,
+    max_span: int | None = None,
+    reference: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where each hole pixel's hole is crossed, and which border of the crossing is the occluder.
 
@@ -83,7 +90,74 @@ def hole_crossings(
             is longer than ``max_span``);
         occluder: (H, W) float32, for known pixels that are the nearer end (by more than
             ``step``) of a crossing, the largest depth across it; 0 elsewhere.
+    Compiled (four scans and one pass, :func:`_crossings_kernel`); ``reference``: the numpy
+    twin :func:`hole_crossings_reference` (whole-array scans), the same bits.
     """
+    if reference:
+        return hole_crossings_reference(depth, known, step, max_span)
+    depth = np.ascontiguousarray(depth, np.float32)
+    known = np.ascontiguousarray(known, np.bool_)
+    far = np.zeros(depth.shape, np.float32)
+    occluder = np.zeros(depth.shape, np.float32)
+    span = -1 if max_span is None else int(max_span)
+    _crossings_kernel(depth, known, np.float32(1 - step), span, far, occluder)
+    return far, occluder
+
+
+@njit(cache=True, nogil=True)
+def _crossings_kernel(depth, known, thr, max_span, far, occluder):
+    """:func:`hole_crossings` in place on ``far``, ``occluder`` (H, W) float32 zeros. ``thr``
+    float32 ``1 - step`` (the twin multiplies in float32 too); ``max_span`` < 0: no limit."""
+    H, W = depth.shape
+    ends = np.full((4, H, W), -1, np.int32)  # row before / after, column before / after
+    for y in range(H):
+        last = -1
+        for x in range(W):
+            if known[y, x] and depth[y, x] > 0:
+                last = x
+            ends[0, y, x] = last
+        last = -1
+        for x in range(W - 1, -1, -1):
+            if known[y, x] and depth[y, x] > 0:
+                last = x
+            ends[1, y, x] = last
+    for y in range(H):  # row by row: the column scans read memory in order
+        for x in range(W):
+            ends[2, y, x] = (
+                y if known[y, x] and depth[y, x] > 0 else (ends[2, y - 1, x] if y else -1)
+            )
+    for y in range(H - 1, -1, -1):
+        for x in range(W):
+            kd = known[y, x] and depth[y, x] > 0
+            ends[3, y, x] = y if kd else (ends[3, y + 1, x] if y < H - 1 else -1)
+    for y in range(H):
+        for x in range(W):
+            if known[y, x]:
+                continue
+            ar, br, ac, bc = ends[0, y, x], ends[1, y, x], ends[2, y, x], ends[3, y, x]
+            s_r = br - ar if ar >= 0 and br >= 0 else _NONE
+            s_c = bc - ac if ac >= 0 and bc >= 0 else _NONE
+            s = min(s_r, s_c)
+            if s == _NONE:
+                continue
+            f = np.float32(0.0)
+            for axis in range(2):
+                if (s_r if axis == 0 else s_c) != s:
+                    continue
+                ya, xa, yb, xb = (y, ar, y, br) if axis == 0 else (ac, x, bc, x)
+                da, db = depth[ya, xa], depth[yb, xb]
+                f = max(f, max(da, db))
+                if da < db * thr:
+                    occluder[ya, xa] = max(occluder[ya, xa], db)
+                if db < da * thr:
+                    occluder[yb, xb] = max(occluder[yb, xb], da)
+            far[y, x] = np.float32(0.0) if 0 <= max_span < s else f
+
+
+def hole_crossings_reference(
+    depth: np.ndarray, known: np.ndarray, step: float = 0.08, max_span: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numpy twin of :func:`hole_crossings` (the same outputs, by whole-array scans)."""
     H, W = depth.shape
     depth = np.asarray(depth, np.float32)
     kd = known & (depth > 0)
