@@ -4,8 +4,8 @@ All numpy/OpenCV (no torch tensors), on full-size (H, W) maps:
 
 * :func:`background_sources`: the known pixels a hole may be filled from. Disocclusions open
   *behind* foreground objects, so the near side of a depth step across a hole is excluded
-  (:func:`foreground_border`); a hole seen from one side only (a turn, the floor ahead) is not
-  a disocclusion, and each border continues its own surface.
+  (:func:`models.geometry.fill.near_side`); a hole seen from one side only (a turn, the floor
+  ahead) is not a disocclusion, and each border continues its own surface.
 * :func:`fill_depth_planar`: depth for the hole that continues the background *surface*: local
   planes (linear in inverse depth over the image) are extrapolated from the hole's border, so a
   floor continues as a floor and a wall as a wall (a membrane fill would bend both towards a
@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from models.geometry.fill import hole_crossings, near_side, nearest_known
+from models.geometry.fill import near_side, nearest_known
 
 EPS = 1e-12
 
@@ -61,21 +61,6 @@ def push_pull_np(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return filled.astype(np.float32)
 
 
-def foreground_border(depth: np.ndarray, known: np.ndarray, step: float = 0.08) -> np.ndarray:
-    """(H, W) float32: for known pixels on the near side of a disocclusion, the depth of the
-    background across the hole (0 elsewhere).
-
-    A disocclusion is a hole *between* a near surface and a far one: each hole pixel is crossed
-    along its row or its column, whichever is shorter (the hole's own width there, see
-    :func:`models.geometry.fill.hole_crossings`), and the end more than ``step`` nearer than
-    the other is the occluder's border. A strip beside a pole that reaches up to the sky is
-    crossed from the pole to the surface behind it, never from the road below to the sky
-    above. A hole with seen pixels on one side only (the frame's edge after a turn, the floor
-    below a new view) has no occluder: each border pixel continues its own surface.
-    """
-    return hole_crossings(depth, known, step)[1]
-
-
 def near_hole(known: np.ndarray, band: int) -> np.ndarray:
     """(H, W) bool: known pixels within ``band`` px (square window) of an unknown one."""
     k = 2 * band + 1
@@ -87,7 +72,8 @@ def background_sources(
 ) -> np.ndarray:
     """(H, W) bool: known pixels not on the near side of a disocclusion
     (:func:`models.geometry.fill.near_side`: the occluder's layer within ``band`` px of its
-    border, see :func:`foreground_border`). Every known pixel when nothing is left."""
+    border, crossings from :func:`models.geometry.fill.hole_crossings`). Every known pixel when
+    nothing is left."""
     if known.all() or not known.any():
         return known.copy()
     src = known & ~near_side(depth, known, step, band)
