@@ -114,6 +114,14 @@ def build_app(ctx: StudioContext | None = None, studio: Studio | None = None) ->
     """The studio's Blocks (not launched). Pass ``studio`` to share one service between apps."""
     studio = studio or Studio(ctx or StudioContext())
     _check_not_served(studio.ctx, [])
+    # Compile (or load from numba's disk cache) the warp and painter kernels while the person
+    # creates a project and adds a photo: on a fresh install the first compile takes ~40 s of
+    # CPU, which would otherwise land on the first memory preview or the first frame.
+    from models.geometry.warp import warm_up as warm_up_warp
+    from models.synthesis.exemplar import warm_up as warm_up_painter
+
+    warm_up_warp(background=True)
+    warm_up_painter(background=True)
     ttl = max(1, int(studio.ctx.temp_ttl_s))  # Gradio's temp files: checked 4 times per lifetime
     with StudioBlocks(title="Loci studio", delete_cache=(max(1, ttl // 4), ttl)) as app:
         gr.Markdown(

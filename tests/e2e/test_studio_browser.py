@@ -171,7 +171,10 @@ def test_create_generate_inspect_export(page, studio_app, artifacts):
         page.evaluate("document.querySelector('#path-preset input').value") == "sketch on the map"
     )
     wait_text(page, "coverage", f"{FRAMES} frames")
-    page.locator("#memory-preview img").first.wait_for()  # what memory knows of a few views
+    # What memory knows of a few views. On a clean clone this is the first call of the warp
+    # kernels; the studio compiles them in the background from launch (~40 s of CPU cold, more
+    # on a loaded CI machine), so this wait allows for a cold compile, not just the preview.
+    page.locator("#memory-preview img").first.wait_for(timeout=150_000)
     page.locator("#save-path").click()
     wait_text(page, "path-saved", "Saved as step 2")
     shot("03-trajectory")
