@@ -35,6 +35,9 @@ class PainterConfig:
         its own crossing (row or column, the shorter; ``models.geometry.fill.hole_crossings``),
         it read the backdrop around the hole, not what is beside it: the crossing's far end
         decides (a strip beside a pole below the sky line takes the facade, not the sky).
+    window_margin: holes are painted in windows with this many seen px around them (0: the
+        whole frame always; :mod:`models.synthesis.exemplar.windows`) ...
+    window_share: ... unless the windows would cover more than this share of the frame.
     """
 
     patch: int = 7
@@ -58,3 +61,5 @@ class PainterConfig:
     band: int = 8
     far_radius: int = 24
     cross_ratio: float = 2.0
+    window_margin: int = 48
+    window_share: float = 0.5

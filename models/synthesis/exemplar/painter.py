@@ -43,6 +43,7 @@ from models.synthesis.exemplar.complete import (
 )
 from models.synthesis.exemplar.config import PainterConfig
 from models.synthesis.exemplar.lookup import View, lookup_views
+from models.synthesis.exemplar.windows import hole_windows
 
 
 @dataclass
@@ -119,6 +120,66 @@ def paint_exemplar(
             floor's plane passes in front of the continued surfaces, the hole is floor.
     """
     cfg = config or PainterConfig()
+    hole = ~known
+    boxes = hole_windows(hole, cfg.window_margin, cfg.window_share) if known.any() else None
+    args = (rgb, known, depth, K, seed, stretch, cfg, kernels, c2w, views, observed, up_cam)
+    if boxes is None:
+        return _paint_whole(*args)
+    # Each group of holes in its own window (K's principal point moved to the window's corner):
+    # the cost follows what has to be painted, not the frame size (models.synthesis.exemplar.
+    # windows). Known pixels stay as they are outside the windows, as inside.
+    t0 = time.perf_counter()
+    H, W = hole.shape
+    out = np.clip(np.asarray(rgb, np.float32), 0.0, 1.0)
+    depth_out = np.where(known, depth, 0.0).astype(np.float32)
+    meta: dict[str, Any] = {
+        "painted": float(hole.mean()),
+        "painter": "exemplar",
+        "depth_hint": "surfaces",
+        "windows": len(boxes),
+    }
+    notes, shares = [], 0.0
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        win = (slice(y0, y1), slice(x0, x1))
+        K_w = np.array(K, np.float64)
+        K_w[0, 2] -= x0
+        K_w[1, 2] -= y0
+        res = _paint_whole(
+            rgb[win], known[win], depth[win], K_w, seed + 104_729 * i,
+            None if stretch is None else stretch[win], cfg, kernels, c2w, views,
+            None if observed is None else observed[win], up_cam,
+        )  # fmt: skip
+        out[win], depth_out[win] = res.rgb, res.depth
+        share = (y1 - y0) * (x1 - x0) / (H * W)
+        shares += share
+        for key in ("floor", "ceiling", "looked_up", "cracks", "regions"):
+            if key in res.meta:
+                meta[key] = meta.get(key, 0.0) + res.meta[key] * share
+        meta["levels"] = max(meta.get("levels", 0), res.meta.get("levels", 0))
+        if res.meta.get("note") and res.meta["note"] not in notes:
+            notes.append(res.meta["note"])
+    meta["window_share"] = shares
+    if notes:
+        meta["note"] = "; ".join(notes)
+    meta["ms"] = (time.perf_counter() - t0) * 1e3
+    return PaintResult(out, depth_out, meta)
+
+
+def _paint_whole(
+    rgb: np.ndarray,
+    known: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    seed: int,
+    stretch: np.ndarray | None,
+    cfg: PainterConfig,
+    kernels: str,
+    c2w: np.ndarray | None,
+    views: list[View] | None,
+    observed: np.ndarray | None,
+    up_cam: np.ndarray | None,
+) -> PaintResult:
+    """:func:`paint_exemplar` on the whole of the given frame (or window)."""
     kern = _kernels(kernels)
     t0 = time.perf_counter()
     rgb = np.ascontiguousarray(rgb, np.float32)
