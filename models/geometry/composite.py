@@ -42,7 +42,7 @@ COHERE_SUPPORT = 10
 COHERE_BANDS = 4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def composite_kernel(
     state, w_rgb, w_depth, w_valid, w_uv, w_stretch, w_edge, w_rel, frame, prm, fid, claim
 ):
