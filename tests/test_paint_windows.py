@@ -47,6 +47,10 @@ def test_windows_off_when_they_would_not_pay():
     hole = _blobs((200, 300), 3, 0)
     assert hole_windows(hole, 0) is None  # margin 0: off
     assert hole_windows(hole, 48, max_share=0.01) is None  # would cover most of the frame
+    side = np.zeros((200, 300), bool)
+    side[:, 260:] = True  # a turn's new side: 13 % of the frame, one thin window
+    assert hole_windows(side, 48, max_share=1.0) == [(0, 200, 212, 300)]
+    assert hole_windows(side, 48, max_share=1.0, max_hole=0.05) is None  # painted whole
     many = np.zeros((400, 400), bool)
     many[10::60, 10::60] = True  # 49 far-apart specks
     assert len(hole_windows(many, 8, max_share=1.0, max_count=100)) == 49

@@ -37,7 +37,8 @@ class PainterConfig:
         decides (a strip beside a pole below the sky line takes the facade, not the sky).
     window_margin: holes are painted in windows with this many seen px around them (0: the
         whole frame always; :mod:`models.synthesis.exemplar.windows`) ...
-    window_share: ... unless the windows would cover more than this share of the frame.
+    window_share: ... unless the windows would cover more than this share of the frame, or
+    window_hole: ... the holes more than this share (large holes take sources from anywhere).
     """
 
     patch: int = 7
@@ -63,3 +64,4 @@ class PainterConfig:
     cross_ratio: float = 2.0
     window_margin: int = 48
     window_share: float = 0.5
+    window_hole: float = 0.05

@@ -121,7 +121,9 @@ def paint_exemplar(
     """
     cfg = config or PainterConfig()
     hole = ~known
-    boxes = hole_windows(hole, cfg.window_margin, cfg.window_share) if known.any() else None
+    boxes = None
+    if known.any():
+        boxes = hole_windows(hole, cfg.window_margin, cfg.window_share, max_hole=cfg.window_hole)
     args = (rgb, known, depth, K, seed, stretch, cfg, kernels, c2w, views, observed, up_cam)
     if boxes is None:
         return _paint_whole(*args)

@@ -5,8 +5,9 @@ a crack the routing did not close), yet every stage of the painter reads whole-f
 512x768 that cost 50-150 ms a frame for 0.1 % of its pixels. The holes are painted instead in
 windows: each group of holes with ``margin`` seen pixels around it (the geometry guide and the
 texture sources it reads are local: the far layer within 48 px, a crossing ends inside the hole,
-patches come from nearby), boxes merged where they overlap. Frames whose windows would cover
-much of the frame are painted whole (no gain, and large holes want sources from everywhere).
+patches come from nearby), boxes merged where they overlap. Frames with large holes, or whose
+windows would cover much of the frame, are painted whole (no gain, and large holes want
+sources from everywhere).
 """
 
 from __future__ import annotations
@@ -41,19 +42,25 @@ def _merge(boxes: list[Box]) -> list[Box]:
 
 
 def hole_windows(
-    hole: np.ndarray, margin: int, max_share: float = 0.5, max_count: int = 12
+    hole: np.ndarray,
+    margin: int,
+    max_share: float = 0.5,
+    max_count: int = 12,
+    max_hole: float = 1.0,
 ) -> list[Box] | None:
     """Disjoint boxes ``(y0, y1, x0, x1)`` that hold every ``hole`` pixel with at least
     ``margin`` px of frame around it (where the frame has them), corners on even pixels (the
     painter's half-size grid stays the frame's). None when painting the whole frame is as
     cheap: the boxes would cover more than ``max_share`` of it, or there would be more than
-    ``max_count`` (each window has a fixed cost), or ``margin`` is 0 (windows off).
+    ``max_count`` (each window has a fixed cost), or ``margin`` is 0 (windows off); and when
+    the holes themselves are more than ``max_hole`` of the frame (a turn's new side wants
+    sources from the whole frame: on held-out turns windows lost texture, SWD 0.335 -> 0.355).
 
     Args:
         hole: (H, W) bool, the pixels to paint (at least one).
     """
     H, W = hole.shape
-    if margin <= 0 or not hole.any():
+    if margin <= 0 or not hole.any() or hole.mean() > max_hole:
         return None
     k = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)  # separable: cheap at any size
     grown = cv2.dilate(hole.astype(np.uint8), k)
