@@ -2,6 +2,8 @@
 
 One frame (:func:`paint_exemplar`)::
 
+    windows     small holes (<= 5 % of the frame) are painted in windows with 48 px of seen
+                context around each group, the rest whole                    (windows.py)
     geometry    at half size: what is background (disocclusions), the hole's depth (the
                 background surfaces continued as planes, the seen floor continued as a floor),
                 normals                                                      (guide.py)
