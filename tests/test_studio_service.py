@@ -331,10 +331,12 @@ def test_auto_depth_fallback_is_noted_on_the_photo(seeded):
     assert ws.meta["depth_meta"]["scene"] == "indoor"
 
 
-def test_a_waiting_generation_knows_its_place_in_the_queue(seeded):
+def test_a_waiting_generation_knows_its_place_in_the_queue(seeded, slow_frames):
+    # slow_frames: without it the first generation (40 fast frames) could end before the
+    # check below (it did once the painter got faster: (0, 0) instead of (0, 1)).
     studio, pid, _, key = seeded
     other, _, other_key = studio.fork(pid, key)
-    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=40))
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=12))
     studio.save_path(other, other_key, studio.plan_path(other, other_key, preset="orbit", frames=3))
     first = studio.generate(pid, key)
     next(first)  # the only worker is busy with this one
