@@ -305,12 +305,13 @@ def test_a_second_front_end_watches_and_a_closed_page_does_not_stop_the_job(seed
         other.close()
 
 
-def test_with_one_slot_another_project_waits_and_says_so(seeded):
+def test_with_one_slot_another_project_waits_and_says_so(seeded, slow_frames):
     """One worker thread: a second project's generation queues (pending, with a message) and
-    runs when the slot frees; nothing is refused, nothing is lost."""
+    runs when the slot frees; nothing is refused, nothing is lost. (slow_frames: the first
+    generation must still run when the second asks, however fast frames get.)"""
     studio, pid, _, key = seeded
     other, _, other_key = studio.fork(pid, key)  # a second project with the same photo
-    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=60))
+    studio.save_path(pid, key, studio.plan_path(pid, key, preset="orbit", frames=12))
     studio.save_path(other, other_key, studio.plan_path(other, other_key, preset="orbit", frames=4))
     first = studio.generate(pid, key)
     next(first)  # the only worker is busy with this one
