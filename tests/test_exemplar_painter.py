@@ -193,3 +193,12 @@ def test_backend_routes_seen_pixels_and_validates_options():
     with pytest.raises(SynthesisError):
         create_synthesis_backend("reproject", painter="smooth", patch=5)
     assert create_synthesis_backend("reproject", patch=5).config == PainterConfig(patch=5)
+
+
+def test_background_warm_up_starts_no_thread_once_warm():
+    from models.synthesis.exemplar import warm_up
+
+    thread = warm_up(background=True)
+    if thread is not None:
+        thread.join(timeout=300)
+    assert warm_up(background=True) is None

@@ -86,8 +86,10 @@ def test_painter_protocol_tiny(tmp_path, monkeypatch):
     sheet = tmp_path / "painter_contact_sheet.png"
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "report_painter.json").read_text())
-    wins, scored = map(int, saved["summary"]["walks_swd_better"].split("/"))
-    assert 0 <= wins <= scored <= 2
+    for key in ("walks_swd_better", "walks_swd_ring_better"):
+        wins, scored = map(int, saved["summary"][key].split("/"))
+        assert 0 <= wins <= scored <= 2
+    assert all("swd_painted_vs_ring" in w["exemplar"] for w in saved["walks"])
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.metrics.texture import (
+    background_ring,
     gradient_energy,
     gradient_energy_ratio,
     laplacian_pyramid,
@@ -123,3 +124,38 @@ def test_energy_vs_truth_reads_texture_against_the_aligned_real_frame():
     noisy = np.clip(real + 0.1 * rng.standard_normal(real.shape), 0, 1).astype(np.float32)
     assert energy_vs_truth(noisy, real, mask) > 2.0
     assert np.isnan(energy_vs_truth(real, np.full_like(real, 0.5), mask))
+
+
+def _ring_reference(painted, seen, depth, width, tol):
+    """Slow twin of background_ring: for every seen pixel, the nearest painted pixel by brute
+    force (Euclidean; ties by scan order), then the same two tests."""
+    H, W = painted.shape
+    pts = np.argwhere(painted)
+    out = np.zeros((H, W), bool)
+    for y in range(H):
+        for x in range(W):
+            if not seen[y, x] or painted[y, x]:
+                continue
+            d2 = ((pts - (y, x)) ** 2).sum(1)
+            k = int(np.argmin(d2))
+            near = depth[pts[k][0], pts[k][1]]
+            out[y, x] = d2[k] <= width**2 and depth[y, x] >= near * math.exp(-tol)
+    return out
+
+
+def test_background_ring_keeps_the_layer_behind_the_paint_beside_it():
+    painted = np.zeros((40, 60), bool)
+    painted[10:30, 25:32] = True
+    depth = np.full((40, 60), 5.0, np.float32)
+    depth[:, 15:25] = 1.0  # an object in front, left of the hole
+    seen = ~painted
+    ring = background_ring(painted, seen, depth, width=6)
+    assert ring[20, 33:38].all() and not ring[20, 39:].any()  # 6 px on the far side
+    assert not ring[:, 15:25].any()  # the object in front is not what the hole continues
+    assert not ring[painted].any()
+    # Against the brute-force twin (the transform's 5x5 mask is a close approximation of
+    # Euclidean distance: the two may differ only at the ring's outer edge).
+    inner = _ring_reference(painted, seen, depth, 5, 0.15)
+    outer = _ring_reference(painted, seen, depth, 7, 0.15)
+    assert ring[inner].all() and not ring[~outer].any()
+    assert not background_ring(np.zeros_like(painted), seen, depth).any()

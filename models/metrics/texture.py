@@ -156,3 +156,26 @@ def gradient_energy_ratio(img: np.ndarray, painted: np.ndarray, seen: np.ndarray
     if not math.isfinite(e_seen) or e_seen <= 0:
         return math.nan
     return gradient_energy(img, painted) / e_seen
+
+
+def background_ring(
+    painted: np.ndarray, seen: np.ndarray, depth: np.ndarray, width: int = 24, tol: float = 0.15
+) -> np.ndarray:
+    """(H, W) bool: the seen pixels a painted region should look like. Those within ``width``
+    px of a painted pixel and on its depth layer or behind it (depth at least the nearest
+    painted pixel's times ``exp(-tol)``): a disocclusion continues the background, not the
+    object in front of it, and the pixels beside a hole share its blur and magnification,
+    which the frame as a whole (near walls magnified by a forward walk, a far view through a
+    window barely) does not.
+
+    painted, seen: (H, W) bool; depth: (H, W) metres (> 0 on both)."""
+    painted = np.asarray(painted, bool)
+    if not painted.any():
+        return np.zeros_like(painted)
+    dist, label = cv2.distanceTransformWithLabels(
+        (~painted).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    # Labels number the painted pixels in scan order (1-based): the nearest one's depth.
+    near_depth = np.asarray(depth, np.float32).ravel()[np.flatnonzero(painted)][label - 1]
+    behind = np.asarray(depth) >= near_depth * math.exp(-tol)
+    return np.asarray(seen, bool) & ~painted & (dist <= width) & behind

@@ -27,12 +27,15 @@ _warmed = False
 
 def warm_up(background: bool = False) -> threading.Thread | None:
     """Compile (or load from the disk cache) every kernel by painting a tiny frame once per
-    process. With ``background`` it runs in a daemon thread, returned."""
-    if background:
+    process. With ``background`` it runs in a daemon thread, returned (None when already
+    warm: no thread is started)."""
+    global _warmed
+    if background and not _warmed:
         thread = threading.Thread(target=warm_up, name="painter-warm-up", daemon=True)
         thread.start()
         return thread
-    global _warmed
+    if background:
+        return None
     with _warm:
         if _warmed:
             return None

@@ -39,6 +39,9 @@ class PainterConfig:
         whole frame always; :mod:`models.synthesis.exemplar.windows`) ...
     window_share: ... unless the windows would cover more than this share of the frame, or
     window_hole: ... the holes more than this share (large holes take sources from anywhere).
+    detail_slack: painted pixels may carry this many times the texture strength of the seen
+        background around them; sharper paint is low-passed down to it (0: off;
+        :mod:`models.synthesis.exemplar.detail`).
     """
 
     patch: int = 7
@@ -65,3 +68,4 @@ class PainterConfig:
     window_margin: int = 48
     window_share: float = 0.5
     window_hole: float = 0.05
+    detail_slack: float = 1.0

@@ -16,6 +16,9 @@ One frame (:func:`paint_exemplar`)::
                 same depth, orientation and texture strength, read at the perspective scale)
                 and patch voting                                             (complete.py)
     copy up     full-size pixels copied from the full-size sources through the half-size field
+    detail      in holes enclosed by seen pixels (disocclusions), paint sharper than the seen
+                background around it is low-passed down to its texture strength (a soft,
+                magnified surround gets soft paint)                              (detail.py)
 
 Texture is copied only from pixels that trace back to real observations; earlier paint is
 context, so a smear painted once cannot spread. The texture-strength feature keeps a clear sky
@@ -44,6 +47,7 @@ from models.synthesis.exemplar.complete import (
     targets_of,
 )
 from models.synthesis.exemplar.config import PainterConfig
+from models.synthesis.exemplar.detail import cap_detail
 from models.synthesis.exemplar.lookup import View, lookup_views
 from models.synthesis.exemplar.windows import hole_windows
 
@@ -225,6 +229,7 @@ def _paint_whole(
         dfill_h = dfill_h.astype(np.float32)
     else:
         bg_h, dfill_h = np.ones(d_h.shape, bool), np.ones(d_h.shape, np.float32)
+        cross_h = np.zeros(d_h.shape, np.float32)
     nrm_h = guide.normals_from_depth(dfill_h, K_h)
     if up_cam is not None and has_h.any():
         up = np.asarray(up_cam, np.float64)
@@ -267,6 +272,15 @@ def _paint_whole(
         if note:
             out[regions] = guide.push_pull_np(out, wring)[regions]
             meta["note"] = note
+        elif cfg.detail_slack > 0:
+            # Copied texture no sharper than the seen background around it (detail.py), where
+            # the hole is enclosed by it (crossed by seen pixels on both sides, as a
+            # disocclusion is): a turn's new side continues into what nothing saw, and the
+            # seam beside it says little about the detail there. The cracks' weighted means
+            # and a smooth fallback are soft already.
+            enclosed = regions & (_up((cross_h > 0).astype(np.float32), (H, W)) > 0.5)
+            if enclosed.any():
+                out = cap_detail(out, enclosed, bg & real, depth_f, slack=cfg.detail_slack)
     meta["ms"] = (time.perf_counter() - t0) * 1e3
     return PaintResult(np.clip(out, 0.0, 1.0), depth_f, meta)
 

@@ -64,7 +64,7 @@ def hole_windows(
         return None
     k = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)  # separable: cheap at any size
     grown = cv2.dilate(hole.astype(np.uint8), k)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     boxes = []
     for x, y, w, h, _ in stats[1:]:
         y0, x0 = (int(y) // 2) * 2, (int(x) // 2) * 2
